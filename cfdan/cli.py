@@ -1,0 +1,253 @@
+"""Command line: ``python -m cfdan {train,sweep,evaluate,results,predict,prepare,data}``.
+
+``prepare`` and ``data`` come from :mod:`cfdan.data.commands` (added when it is installed).
+Heavy modules (torch, the model, the data pipeline) are imported inside the commands so that
+``--help`` is fast and a missing optional package only affects the command that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+class CLIError(Exception):
+    """A user error reported as ``error: ...`` with exit status 2."""
+
+
+def _add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results-dir", default=None,
+                   help="results store (default: $CFDAN_RESULTS_DIR or results/)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="checkpoint folder (default: $CFDAN_CHECKPOINT_DIR or checkpoints/)")
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field, e.g. --set train.epochs=5 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cfdan",
+        description="CF-DAN reproduction: train, sweep, evaluate and run the model.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train one run of a profile (resumes if interrupted)",
+                       description="Train one run; the record goes to results/<experiment>/.")
+    p.add_argument("--profile", default="smoke",
+                   help="profile name in configs/ (smoke, cpu, paper) or a .toml path")
+    _add_set(p)
+    p.add_argument("--experiment", default=None, help="store the record under this experiment")
+    p.add_argument("--variant", default=None, help="variant label stored in the record")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--force", action="store_true", help="train even if the run is in the store")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--copy-to", default=None, metavar="DIR",
+                   help="also copy the finished record (.json + .npz) into DIR")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config and run id, then exit")
+    _add_store_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="run an experiment (variants x seeds), skipping stored runs",
+                       description="Run configs/experiments/EXPERIMENT.toml; runs already in "
+                       "the store are skipped, interrupted runs resume.")
+    p.add_argument("experiment", help="experiment name in configs/experiments/ or a .toml path")
+    _add_set(p)
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their status only")
+    p.add_argument("--max-runs", type=int, default=0, help="stop after this many new runs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_store_args(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on a split",
+                       description="Evaluate a saved checkpoint (best.pt or a shipped model) on "
+                       "the val or test split of its dataset. Reported numbers come from "
+                       "`train`, which tests once with the val-selected checkpoint.")
+    p.add_argument("checkpoint", help="checkpoint file written by train (best.pt)")
+    p.add_argument("--split", choices=("val", "test"), default="val")
+    p.add_argument("--tta-flip", action="store_true", help="average with the mirrored image")
+    _add_set(p)
+    p.add_argument("--json", action="store_true", help="print all metrics as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("results", help="summarise stored runs (mean, std, n over seeds)")
+    p.add_argument("experiment", nargs="?", default=None)
+    p.add_argument("--by", nargs="+", default=["variant"], help="group-by columns")
+    p.add_argument("--results-dir", default=None)
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("predict", help="detect faces in a photo and classify their expressions",
+                       description="MTCNN finds the faces, CF-DAN classifies each one.")
+    p.add_argument("photo", help="image file (jpg, png, ...)")
+    p.add_argument("--checkpoint", default=None,
+                   help="inference checkpoint (default: the shipped models/cfdan_cpu_ferplus.pt)")
+    p.add_argument("--out", default=None, help="write an annotated copy of the photo here")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--min-face", type=int, default=20, help="smallest face side in pixels")
+    p.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    p.set_defaults(func=cmd_predict)
+
+    try:  # prepare / data subcommands belong to the data package
+        from cfdan.data import commands as data_commands
+    except ImportError:
+        data_commands = None
+    if data_commands is not None and hasattr(data_commands, "register"):
+        data_commands.register(sub)
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+def _load_cfg(profile: str, overrides: list[str]):
+    from cfdan.config import load_config
+
+    return load_config(profile, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cfdan import train
+    from cfdan.config import validate
+
+    cfg = _load_cfg(args.profile, args.overrides)
+    if args.experiment:
+        cfg.experiment = args.experiment
+    if args.variant:
+        cfg.variant = args.variant
+    if args.quiet:
+        cfg.train.progress = False
+    validate(cfg)
+    if args.print_config:
+        print(json.dumps({"experiment": cfg.experiment, "run_id": cfg.run_id,
+                          **cfg.to_dict()}, indent=1))
+        return 0
+    record = train.train(cfg, results_root=args.results_dir, checkpoint_root=args.checkpoint_dir,
+                         resume=not args.no_resume, force=args.force)
+    if args.copy_to and os.environ.get("RANK", "0") == "0":
+        _copy_record(record, args.results_dir, args.copy_to)
+    return 0
+
+
+def _copy_record(record: dict, results_dir: str | None, dest: str) -> None:
+    import shutil
+    from pathlib import Path
+
+    from cfdan import results
+
+    src = results.record_path(record["experiment"], record["run_id"], results_dir)
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    for p in (src, src.with_suffix(".npz")):
+        if p.is_file():
+            target = Path(dest) / f"{record['experiment']}_{p.name}"
+            shutil.copyfile(p, target)
+            print(f"copied {p} -> {target}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from cfdan import results, train
+    from cfdan.config import load_experiment
+
+    exp = load_experiment(args.experiment)
+    cfgs = exp.configs(args.overrides)
+    done = [results.has_record(c.experiment, c.run_id, args.results_dir) for c in cfgs]
+    print(f"experiment {exp.name}: {len(cfgs)} runs ({sum(done)} in the store)")
+    for c, d in zip(cfgs, done, strict=True):
+        print(f"  {c.run_id}  {c.variant:<24} seed {c.seed:<4} {'done' if d else 'to run'}")
+    if args.dry_run:
+        return 0
+    new = 0
+    for c, d in zip(cfgs, done, strict=True):
+        if d:
+            continue
+        if args.max_runs and new >= args.max_runs:
+            print(f"--max-runs {args.max_runs} reached")
+            break
+        if args.quiet:
+            c.train.progress = False
+        train.train(c, results_root=args.results_dir, checkpoint_root=args.checkpoint_dir)
+        new += 1
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cfdan.predict import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, split=args.split, overrides=args.overrides,
+                                  tta_flip=args.tta_flip)
+    if args.json:
+        print(json.dumps(metrics, indent=1))
+    else:
+        print(f"{args.split}: n={metrics['n']} accuracy {metrics['accuracy']:.4f} "
+              f"mean-class {metrics['mean_class_accuracy']:.4f} macro-F1 {metrics['macro_f1']:.4f}"
+              f" loss {metrics['loss']:.4f}")
+        for name, s in metrics["per_class"].items():
+            print(f"  {name:<10} recall {s['recall']:.3f} f1 {s['f1']:.3f} n={s['support']}")
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cfdan import results
+
+    df = results.load(args.experiment, root=args.results_dir)
+    if df.empty:
+        print("no runs in the store" + (f" for {args.experiment}" if args.experiment else ""))
+        return 0
+    try:
+        table = results.summarize(df, by=args.by)
+    except KeyError as exc:
+        raise CLIError(str(exc).strip("'\"")) from exc
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.to_string(index=False))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from cfdan.predict import predict_photo
+
+    faces = predict_photo(args.photo, checkpoint=args.checkpoint, out=args.out,
+                          device=args.device, min_face=args.min_face)
+    if args.json:
+        print(json.dumps(faces, indent=1))
+    elif not faces:
+        print("no face found")
+    for i, f in enumerate(faces if not args.json else []):
+        top = ", ".join(f"{k} {v:.2f}" for k, v in list(f["probabilities"].items())[:3])
+        print(f"face {i + 1} at {f['box']}: {f['label']} ({top})")
+    if args.out and not args.json:
+        print(f"annotated image: {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    from cfdan.config import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, CLIError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # NonFiniteLossError: clear message, own exit status
+        if type(exc).__name__ == "NonFiniteLossError":
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_DIVERGED
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

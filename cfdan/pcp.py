@@ -1,0 +1,464 @@
+"""The piecewise cubic polynomial activation PCP(x) of §3.4 (eqs. 6-12).
+
+PCP is a C1 (C2 inside (-1, 1)) cubic Hermite spline through the knots
+``x = -1, 0, x_L, 1`` with values ``P1, 0, P3, 1`` (eq. 7-8), slope 0 at -1 and 1,
+slope ``s_L * (0 - P1) / (0 - (-1))`` at 0 (eq. 6), and ``P3``, ``dP3/dx(x_L)`` chosen so
+that the second derivative is continuous at 0 and ``x_L`` (eq. 9). Outside [-1, 1] it is
+the constant ``P1`` (left) or 1 (right), eq. (10).
+
+Each piece is stored as the monomial coefficients ``(a, b, c, d)`` of eq. (11) and
+evaluated in the Horner form of eq. (12). The closed forms of ``P3`` and ``dP3/dx`` used
+here were derived with SymPy (:mod:`cfdan.symbolic`) and are checked against it in the
+tests.
+
+Public API: :func:`coefficients`, :func:`pcp`, :class:`PCP`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "DEFAULT_P1",
+    "DEFAULT_S_L",
+    "DEFAULT_X_L",
+    "PCP",
+    "coefficients",
+    "knot_values",
+    "pcp",
+    "pcp_from_coefficients",
+    "validate_parameters",
+]
+
+#: The paper's best setting (§4.5): ``x_L = 0.19, P1 = -0.24, s_L = 1.85``.
+DEFAULT_X_L = 0.19
+DEFAULT_P1 = -0.24
+DEFAULT_S_L = 1.85
+
+#: Margin used to keep learnable parameters strictly inside their domain.
+DOMAIN_EPS = 1e-3
+
+Number = float | int
+ParamLike = Number | Tensor
+
+
+# --------------------------------------------------------------------------- parameters
+def validate_parameters(x_L: ParamLike, P1: ParamLike, s_L: ParamLike) -> None:
+    """Raise ``ValueError`` naming the first shape parameter outside its domain.
+
+    Domains: ``0 < x_L < 1`` (the middle knot must split (0, 1)), ``P1 < 0`` (PCP maps
+    the negative side to a small negative interval, §4.4), ``s_L > 0`` (eq. 6).
+    Tensors are checked too (this reads their value, i.e. synchronises a CUDA tensor).
+    """
+    checks = (
+        ("x_L", x_L, lambda v: 0.0 < v < 1.0, "0 < x_L < 1"),
+        ("P1", P1, lambda v: v < 0.0, "P1 < 0"),
+        ("s_L", s_L, lambda v: v > 0.0, "s_L > 0"),
+    )
+    for name, value, ok, domain in checks:
+        v = float(value.detach()) if isinstance(value, Tensor) else float(value)
+        if not math.isfinite(v) or not ok(v):
+            raise ValueError(f"PCP parameter {name}={v!r} is outside its domain ({domain})")
+
+
+def _as_tensors(*values: ParamLike) -> list[Tensor]:
+    """Convert floats / 0-dim tensors to tensors of one common floating dtype.
+
+    The dtype follows the tensor inputs (promoted); with no tensor input it is float64.
+    """
+    tensors = [v for v in values if isinstance(v, Tensor)]
+    if tensors:
+        dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors])
+        if not dtype.is_floating_point:
+            dtype = torch.float64
+        device = tensors[0].device
+    else:
+        dtype, device = torch.float64, torch.device("cpu")
+    out = []
+    for v in values:
+        if isinstance(v, Tensor):
+            if v.numel() != 1:
+                raise ValueError(f"PCP shape parameters must be scalars, got shape {tuple(v.shape)}")
+            out.append(v.reshape(()).to(dtype=dtype, device=device))
+        else:
+            out.append(torch.tensor(float(v), dtype=dtype, device=device))
+    return out
+
+
+def knot_values(x_L: ParamLike, P1: ParamLike, s_L: ParamLike) -> tuple[Tensor, Tensor]:
+    """``P3 = PCP(x_L)`` and ``m3 = dPCP/dx(x_L)`` from the C2 conditions of eq. (9).
+
+    Closed form of the 2x2 linear system (derived in :func:`cfdan.symbolic.solve_knot`):
+
+        P3 = x_L (P1 (5 s_L x_L^2 - 2 s_L x_L - 3 s_L - 6 x_L^2 + 6 x_L) + 3 x_L) / 3
+        m3 = P1 (5 s_L x_L^2 - s_L - 6 x_L^2 + 3 x_L) + 3 x_L
+    """
+    xl, p1, sl = _as_tensors(x_L, P1, s_L)
+    xl2 = xl * xl
+    p3 = xl * (p1 * (5 * sl * xl2 - 2 * sl * xl - 3 * sl - 6 * xl2 + 6 * xl) + 3 * xl) / 3
+    m3 = p1 * (5 * sl * xl2 - sl - 6 * xl2 + 3 * xl) + 3 * xl
+    return p3, m3
+
+
+def coefficients(x_L: ParamLike, P1: ParamLike, s_L: ParamLike) -> Tensor:
+    """The (3, 4) table of eq. (11): rows = pieces on [-1, 0), [0, x_L), [x_L, 1];
+    columns = (a, b, c, d) of ``a x^3 + b x^2 + c x + d``.
+
+    Hand-written closed forms of the SymPy solution (:func:`cfdan.symbolic.closed_form_coefficients`;
+    the tests compare the two). With ``D = (1 - x_L)^2``::
+
+        piece 1: a = P1 (2 - s_L),  b = P1 (3 - 2 s_L),  c = -P1 s_L,  d = 0
+        piece 2: a = (P1 (5 s_L x_L + 4 s_L - 6 x_L - 3) + 3) / (3 x_L),  b, c, d as piece 1
+        piece 3: a = (P1 (5 s_L x_L^2 - 6 s_L x_L - 3 s_L - 6 x_L^2 + 9 x_L) + 3 x_L - 6) / (3 D)
+                 b = (3 - P1 (2 s_L (x_L^2 - 2 x_L - 1) - 3 x_L^2 + 6 x_L)) / D
+                 c = -(P1 (s_L (1 + x_L)^2 - 3 x_L) + 3 x_L) / D
+                 d = x_L^2 (P1 (4 s_L - 3) + 3) / (3 D)
+
+    Pieces 1 and 2 share b, c, d exactly: C2 continuity at 0 fixes the value, slope and
+    curvature there. Differentiable in the three parameters (floats or 0-dim tensors);
+    the dtype follows the tensor arguments (float64 when all are Python numbers). No
+    domain check here; see :func:`validate_parameters`.
+    """
+    xl, p1, sl = _as_tensors(x_L, P1, s_L)
+    xl2 = xl * xl
+    den = (1 - xl) ** 2
+    a1 = p1 * (2 - sl)
+    b = p1 * (3 - 2 * sl)
+    c = -p1 * sl
+    d = torch.zeros_like(xl)
+    a2 = (p1 * (5 * sl * xl + 4 * sl - 6 * xl - 3) + 3) / (3 * xl)
+    a3 = (p1 * (5 * sl * xl2 - 6 * sl * xl - 3 * sl - 6 * xl2 + 9 * xl) + 3 * xl - 6) / (3 * den)
+    b3 = (3 - p1 * (2 * sl * (xl2 - 2 * xl - 1) - 3 * xl2 + 6 * xl)) / den
+    c3 = -(p1 * (sl * (1 + xl) ** 2 - 3 * xl) + 3 * xl) / den
+    d3 = xl2 * (p1 * (4 * sl - 3) + 3) / (3 * den)
+    return torch.stack(
+        [torch.stack([a1, b, c, d]), torch.stack([a2, b, c, d]), torch.stack([a3, b3, c3, d3])]
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_coefficients(x_L: float, P1: float, s_L: float) -> Tensor:
+    return coefficients(x_L, P1, s_L)
+
+
+# --------------------------------------------------------------------------- kernels
+#: CPU block length: the eager CPU kernels run ~15 in-place elementwise ops per block, so
+#: a block and its scratch buffers stay in L2 cache and only x, y (and grad) touch memory.
+CPU_BLOCK = 1 << 16
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float16 / bfloat16 inputs are evaluated in float32 and rounded once at the end."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+class _Spline(NamedTuple):
+    """A table in truncated-power form: ``q(t) + alpha min(t,0)^3 + k3 max(t-x_L,0)^3``.
+
+    ``q`` is the middle piece (a2, b, c, d). This is the same function as eq. (10)-(12)
+    whenever pieces 1 and 2 share b, c, d and piece 3 differs from piece 2 by
+    ``k3 (t - x_L)^3`` -- i.e. C2 continuity at 0 and x_L, which eq. (9) imposes.
+    """
+
+    a2: float
+    b: float
+    c: float
+    d: float
+    alpha: float
+    k3: float
+    x_L: float
+
+
+def _as_spline(k: list[list[float]], x_L: float, rtol: float = 1e-6) -> _Spline | None:
+    """Truncated-power form of a (3, 4) table, or None if the table is not C2 at 0 / x_L."""
+    (a1, b1, c1, d1), (a2, b, c, d), (a3, b3, c3, d3) = k
+    alpha, k3 = a1 - a2, a3 - a2
+    expect = (b, c, d, b - 3 * k3 * x_L, c + 3 * k3 * x_L**2, d - k3 * x_L**3)
+    scale = max(1.0, *(abs(v) for row in k for v in row))
+    ok = all(abs(u - v) <= rtol * scale for u, v in zip((b1, c1, d1, b3, c3, d3), expect, strict=True))
+    return _Spline(a2, b, c, d, alpha, k3, x_L) if ok else None
+
+
+def _cpu_blocks(n: int, dtype: torch.dtype, n_scratch: int, body) -> None:
+    """Run ``body(s, e, scratch)`` over blocks [s, e) of a flat tensor of length n."""
+    size = max(1, min(n, CPU_BLOCK))
+    scratch = [torch.empty(size, dtype=dtype) for _ in range(n_scratch)]
+    for s in range(0, n, size):
+        e = min(s + size, n)
+        body(s, e, [b[: e - s] for b in scratch])
+
+
+def _forward_cpu(x: Tensor, sp: _Spline) -> Tensor:
+    """Eq. (10) on CPU, in place per L2-sized block, truncated-power form of :class:`_Spline`.
+
+    ``alpha u^3 + k3 w^3`` with disjoint supports (u = min(t, 0), w = max(t - x_L, 0)) is
+    ``k3 (rho u + w)^3``, ``rho = cbrt(alpha / k3)``: one cube for both corrections.
+    About 15 elementwise ops per block; see benchmarks/bench_activations.py for the
+    alternatives measured (torch.where selection + Horner, indicator blending).
+    """
+    xf = x.contiguous().reshape(-1)
+    out = torch.empty_like(xf)
+    wdt = _work_dtype(x.dtype)
+    low = wdt != x.dtype
+    merged = sp.k3 != 0.0
+    rho = math.copysign(abs(sp.alpha / sp.k3) ** (1 / 3), sp.alpha / sp.k3) if merged else 0.0
+
+    def body(s: int, e: int, buf: list[Tensor]) -> None:
+        t, u, w, y = buf
+        xc = xf[s:e]
+        if low:
+            t.copy_(xc).clamp_(-1.0, 1.0)
+        else:
+            torch.clamp(xc, -1.0, 1.0, out=t)  # PCP(-1) = P1, PCP(1) = 1: eq. (10) outside
+            y = out[s:e]
+        torch.mul(t, sp.a2, out=y)  # q(t) = ((a2 t + b) t + c) t + d, eq. (12)
+        y.add_(sp.b).mul_(t).add_(sp.c).mul_(t)
+        if sp.d != 0.0:
+            y.add_(sp.d)
+        torch.clamp(t, max=0.0, out=u)  # min(t, 0)
+        torch.sub(t, sp.x_L, out=w).clamp_(min=0.0)  # max(t - x_L, 0)
+        if merged:
+            u.mul_(rho).add_(w)
+            torch.mul(u, u, out=w)
+            w.mul_(u).mul_(sp.k3)
+            y.add_(w)
+        else:  # k3 == 0: piece 3 is piece 2
+            torch.mul(u, u, out=w)
+            w.mul_(u).mul_(sp.alpha)
+            y.add_(w)
+        if low:
+            out[s:e].copy_(y)
+
+    _cpu_blocks(xf.numel(), wdt, 4, body)
+    return out.reshape(x.shape)
+
+
+def _grad_x_cpu(x: Tensor, grad: Tensor, sp: _Spline) -> Tensor:
+    """``grad * dPCP/dx`` on CPU: ``q'(t) + 3 alpha min(t,0)^2 + 3 k3 max(t-x_L,0)^2``
+    inside [-1, 1], exactly 0 outside."""
+    xf = x.contiguous().reshape(-1)
+    gf = grad.contiguous().reshape(-1)
+    out = torch.empty_like(xf)
+    wdt = _work_dtype(x.dtype)
+    low = wdt != x.dtype
+
+    def body(s: int, e: int, buf: list[Tensor]) -> None:
+        t, u, w, dd = buf
+        xc = xf[s:e]
+        if low:
+            t.copy_(xc).clamp_(-1.0, 1.0)
+        else:
+            torch.clamp(xc, -1.0, 1.0, out=t)
+        torch.mul(t, 3 * sp.a2, out=dd)  # q'(t) = (3 a2 t + 2 b) t + c
+        dd.add_(2 * sp.b).mul_(t).add_(sp.c)
+        torch.clamp(t, max=0.0, out=u)
+        u.mul_(u).mul_(3 * sp.alpha)
+        dd.add_(u)
+        torch.sub(t, sp.x_L, out=w).clamp_(min=0.0)
+        w.mul_(w).mul_(3 * sp.k3)
+        dd.add_(w)
+        torch.eq(t, xc, out=u)  # 1 inside [-1, 1], 0 where the constant extension holds
+        dd.mul_(u)
+        if low:
+            dd.mul_(gf[s:e])
+            out[s:e].copy_(dd)
+        else:
+            torch.mul(dd, gf[s:e], out=out[s:e])
+
+    _cpu_blocks(xf.numel(), wdt, 4, body)
+    return out.reshape(x.shape)
+
+
+def _pieces(t: Tensor, x_L: Tensor, v: Tensor) -> Tensor:
+    """Tensor path: per-element value ``v[piece]`` (v has 3 entries) by ``torch.where``."""
+    return torch.where(t >= x_L, v[2], torch.where(t < 0, v[0], v[1]))
+
+
+def _forward_tensor(x: Tensor, k: Tensor, x_L: Tensor) -> Tensor:
+    """Eq. (10) + Horner (12) with ``torch.where`` selection (CUDA, torch.compile)."""
+    wdt = _work_dtype(x.dtype)
+    t = x.to(wdt).clamp(-1.0, 1.0)
+    y = _pieces(t, x_L, k[:, 0])
+    for j in (1, 2, 3):
+        y = torch.addcmul(_pieces(t, x_L, k[:, j]), y, t)
+    return y.to(x.dtype)
+
+
+def _derivative_tensor(x: Tensor, k: Tensor, x_L: Tensor) -> tuple[Tensor, Tensor]:
+    """(dPCP/dx in the work dtype, clamped input t) for the tensor path."""
+    t = x.to(_work_dtype(x.dtype)).clamp(-1.0, 1.0)
+    d = _pieces(t, x_L, 3 * k[:, 0])
+    d = torch.addcmul(_pieces(t, x_L, 2 * k[:, 1]), d, t)
+    d = torch.addcmul(_pieces(t, x_L, k[:, 2]), d, t)
+    return torch.where(t == x, d, torch.zeros_like(d)), t
+
+
+def _coefficient_grad(grad: Tensor, t: Tensor, x_L: Tensor, dtype: torch.dtype) -> Tensor:
+    """d loss / d table (3, 4): per piece, sums of ``grad * t^p`` (p = 3, 2, 1, 0).
+
+    Elements outside [-1, 1] count for the end pieces at ``t = -1`` / ``t = 1``: the
+    constant extension equals the end piece's value there for every parameter setting,
+    so this is also the right gradient for (x_L, P1, s_L). Accumulated in >= float32.
+    """
+    acc = torch.promote_types(dtype, torch.float32)
+    g = grad.reshape(-1).to(acc)
+    tt = t.reshape(-1).to(acc)
+    hi = tt >= x_L.to(acc)
+    lo = (tt < 0) & ~hi
+    mid = ~(lo | hi)
+    masks = torch.stack([lo, mid, hi]).to(acc)  # (3, N)
+    powers = torch.stack([tt * tt * tt, tt * tt, tt, torch.ones_like(tt)])  # (4, N)
+    return ((masks * g) @ powers.T).to(dtype)
+
+
+def _cpu_spline(x: Tensor, coef: Tensor, x_L: Tensor) -> _Spline | None:
+    """The CPU fast path's spline, or None when the tensor path must be used."""
+    if x.device.type != "cpu" or coef.device.type != "cpu" or torch.compiler.is_compiling():
+        return None
+    return _as_spline(coef.detach().double().tolist(), float(x_L))
+
+
+class _PCPFunction(torch.autograd.Function):
+    """PCP forward (eq. 10/12) and analytic backward; saves only ``x`` and the table."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, coef: Tensor, x_L: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, coef, x_L)
+        sp = _cpu_spline(x, coef, x_L)
+        if sp is not None:
+            return _forward_cpu(x, sp)
+        wdt = _work_dtype(x.dtype)
+        k = coef.detach().to(dtype=wdt, device=x.device)
+        return _forward_tensor(x, k, x_L.detach().to(dtype=wdt, device=x.device))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        x, coef, x_L = ctx.saved_tensors
+        need_x, need_coef = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = grad_coef = None
+        if need_x and not need_coef:
+            sp = _cpu_spline(x, coef, x_L)
+            if sp is not None:
+                return _grad_x_cpu(x, grad, sp), None, None
+        if need_x or need_coef:
+            wdt = _work_dtype(x.dtype)
+            k = coef.to(dtype=wdt, device=x.device)
+            xl = x_L.to(dtype=wdt, device=x.device)
+            d, t = _derivative_tensor(x, k, xl)
+            if need_x:
+                grad_x = (grad.to(wdt) * d).to(x.dtype)
+            if need_coef:
+                grad_coef = _coefficient_grad(grad, t, xl, coef.dtype).to(coef.device)
+        return grad_x, grad_coef, None
+
+
+def pcp_from_coefficients(x: Tensor, coef: Tensor, x_L: ParamLike) -> Tensor:
+    """PCP(x) for a precomputed (3, 4) table ``coef`` (see :func:`coefficients`).
+
+    Gradients flow to ``x`` and, if it requires grad, to ``coef``.
+    """
+    if not x.is_floating_point():
+        raise TypeError(f"pcp expects a floating-point tensor, got {x.dtype}")
+    if coef.shape != (3, 4):
+        raise ValueError(f"PCP coefficient table must have shape (3, 4), got {tuple(coef.shape)}")
+    xl = x_L if isinstance(x_L, Tensor) else torch.tensor(float(x_L), dtype=torch.float64)
+    return _PCPFunction.apply(x, coef, xl.reshape(()))
+
+
+def pcp(
+    x: Tensor,
+    x_L: ParamLike = DEFAULT_X_L,
+    P1: ParamLike = DEFAULT_P1,
+    s_L: ParamLike = DEFAULT_S_L,
+) -> Tensor:
+    """PCP(x) of eq. (10), elementwise, computed in ``x.dtype`` with the Horner form (12).
+
+    Shape parameters may be floats (validated; coefficients cached) or 0-dim tensors
+    (gradients then flow to them through :func:`coefficients`; not validated here to
+    avoid a device sync — use :func:`validate_parameters` or :class:`PCP`).
+    """
+    if any(isinstance(v, Tensor) for v in (x_L, P1, s_L)):
+        coef = coefficients(x_L, P1, s_L)
+        xl = x_L if isinstance(x_L, Tensor) else torch.tensor(float(x_L))
+    else:
+        validate_parameters(x_L, P1, s_L)
+        coef = _cached_coefficients(float(x_L), float(P1), float(s_L))
+        xl = torch.tensor(float(x_L), dtype=torch.float64)
+    return pcp_from_coefficients(x, coef, xl)
+
+
+# --------------------------------------------------------------------------- module
+class PCP(nn.Module):
+    """PCP activation (§3.4) as a module; defaults are the paper's best (§4.5).
+
+    ``learnable=False``: the shape parameters are fixed and the (3, 4) coefficient table
+    is computed once (a buffer). ``learnable=True``: ``x_L``, ``P1`` and ``s_L`` are
+    ``nn.Parameter`` s (the "adaptive adjustment" of §5) and the table is recomputed from
+    them in every forward, so gradients reach them through eq. (9).
+
+    Domain: ``0 < x_L < 1``, ``P1 < 0``, ``s_L > 0``; a value outside raises
+    ``ValueError`` at construction. During training an optimiser may push a learnable
+    parameter out of its domain; the forward then uses the value clamped to
+    ``[eps, 1 - eps]`` / ``(-inf, -eps]`` / ``[eps, inf)`` (``eps = 1e-3``) and that
+    parameter gets no gradient while it stays outside. :meth:`effective_parameters`
+    reports the values actually used.
+    """
+
+    coef: Tensor
+
+    def __init__(
+        self,
+        x_L: float = DEFAULT_X_L,
+        P1: float = DEFAULT_P1,
+        s_L: float = DEFAULT_S_L,
+        learnable: bool = False,
+    ) -> None:
+        super().__init__()
+        validate_parameters(x_L, P1, s_L)
+        self.learnable = bool(learnable)
+        if self.learnable:
+            self.x_L = nn.Parameter(torch.tensor(float(x_L)))
+            self.P1 = nn.Parameter(torch.tensor(float(P1)))
+            self.s_L = nn.Parameter(torch.tensor(float(s_L)))
+        else:
+            self._fixed = (float(x_L), float(P1), float(s_L))
+            self.register_buffer("coef", coefficients(x_L, P1, s_L).float(), persistent=False)
+            self.register_buffer("x_L_knot", torch.tensor(float(x_L)), persistent=False)
+
+    def _clamped(self) -> tuple[Tensor, Tensor, Tensor]:
+        eps = DOMAIN_EPS
+        return (
+            self.x_L.clamp(eps, 1 - eps),
+            self.P1.clamp(max=-eps),
+            self.s_L.clamp(min=eps),
+        )
+
+    def effective_parameters(self) -> dict[str, float]:
+        """The (x_L, P1, s_L) values the forward uses (after clamping if learnable)."""
+        if not self.learnable:
+            return dict(zip(("x_L", "P1", "s_L"), self._fixed, strict=True))
+        return {n: float(v.detach()) for n, v in zip(("x_L", "P1", "s_L"), self._clamped(), strict=True)}
+
+    def coefficients(self) -> Tensor:
+        """The current (3, 4) coefficient table (eq. 11)."""
+        if not self.learnable:
+            return self.coef
+        return coefficients(*self._clamped())
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.learnable:
+            return pcp_from_coefficients(x, self.coef, self.x_L_knot)
+        x_l, p1, s_l = self._clamped()
+        return pcp_from_coefficients(x, coefficients(x_l, p1, s_l), x_l)
+
+    def extra_repr(self) -> str:
+        p = self.effective_parameters() if not self.learnable else {
+            n: float(v.detach()) for n, v in (("x_L", self.x_L), ("P1", self.P1), ("s_L", self.s_L))
+        }
+        return f"x_L={p['x_L']:.4g}, P1={p['P1']:.4g}, s_L={p['s_L']:.4g}, learnable={self.learnable}"

@@ -1,0 +1,186 @@
+"""Inference: self-describing checkpoints, photo -> faces (MTCNN, §4.2) -> expressions.
+
+An inference checkpoint (written by :func:`cfdan.train.inference_checkpoint` as ``best.pt``,
+or shipped as ``models/cfdan_cpu_ferplus.pt`` after :func:`export_checkpoint`) embeds the
+model config, the run config, the class names and the input format, so it loads without any
+profile. facenet-pytorch (MTCNN) is imported only when a photo is processed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cfdan import paths
+
+DEFAULT_CHECKPOINT: Path = paths.REPO_ROOT / "models" / "cfdan_cpu_ferplus.pt"
+
+
+def load_checkpoint(path: str | os.PathLike | None = None, device: str = "cpu"):
+    """Load an inference checkpoint; returns ``(model in eval mode, metadata dict)``."""
+    from cfdan.model import CFDAN, CFDANConfig
+
+    path = Path(path) if path else DEFAULT_CHECKPOINT
+    if not path.is_file():
+        hint = " (the default model is not shipped yet; pass --checkpoint)" if path == DEFAULT_CHECKPOINT else ""
+        raise FileNotFoundError(f"checkpoint {path} does not exist{hint}")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ck, dict) or ck.get("kind") != "cfdan-inference":
+        raise ValueError(
+            f"{path}: not an inference checkpoint (expected best.pt written by `cfdan train` or "
+            f"a file made by export_checkpoint; last.pt holds training state only)"
+        )
+    mcfg = CFDANConfig.from_dict(ck["model_config"])
+    model = CFDAN(mcfg)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()}
+    model.load_state_dict(state)
+    model.to(device).eval()
+    meta = {k: v for k, v in ck.items() if k != "model"}
+    return model, meta
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True) -> Path:
+    """Copy an inference checkpoint, storing float weights as fp16 when ``half`` (small files)."""
+    from cfdan.results import atomic_write_bytes
+
+    ck = torch.load(src, map_location="cpu", weights_only=False)
+    if ck.get("kind") != "cfdan-inference":
+        raise ValueError(f"{src}: not an inference checkpoint")
+    if half:
+        ck["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
+        ck["weights_dtype"] = "float16"
+    import io
+
+    buf = io.BytesIO()
+    torch.save(ck, buf)
+    atomic_write_bytes(dst, buf.getvalue())
+    return Path(dst)
+
+
+def evaluate_checkpoint(
+    path: str | os.PathLike,
+    split: str = "val",
+    overrides: list[str] | None = None,
+    tta_flip: bool = False,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Metrics of a checkpoint on ``split`` of the dataset it was trained on.
+
+    ``overrides`` (``data.root=...``) adjust the stored config, e.g. another data location.
+    """
+    from cfdan import evaluate
+    from cfdan.config import apply_overrides, from_dict, validate
+    from cfdan.train import load_splits, make_augment
+
+    model, meta = load_checkpoint(path, device)
+    cfg = from_dict(meta["config"])
+    apply_overrides(cfg, overrides)
+    validate(cfg)
+    data = load_splits(cfg, splits=(split,))[split]
+    tf = make_augment(cfg.data.image_size, train=False, seed=0)
+    out = evaluate.infer(model, data.images, tf, batch_size=cfg.train.eval_batch_size,
+                         device=device, tta_flip=tta_flip)
+    m = evaluate.split_metrics(out["logits"], data.labels, data.class_names)
+    m["tta_flip"] = tta_flip
+    m["checkpoint"] = str(path)
+    return m
+
+
+def detect_faces(image, min_face: int = 20, device: str = "cpu") -> list[tuple[float, ...]]:
+    """Face boxes ``(x0, y0, x1, y1, score)`` in a PIL image, via MTCNN.
+
+    Uses ``cfdan.data.align.detect_faces`` if the data package provides it, else
+    facenet-pytorch's MTCNN (bundled weights, nothing downloaded).
+    """
+    try:
+        from cfdan.data import align
+
+        if hasattr(align, "detect_faces"):
+            return [tuple(map(float, b)) for b in align.detect_faces(image, min_face=min_face)]
+    except ImportError:
+        pass
+    try:
+        from facenet_pytorch import MTCNN
+    except ImportError as exc:
+        raise RuntimeError(
+            "face detection needs facenet-pytorch (pip install facenet-pytorch)"
+        ) from exc
+    mtcnn = MTCNN(keep_all=True, min_face_size=min_face, device=device)
+    boxes, probs = mtcnn.detect(image)
+    if boxes is None:
+        return []
+    return [(*map(float, b), float(p)) for b, p in zip(boxes, probs, strict=True)]
+
+
+def _crop(image, box, margin: float = 0.1):
+    x0, y0, x1, y1 = box[:4]
+    w, h = x1 - x0, y1 - y0
+    side = max(w, h) * (1 + 2 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return image.crop((int(cx - side / 2), int(cy - side / 2),
+                       int(cx + side / 2), int(cy + side / 2)))
+
+
+@torch.no_grad()
+def classify_faces(model, meta: dict[str, Any], crops: list, device: str = "cpu") -> list[dict]:
+    """Class probabilities of face crops (PIL images), sorted high to low per face."""
+    from cfdan.train import make_augment
+
+    size, chans = int(meta["image_size"]), int(meta.get("in_channels", 3))
+    mode = "L" if chans == 1 else "RGB"
+    arrs = []
+    for c in crops:
+        a = np.asarray(c.convert(mode).resize((size, size)), dtype=np.uint8)
+        arrs.append(a[None] if chans == 1 else a.transpose(2, 0, 1))
+    if not arrs:
+        return []
+    x = torch.from_numpy(np.stack(arrs))
+    tf = make_augment(size, train=False, seed=0)
+    probs = torch.softmax(model(tf(x.to(device))).float(), dim=1).cpu().numpy()
+    names = list(meta["class_names"])
+    out = []
+    for p in probs:
+        order = np.argsort(-p)
+        out.append({"label": names[order[0]],
+                    "probabilities": {names[i]: float(p[i]) for i in order}})
+    return out
+
+
+def predict_photo(
+    photo: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    device: str = "cpu",
+    min_face: int = 20,
+) -> list[dict[str, Any]]:
+    """Detect faces in ``photo``, classify each; optionally write an annotated copy to ``out``."""
+    from PIL import Image, ImageDraw
+
+    photo = Path(photo)
+    if not photo.is_file():
+        raise FileNotFoundError(f"photo {photo} does not exist")
+    try:
+        image = Image.open(photo).convert("RGB")
+    except OSError as exc:
+        raise ValueError(f"{photo}: not a readable image ({exc})") from exc
+    model, meta = load_checkpoint(checkpoint, device)
+    boxes = detect_faces(image, min_face=min_face, device=device)
+    preds = classify_faces(model, meta, [_crop(image, b) for b in boxes], device)
+    faces = [
+        {"box": [round(v, 1) for v in b[:4]], "detector_score": b[4] if len(b) > 4 else None, **p}
+        for b, p in zip(boxes, preds, strict=True)
+    ]
+    if out:
+        draw = ImageDraw.Draw(image)
+        for f in faces:
+            x0, y0, x1, y1 = f["box"]
+            draw.rectangle((x0, y0, x1, y1), outline=(255, 64, 64), width=max(2, image.width // 300))
+            text = f"{f['label']} {f['probabilities'][f['label']]:.2f}"
+            draw.text((x0 + 3, max(0, y0 - 14)), text, fill=(255, 64, 64))
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        image.save(out)
+    return faces

@@ -1,0 +1,76 @@
+"""Shared pytest fixtures and the skip rule for tests that need real data.
+
+``pytest --nbval`` from the repository root collects ``tests/`` and ``notebooks/*.ipynb``
+(see ``[tool.pytest.ini_options]`` in ``pyproject.toml``).
+
+Tests that read FERPlus take the ``ferplus_root`` fixture (or carry ``@pytest.mark.ferplus``);
+both skip with a clear reason when the data folder is absent, so the suite still runs on a
+machine without the data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FERPLUS_SPLITS = ("FER2013Train", "FER2013Valid", "FER2013Test")
+
+
+def ferplus_location() -> Path:
+    """Where FERPlus is looked for: ``$CFDAN_FERPLUS_ROOT`` or ``../shared/data/ferplus``.
+
+    Read at call time (not import time), so a test may change the variable.
+    """
+    env = os.environ.get("CFDAN_FERPLUS_ROOT")
+    if env:
+        return Path(env).expanduser()
+    return REPO_ROOT.parent / "shared" / "data" / "ferplus"
+
+
+def ferplus_available(root: Path) -> bool:
+    """True for a FER+ layout folder (any split folder present) or a packed file."""
+    if root.is_file():
+        return True
+    return root.is_dir() and any((root / split).is_dir() for split in FERPLUS_SPLITS)
+
+
+def _ferplus_skip_reason(root: Path) -> str:
+    return f"FERPlus not found at {root}; set CFDAN_FERPLUS_ROOT"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root (the folder holding ``cfdan/`` and ``pyproject.toml``)."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def ferplus_root() -> Path:
+    """Path to the real FERPlus data; skips the test when it is absent."""
+    root = ferplus_location()
+    if not ferplus_available(root):
+        pytest.skip(_ferplus_skip_reason(root))
+    return root
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The sanitize file is named relative to the repository root in pyproject.toml; make it
+    # work when pytest is started from another folder too.
+    option = getattr(config.option, "nbval_sanitize_with", None)
+    if option and not Path(option).is_file():
+        candidate = config.rootpath / option
+        if candidate.is_file():
+            config.option.nbval_sanitize_with = str(candidate)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = ferplus_location()
+    if ferplus_available(root):
+        return
+    skip = pytest.mark.skip(reason=_ferplus_skip_reason(root))
+    for item in items:
+        if item.get_closest_marker("ferplus") is not None:
+            item.add_marker(skip)

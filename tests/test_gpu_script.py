@@ -1,0 +1,55 @@
+"""Dry run of scripts/gpu_paper_run.sh on CPU with the smoke profile."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "gpu_paper_run.sh"
+
+
+def test_gpu_script_dry_run_on_cpu(tmp_path):
+    pytest.importorskip("cfdan.data.pipeline", reason="needs the data package")
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "CFDAN_GPU_PROFILE": "smoke",
+        "CFDAN_GPU_DEVICE": "cpu",
+        "CFDAN_GPU_BUDGET_S": "240",
+        "CFDAN_GPU_SECOND_MIN_S": "30",
+        "CFDAN_GPU_SET": "train.epochs=2",
+        "CFDAN_RESULTS_DIR": str(tmp_path / "results"),
+        "CFDAN_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "CFDAN_CACHE_DIR": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "OUT": str(out),
+    }
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "packed.npz")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = sorted(out.glob("*.json"))
+    assert len(records) == 2, proc.stdout[-3000:]  # the profile's run and the baseline run
+    recs = [json.loads(p.read_text()) for p in records]
+    assert {r["config"]["model"]["preset"] for r in recs} == {"full", "baseline"}
+    for r, p in zip(recs, records, strict=True):
+        assert p.with_suffix(".npz").is_file()
+        assert r["config"]["train"]["time_budget_s"] > 0
+        assert len(r["history"]) == 2 and "images_per_s" in r["history"][0]
+        assert "peak_memory" in r and r["test"]["n"] > 0
+    assert (tmp_path / "results" / "smoke").is_dir()
+    assert len(list(out.glob("train_*.log"))) == 2
+
+
+def test_gpu_script_refuses_tiny_budget(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "CFDAN_GPU_BUDGET_S": "5",
+           "CFDAN_GPU_DEVICE": "cpu"}
+    proc = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "no time to train" in proc.stderr

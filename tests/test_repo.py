@@ -1,0 +1,201 @@
+"""Repository hygiene: lint, no dataset images or large files tracked, conda file in step.
+
+Also checks the test tooling itself: the nbval kernel is this environment's Python, and the
+sanitize file masks volatile outputs without hiding a real change.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LINTED = ("cfdan", "tests", "benchmarks", "scripts")
+MAX_TRACKED_BYTES = 10 * 1024 * 1024
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# FER2013/FERPlus file names (fer0000000.png), RAF-DB (train_00001_aligned.jpg, test_0001.jpg)
+# and the FER+ split folders.
+DATASET_NAME_RE = re.compile(
+    r"(^|/)(fer\d{7}\.png|(train|test)_\d{4,5}(_aligned)?\.(jpg|png)|fer2013(new)?\.csv)$"
+    r"|(^|/)FER2013(Train|Valid|Test)/",
+    re.IGNORECASE,
+)
+
+
+def _tracked_files() -> list[str]:
+    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    out = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True
+    ).stdout
+    return [p for p in out.decode("utf-8", "surrogateescape").split("\0") if p]
+
+
+def _png_size_and_colour(path: Path) -> tuple[int, int, int] | None:
+    """(width, height, colour type) from a PNG header, or None for anything else."""
+    with path.open("rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"), head[25]
+
+
+def test_ruff_check_passes() -> None:
+    targets = [d for d in LINTED if (REPO_ROOT / d).is_dir()]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", *targets],
+        cwd=REPO_ROOT, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, f"ruff check {' '.join(targets)}:\n{proc.stdout}{proc.stderr}"
+
+
+def test_no_dataset_images_are_tracked() -> None:
+    problems = []
+    for rel in _tracked_files():
+        if DATASET_NAME_RE.search(rel):
+            problems.append(f"{rel}: dataset file name")
+            continue
+        path = REPO_ROOT / rel
+        if path.suffix.lower() == ".png" and path.is_file():
+            header = _png_size_and_colour(path)
+            if header is not None and header[:2] == (48, 48):
+                problems.append(f"{rel}: a 48x48 PNG, the FER2013/FERPlus image format")
+    assert not problems, "dataset images must never be committed:\n" + "\n".join(problems)
+
+
+def test_no_tracked_file_is_larger_than_10_mb() -> None:
+    big = []
+    for rel in _tracked_files():
+        path = REPO_ROOT / rel
+        if path.is_file() and not path.is_symlink() and path.stat().st_size > MAX_TRACKED_BYTES:
+            big.append(f"{rel}: {path.stat().st_size / 2**20:.1f} MiB")
+    assert not big, "files over 10 MiB are tracked:\n" + "\n".join(big)
+
+
+def _load_toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    with path.open("rb") as f:
+        return tomllib.load(f)
+
+
+def _pip_requirements(entries: list) -> dict[str, str]:
+    """{canonical name: 'name[extras]specifier'} for pip requirement strings."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    reqs = {}
+    for entry in entries:
+        if not isinstance(entry, str) or entry.startswith("-"):
+            continue  # "-e ." installs the project itself
+        req = Requirement(entry)
+        reqs[canonicalize_name(req.name)] = str(req.specifier)
+    return reqs
+
+
+def test_environment_yml_mirrors_pyproject() -> None:
+    import yaml
+    from packaging.specifiers import SpecifierSet
+
+    project = _load_toml(REPO_ROOT / "pyproject.toml")["project"]
+    wanted = list(project["dependencies"])
+    for extra in ("book", "test"):
+        wanted += project.get("optional-dependencies", {}).get(extra, [])
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text(encoding="utf-8"))
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip_lists = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(pip_lists) == 1, "environment.yml needs exactly one pip: section"
+
+    have, need = _pip_requirements(pip_lists[0]), _pip_requirements(wanted)
+    missing = sorted(set(need) - set(have))
+    assert not missing, f"in pyproject.toml but not in environment.yml: {missing}"
+    differ = {n: (need[n], have[n]) for n in need if need[n] != have[n]}
+    assert not differ, f"version specifiers differ (pyproject, environment.yml): {differ}"
+    extra = sorted(set(have) - set(need))
+    assert not extra, f"in environment.yml but not in pyproject.toml: {extra}"
+    assert "-e ." in pip_lists[0], "environment.yml should install the package itself (-e .)"
+
+    python = [d for d in conda if re.match(r"python\s*[=<>]", d)]
+    assert python, "environment.yml must pin python"
+    version = re.search(r"(\d+\.\d+)", python[0]).group(1)
+    assert version in SpecifierSet(project["requires-python"]), (python[0], project["requires-python"])
+
+
+def test_nbval_kernel_is_this_environment() -> None:
+    """`--nbval-kernel-name python3` must start this environment's Python (the venv's)."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    argv = km.format_kernel_cmd()
+    assert Path(argv[0]).resolve() == Path(sys.executable).resolve(), (argv, sys.executable)
+
+
+def _notebook(path: Path, cells: list[tuple[str, list[dict]]]) -> None:
+    nb = {
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}},
+        "cells": [
+            {"cell_type": "code", "id": f"c{i}", "metadata": {}, "execution_count": i + 1,
+             "source": src, "outputs": outs}
+            for i, (src, outs) in enumerate(cells)
+        ],
+    }
+    path.write_text(json.dumps(nb), encoding="utf-8")
+
+
+def _stream(text: str, name: str = "stdout") -> dict:
+    return {"output_type": "stream", "name": name, "text": text}
+
+
+@pytest.mark.slow
+def test_nbval_sanitizes_volatile_output_but_not_real_changes(tmp_path: Path) -> None:
+    """Run nbval on two tiny notebooks whose stored outputs came from 'another machine'.
+
+    The first differs only in volatile parts (cwd path, memory address, timing, date, tqdm
+    bar) and must pass; it also checks that the kernel runs in the notebook's folder. The
+    second stores a wrong number and must fail, so the sanitizing cannot hide a real change.
+    """
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    volatile = (
+        "import os, datetime, time\n"
+        "from tqdm import tqdm\n"
+        "print(os.path.basename(os.getcwd()), os.getcwd() + '/x.csv')\n"
+        "print(object())\n"
+        "t = time.perf_counter(); print(f'took {time.perf_counter() - t + 0.5:.3f} s')\n"
+        "print('run on', datetime.datetime.now().isoformat())\n"
+        "for _ in tqdm(range(3), ascii=True): time.sleep(0.01)\n"
+    )
+    stored = (
+        "notebooks /elsewhere/clone/notebooks/x.csv\n"
+        "<object object at 0x7f0000abcdef>\n"
+        "took 12.345 s\n"
+        "run on 2001-01-01T00:00:00.000001\n"
+    )
+    bar = "100%|##########| 3/3 [00:09<00:00,  0.33it/s]\n"
+    _notebook(nbdir / "volatile.ipynb",
+              [(volatile, [_stream(stored), _stream(bar, "stderr")])])
+    _notebook(nbdir / "changed.ipynb", [("print(6 * 7)", [_stream("41\n")])])
+
+    def run(nb: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", "/dev/null",
+             "--rootdir", str(tmp_path), "--nbval", "--nbval-kernel-name=python3",
+             f"--nbval-sanitize-with={REPO_ROOT / 'tests' / 'nbval_sanitize.cfg'}",
+             str(nbdir / nb)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )
+
+    ok = run("volatile.ipynb")
+    assert ok.returncode == 0, ok.stdout[-4000:] + ok.stderr[-2000:]
+    bad = run("changed.ipynb")
+    assert bad.returncode == 1 and "41" in bad.stdout, bad.stdout[-4000:]

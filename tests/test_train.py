@@ -1,0 +1,143 @@
+"""Training loop units: schedule, smoke run into a tmp store, NaN stop, time budget, skip.
+
+These run in-process on tiny in-memory splits so that they are fast; the end-to-end runs
+through the CLI and the real synthetic dataset are in test_train_resume.py and test_cli.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cfdan import predict, results
+from cfdan import train as T
+from cfdan.config import load_config
+
+NAMES = [f"class{i}" for i in range(4)]
+
+
+def _split(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    base = labels[:, None, None, None].to(torch.float32) * 50 + 30
+    imgs = (base + torch.rand(n, 1, 16, 16, generator=g) * 40).to(torch.uint8)
+    return T.Split(imgs, labels, None, list(NAMES), f"toy-{seed}-{n}")
+
+
+@pytest.fixture
+def splits():
+    return {"train": _split(96, 0), "val": _split(40, 1), "test": _split(40, 2)}
+
+
+@pytest.fixture(autouse=True)
+def _augment(monkeypatch):
+    """Use the real Augment when the data package provides it, else a minimal stand-in."""
+    try:
+        from cfdan.data.pipeline import Augment  # noqa: F401
+    except ImportError:
+        class Standin:
+            def __init__(self, size, train=True, seed=0):
+                self.size = size
+
+            def __call__(self, x):
+                x = torch.nn.functional.interpolate(x.float() / 255, size=self.size)
+                return (x.expand(-1, 3, -1, -1) - 0.5) / 0.25
+
+        monkeypatch.setattr(T, "make_augment", Standin)
+    torch.set_num_threads(1)
+
+
+def _cfg(**over):
+    base = {"data.image_size": 16, "train.epochs": 2, "train.batch_size": 16,
+            "eval.bootstrap": 50, "eval.tsne_samples": 10, "eval.attention_images": 2}
+    return load_config("smoke", {**base, **over})
+
+
+def test_lr_schedule_warmup_then_cosine():
+    f = [T.lr_factor(s, 100, 10, 0.01) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))
+    assert T.lr_factor(100, 100, 10, 0.01) == pytest.approx(0.01)
+    assert T.lr_factor(55, 100, 10, 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_smoke_training_writes_record_arrays_and_checkpoint(tmp_path, splits):
+    cfg = _cfg()
+    rec = T.train(cfg, results_root=tmp_path / "r", checkpoint_root=tmp_path / "c",
+                  splits=splits, log=lambda m: None)
+    path = tmp_path / "r" / "smoke" / f"{cfg.run_id}.json"
+    assert path.is_file() and path.with_suffix(".npz").is_file()
+    assert rec == results.read_record(path)
+    assert len(rec["history"]) == 2 and rec["epochs_run"] == 2 and not rec["cut_short"]
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                "val_mean_class_accuracy", "lr", "grad_norm", "epoch_time_s", "images_per_s"):
+        assert all(math.isfinite(h[key]) for h in rec["history"]), key
+    # selection on val: the best epoch has the highest val accuracy
+    best = max(rec["history"], key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+    assert rec["best_epoch"] == best["epoch"]
+    assert rec["val"]["accuracy"] == pytest.approx(best["val_accuracy"])
+    assert rec["test"]["n"] == 40 and "accuracy_ci95" in rec["test"]
+    assert rec["test"]["tta_flip"] is False
+    for key in ("git", "hardware", "versions", "data", "peak_memory", "wall_time_s", "date"):
+        assert key in rec
+    assert rec["data"]["fingerprint"]["test"] == "toy-2-40"
+    arrays = results.load_arrays(cfg.run_id, root=tmp_path / "r")
+    assert arrays["confusion"].sum() == 40 and arrays["tsne_features"].shape[0] == 10
+    assert arrays["test_logits"].shape == (40, 4)
+    # the best checkpoint is self-describing and loads for inference
+    model, meta = predict.load_checkpoint(tmp_path / "c" / "smoke" / cfg.run_id / "best.pt")
+    assert meta["class_names"] == NAMES and meta["image_size"] == 16 and meta["in_channels"] == 1
+    df = results.load("smoke", root=tmp_path / "r")
+    assert df.loc[0, "test.accuracy"] == pytest.approx(rec["test"]["accuracy"])
+
+
+def test_second_call_skips_stored_run(tmp_path, splits):
+    cfg = _cfg(**{"train.epochs": 1})
+    kw = dict(results_root=tmp_path / "r", checkpoint_root=tmp_path / "c", splits=splits)
+    first = T.train(cfg, log=lambda m: None, **kw)
+    msgs = []
+    again = T.train(cfg, log=msgs.append, **kw)
+    assert again == first and "skipping" in msgs[0]
+
+
+def test_time_budget_cuts_short_but_still_tests(tmp_path, splits):
+    cfg = _cfg(**{"train.epochs": 5, "train.time_budget_s": 0.01})
+    rec = T.train(cfg, results_root=tmp_path / "r", checkpoint_root=tmp_path / "c",
+                  splits=splits, log=lambda m: None)
+    assert rec["cut_short"] is True and rec["stop_reason"] == "time_budget"
+    assert rec["epochs_run"] == 1 and rec["epochs_planned"] == 5
+    assert rec["test"]["n"] == 40
+
+
+class _Diverging(torch.nn.Module):
+    """A linear model whose logits become NaN after ``after`` training steps."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 4)
+        self.after, self.calls = after, 0
+
+    def forward(self, x, return_features=False, return_attention=False):
+        out = self.lin(x.mean((2, 3)))
+        if self.training:
+            self.calls += 1
+            if self.calls > self.after:
+                out = out * float("nan")
+        if return_features:
+            return {"logits": out, "features": x.mean((2, 3))}
+        return out
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, splits, monkeypatch):
+    monkeypatch.setattr(T, "build_model", lambda cfg, k, s: _Diverging(after=8))
+    cfg = _cfg(**{"train.epochs": 4})  # 6 steps per epoch: NaN in epoch 2
+    with pytest.raises(T.NonFiniteLossError, match="epoch 2.*last good checkpoint"):
+        T.train(cfg, results_root=tmp_path / "r", checkpoint_root=tmp_path / "c",
+                splits=splits, log=lambda m: None)
+    last = torch.load(tmp_path / "c" / "smoke" / cfg.run_id / "last.pt", weights_only=False)
+    assert last["epoch"] == 0 and len(last["history"]) == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+    assert not results.has_record("smoke", cfg.run_id, tmp_path / "r")
