@@ -66,7 +66,7 @@ test: $(STAMP) $(MATHJAX)
 	$(BIN)/pytest --nbval
 
 lint: $(STAMP)
-	$(BIN)/ruff check $(wildcard cfdan tests benchmarks scripts)
+	$(BIN)/ruff check $(wildcard cfdan tests benchmarks scripts book/_ext)
 
 clean:
 	rm -rf book/_build _build .pytest_cache .ruff_cache

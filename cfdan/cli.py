@@ -242,7 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as exc:  # NonFiniteLossError: clear message, own exit status
+    except Exception as exc:  # DataError (cfdan.data), NonFiniteLossError: clear messages
+        if type(exc).__name__ == "DataError":
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         if type(exc).__name__ == "NonFiniteLossError":
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_DIVERGED

@@ -76,6 +76,8 @@ class TrainConfig:
     """bf16 autocast (CUDA: used when supported; CPU: used when this is true)."""
     channels_last: bool = True
     compile: bool = False
+    compile_mode: str = ""
+    """torch.compile mode when ``compile`` ("" = default, "reduce-overhead" = CUDA graphs)."""
     grad_clip: float = 0.0
     """Clip the global gradient norm at this value (0 = no clipping; the norm is logged anyway)."""
     seed: int = 0

@@ -69,6 +69,13 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device | str = "cpu") -> 
     return bool(t.item() > 0)
 
 
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank before evaluation."""
+    if info.enabled:
+        for buf in module.buffers():
+            dist.broadcast(buf, src=0)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -17,7 +17,11 @@ Public API: :func:`coefficients`, :func:`pcp`, :class:`PCP`.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
@@ -83,7 +87,9 @@ def _as_tensors(*values: ParamLike) -> list[Tensor]:
     for v in values:
         if isinstance(v, Tensor):
             if v.numel() != 1:
-                raise ValueError(f"PCP shape parameters must be scalars, got shape {tuple(v.shape)}")
+                raise ValueError(
+                    f"PCP shape parameters must be scalars, got shape {tuple(v.shape)}"
+                )
             out.append(v.reshape(()).to(dtype=dtype, device=device))
         else:
             out.append(torch.tensor(float(v), dtype=dtype, device=device))
@@ -142,14 +148,57 @@ def coefficients(x_L: ParamLike, P1: ParamLike, s_L: ParamLike) -> Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_coefficients(x_L: float, P1: float, s_L: float) -> Tensor:
-    return coefficients(x_L, P1, s_L)
+def _cached_table_cpu(x_L: float, P1: float, s_L: float) -> tuple[Tensor, Tensor]:
+    return coefficients(x_L, P1, s_L), torch.tensor(x_L, dtype=torch.float64)
 
 
-# --------------------------------------------------------------------------- kernels
-#: CPU block length: the eager CPU kernels run ~15 in-place elementwise ops per block, so
-#: a block and its scratch buffers stay in L2 cache and only x, y (and grad) touch memory.
-CPU_BLOCK = 1 << 16
+def _fixed_table(x_L: float, P1: float, s_L: float) -> tuple[Tensor, Tensor]:
+    """float64 CPU (3, 4) table and x_L knot for fixed parameters (cached; read-only).
+
+    Kept on the CPU for every input device: the fast kernels read it as Python numbers
+    without a device sync; the generic path copies the 12 numbers to the device.
+    """
+    if torch.compiler.is_compiling():  # let dynamo trace plain code (constants)
+        return coefficients(x_L, P1, s_L), torch.tensor(x_L, dtype=torch.float64)
+    return _cached_table_cpu(x_L, P1, s_L)
+
+
+#: CPU block length. The eager CPU kernels run ~15 in-place elementwise ops per block;
+#: 2^15 float32 keeps a block and its scratch buffers in L2 cache (only x, y and grad
+#: touch memory) and stays at ATen's grain size, so each small op runs single-threaded
+#: (per-op thread-pool wake-ups cost more than they save at this size).
+CPU_BLOCK = 1 << 15
+
+#: Tensors with at least this many elements are split into contiguous parts that are
+#: processed in parallel by Python threads (the ops release the GIL), one per torch thread.
+PARALLEL_MIN = 1 << 18
+
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] | None = None
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """A thread pool with ``workers`` threads, recreated after fork or a thread-count change."""
+    global _pool, _pool_key
+    key = (os.getpid(), workers)
+    if _pool is None or _pool_key != key:
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cfdan-pcp")
+        _pool_key = key
+    return _pool
+
+
+def _run_parts(n: int, part: Callable[[int, int], None]) -> None:
+    """Call ``part(start, end)`` on block-aligned contiguous ranges covering [0, n)."""
+    workers = torch.get_num_threads()
+    if workers <= 1 or n < max(PARALLEL_MIN, 2 * CPU_BLOCK):
+        part(0, n)
+        return
+    blocks = math.ceil(n / CPU_BLOCK)
+    workers = min(workers, blocks)
+    edges = [min(n, (blocks * i // workers) * CPU_BLOCK) for i in range(workers + 1)]
+    futures = [_executor(workers).submit(part, s, e) for s, e in itertools.pairwise(edges)]
+    for f in futures:
+        f.result()
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -174,23 +223,21 @@ class _Spline(NamedTuple):
     x_L: float
 
 
-def _as_spline(k: list[list[float]], x_L: float, rtol: float = 1e-6) -> _Spline | None:
+def _as_spline(k: list[list[float]], x_L: float, rtol: float = 1e-12) -> _Spline | None:
     """Truncated-power form of a (3, 4) table, or None if the table is not C2 at 0 / x_L."""
     (a1, b1, c1, d1), (a2, b, c, d), (a3, b3, c3, d3) = k
     alpha, k3 = a1 - a2, a3 - a2
     expect = (b, c, d, b - 3 * k3 * x_L, c + 3 * k3 * x_L**2, d - k3 * x_L**3)
     scale = max(1.0, *(abs(v) for row in k for v in row))
-    ok = all(abs(u - v) <= rtol * scale for u, v in zip((b1, c1, d1, b3, c3, d3), expect, strict=True))
+    ok = all(
+        abs(u - v) <= rtol * scale for u, v in zip((b1, c1, d1, b3, c3, d3), expect, strict=True)
+    )
     return _Spline(a2, b, c, d, alpha, k3, x_L) if ok else None
 
 
-def _cpu_blocks(n: int, dtype: torch.dtype, n_scratch: int, body) -> None:
-    """Run ``body(s, e, scratch)`` over blocks [s, e) of a flat tensor of length n."""
-    size = max(1, min(n, CPU_BLOCK))
-    scratch = [torch.empty(size, dtype=dtype) for _ in range(n_scratch)]
-    for s in range(0, n, size):
-        e = min(s + size, n)
-        body(s, e, [b[: e - s] for b in scratch])
+def _scalars(dtype: torch.dtype, *values: float) -> list[Tensor]:
+    """0-dim CPU tensors for the in-place ops (cheaper per call than Python floats)."""
+    return [torch.tensor(v, dtype=dtype) for v in values]
 
 
 def _forward_cpu(x: Tensor, sp: _Spline) -> Tensor:
@@ -198,104 +245,179 @@ def _forward_cpu(x: Tensor, sp: _Spline) -> Tensor:
 
     ``alpha u^3 + k3 w^3`` with disjoint supports (u = min(t, 0), w = max(t - x_L, 0)) is
     ``k3 (rho u + w)^3``, ``rho = cbrt(alpha / k3)``: one cube for both corrections.
-    About 15 elementwise ops per block; see benchmarks/bench_activations.py for the
-    alternatives measured (torch.where selection + Horner, indicator blending).
+    15 elementwise ops per block; :mod:`cfdan.pcp_bench` times the alternatives
+    (torch.where selection + Horner, 0/1 indicator blending).
     """
-    xf = x.contiguous().reshape(-1)
+    xf = x.detach().contiguous().reshape(-1)
     out = torch.empty_like(xf)
     wdt = _work_dtype(x.dtype)
     low = wdt != x.dtype
     merged = sp.k3 != 0.0
-    rho = math.copysign(abs(sp.alpha / sp.k3) ** (1 / 3), sp.alpha / sp.k3) if merged else 0.0
+    ratio = sp.alpha / sp.k3 if merged else 0.0
+    rho = math.copysign(abs(ratio) ** (1 / 3), ratio)
+    lo, hi, a2, b, c, d, xl, rho_t, k = _scalars(
+        wdt, -1.0, 1.0, sp.a2, sp.b, sp.c, sp.d, sp.x_L, rho, sp.k3 if merged else sp.alpha
+    )
 
-    def body(s: int, e: int, buf: list[Tensor]) -> None:
-        t, u, w, y = buf
-        xc = xf[s:e]
-        if low:
-            t.copy_(xc).clamp_(-1.0, 1.0)
-        else:
-            torch.clamp(xc, -1.0, 1.0, out=t)  # PCP(-1) = P1, PCP(1) = 1: eq. (10) outside
-            y = out[s:e]
-        torch.mul(t, sp.a2, out=y)  # q(t) = ((a2 t + b) t + c) t + d, eq. (12)
-        y.add_(sp.b).mul_(t).add_(sp.c).mul_(t)
-        if sp.d != 0.0:
-            y.add_(sp.d)
-        torch.clamp(t, max=0.0, out=u)  # min(t, 0)
-        torch.sub(t, sp.x_L, out=w).clamp_(min=0.0)  # max(t - x_L, 0)
-        if merged:
-            u.mul_(rho).add_(w)
+    def part(start: int, end: int) -> None:
+        size = max(1, min(end - start, CPU_BLOCK))
+        t0, u0, w0, y0 = (torch.empty(size, dtype=wdt) for _ in range(4))
+        for xc, oc in zip(xf[start:end].split(size), out[start:end].split(size), strict=True):
+            m = xc.numel()
+            t, u, w = (t0, u0, w0) if m == size else (t0[:m], u0[:m], w0[:m])
+            if low:
+                t.copy_(xc).clamp_(lo, hi)
+                y = y0[:m]
+            else:
+                torch.clamp(xc, lo, hi, out=t)  # PCP(-1) = P1, PCP(1) = 1: eq. (10) outside
+                y = oc
+            torch.mul(t, a2, out=y)  # q(t) = ((a2 t + b) t + c) t + d, eq. (12)
+            y.add_(b).mul_(t).add_(c).mul_(t)
+            if sp.d != 0.0:
+                y.add_(d)
+            torch.clamp_max(t, 0.0, out=u)  # min(t, 0)
+            torch.sub(t, xl, out=w).relu_()  # max(t - x_L, 0)
+            if merged:
+                u.mul_(rho_t).add_(w)  # k3 (rho u + w)^3 = alpha u^3 + k3 w^3
             torch.mul(u, u, out=w)
-            w.mul_(u).mul_(sp.k3)
+            w.mul_(u).mul_(k)
             y.add_(w)
-        else:  # k3 == 0: piece 3 is piece 2
-            torch.mul(u, u, out=w)
-            w.mul_(u).mul_(sp.alpha)
-            y.add_(w)
-        if low:
-            out[s:e].copy_(y)
+            if low:
+                oc.copy_(y)
 
-    _cpu_blocks(xf.numel(), wdt, 4, body)
+    _run_parts(xf.numel(), part)
     return out.reshape(x.shape)
 
 
 def _grad_x_cpu(x: Tensor, grad: Tensor, sp: _Spline) -> Tensor:
     """``grad * dPCP/dx`` on CPU: ``q'(t) + 3 alpha min(t,0)^2 + 3 k3 max(t-x_L,0)^2``
     inside [-1, 1], exactly 0 outside."""
-    xf = x.contiguous().reshape(-1)
-    gf = grad.contiguous().reshape(-1)
+    xf = x.detach().contiguous().reshape(-1)
+    gf = grad.detach().contiguous().reshape(-1)
     out = torch.empty_like(xf)
     wdt = _work_dtype(x.dtype)
     low = wdt != x.dtype
+    lo, hi, a3, b2, c, xl, al3, k33 = _scalars(
+        wdt, -1.0, 1.0, 3 * sp.a2, 2 * sp.b, sp.c, sp.x_L, 3 * sp.alpha, 3 * sp.k3
+    )
 
-    def body(s: int, e: int, buf: list[Tensor]) -> None:
-        t, u, w, dd = buf
-        xc = xf[s:e]
-        if low:
-            t.copy_(xc).clamp_(-1.0, 1.0)
-        else:
-            torch.clamp(xc, -1.0, 1.0, out=t)
-        torch.mul(t, 3 * sp.a2, out=dd)  # q'(t) = (3 a2 t + 2 b) t + c
-        dd.add_(2 * sp.b).mul_(t).add_(sp.c)
-        torch.clamp(t, max=0.0, out=u)
-        u.mul_(u).mul_(3 * sp.alpha)
-        dd.add_(u)
-        torch.sub(t, sp.x_L, out=w).clamp_(min=0.0)
-        w.mul_(w).mul_(3 * sp.k3)
-        dd.add_(w)
-        torch.eq(t, xc, out=u)  # 1 inside [-1, 1], 0 where the constant extension holds
-        dd.mul_(u)
-        if low:
-            dd.mul_(gf[s:e])
-            out[s:e].copy_(dd)
-        else:
-            torch.mul(dd, gf[s:e], out=out[s:e])
+    def part(start: int, end: int) -> None:
+        size = max(1, min(end - start, CPU_BLOCK))
+        t0, u0, w0, d0 = (torch.empty(size, dtype=wdt) for _ in range(4))
+        views = (f[start:end].split(size) for f in (xf, gf, out))
+        for xc, gc, oc in zip(*views, strict=True):
+            m = xc.numel()
+            t, u, w, dd = (t0, u0, w0, d0) if m == size else (t0[:m], u0[:m], w0[:m], d0[:m])
+            if low:
+                t.copy_(xc).clamp_(lo, hi)
+            else:
+                torch.clamp(xc, lo, hi, out=t)
+            torch.mul(t, a3, out=dd)  # q'(t) = (3 a2 t + 2 b) t + c
+            dd.add_(b2).mul_(t).add_(c)
+            torch.clamp_max(t, 0.0, out=u)
+            u.mul_(u).mul_(al3)
+            dd.add_(u)
+            torch.sub(t, xl, out=w).relu_()
+            w.mul_(w).mul_(k33)
+            dd.add_(w)
+            torch.eq(t, xc, out=u)  # 1 inside [-1, 1], 0 where the constant extension holds
+            dd.mul_(u)
+            if low:
+                oc.copy_(dd.mul_(gc))
+            else:
+                torch.mul(dd, gc, out=oc)
 
-    _cpu_blocks(xf.numel(), wdt, 4, body)
+    _run_parts(xf.numel(), part)
     return out.reshape(x.shape)
 
 
-def _pieces(t: Tensor, x_L: Tensor, v: Tensor) -> Tensor:
+def _pieces(hi: Tensor, lo: Tensor, v: Tensor) -> Tensor:
     """Tensor path: per-element value ``v[piece]`` (v has 3 entries) by ``torch.where``."""
-    return torch.where(t >= x_L, v[2], torch.where(t < 0, v[0], v[1]))
+    return torch.where(hi, v[2], torch.where(lo, v[0], v[1]))
 
 
 def _forward_tensor(x: Tensor, k: Tensor, x_L: Tensor) -> Tensor:
     """Eq. (10) + Horner (12) with ``torch.where`` selection (CUDA, torch.compile)."""
     wdt = _work_dtype(x.dtype)
     t = x.to(wdt).clamp(-1.0, 1.0)
-    y = _pieces(t, x_L, k[:, 0])
+    hi, lo = t >= x_L, t < 0
+    y = _pieces(hi, lo, k[:, 0])
     for j in (1, 2, 3):
-        y = torch.addcmul(_pieces(t, x_L, k[:, j]), y, t)
+        y = torch.addcmul(_pieces(hi, lo, k[:, j]), y, t)
     return y.to(x.dtype)
 
 
 def _derivative_tensor(x: Tensor, k: Tensor, x_L: Tensor) -> tuple[Tensor, Tensor]:
     """(dPCP/dx in the work dtype, clamped input t) for the tensor path."""
     t = x.to(_work_dtype(x.dtype)).clamp(-1.0, 1.0)
-    d = _pieces(t, x_L, 3 * k[:, 0])
-    d = torch.addcmul(_pieces(t, x_L, 2 * k[:, 1]), d, t)
-    d = torch.addcmul(_pieces(t, x_L, k[:, 2]), d, t)
+    hi, lo = t >= x_L, t < 0
+    d = _pieces(hi, lo, 3 * k[:, 0])
+    d = torch.addcmul(_pieces(hi, lo, 2 * k[:, 1]), d, t)
+    d = torch.addcmul(_pieces(hi, lo, k[:, 2]), d, t)
     return torch.where(t == x, d, torch.zeros_like(d)), t
+
+
+# CUDA: one fused elementwise kernel each way via the jiterator (NVRTC, compiled on first
+# use per dtype). Same function: piece selection + Horner (eq. 12) on the C2 spline.
+_JIT_FWD = """
+template <typename T> T pcp_forward(T x, T a2, T b, T c, T d, T al, T k3, T xl) {
+  T t = x < T(-1) ? T(-1) : (x > T(1) ? T(1) : x);
+  T a = a2, bb = b, cc = c, dd = d;
+  if (t < T(0)) {
+    a = a2 + al;
+  } else if (t >= xl) {
+    a = a2 + k3; bb = b - T(3) * k3 * xl; cc = c + T(3) * k3 * xl * xl;
+    dd = d - k3 * xl * xl * xl;
+  }
+  return ((a * t + bb) * t + cc) * t + dd;
+}
+"""
+_JIT_BWD = """
+template <typename T> T pcp_backward(T x, T g, T a2, T b, T c, T al, T k3, T xl) {
+  if (!(x >= T(-1) && x <= T(1))) { return x != x ? x : T(0); }
+  T a = a2, bb = b, cc = c;
+  if (x < T(0)) {
+    a = a2 + al;
+  } else if (x >= xl) {
+    a = a2 + k3; bb = b - T(3) * k3 * xl; cc = c + T(3) * k3 * xl * xl;
+  }
+  return g * ((T(3) * a * x + T(2) * bb) * x + cc);
+}
+"""
+_jit_state: dict[str, object] = {}
+
+
+def _jit_fns():
+    """(forward, backward) jiterator functions, or None where unavailable (cached)."""
+    if "fns" not in _jit_state:
+        try:
+            from torch.cuda.jiterator import _create_jit_fn
+
+            # extra arguments are passed in the order of these defaults: keep the
+            # kernels' signature order
+            fwd = dict.fromkeys(("a2", "b", "c", "d", "al", "k3", "xl"), 0.0)
+            bwd = dict.fromkeys(("a2", "b", "c", "al", "k3", "xl"), 0.0)
+            _jit_state["fns"] = (_create_jit_fn(_JIT_FWD, **fwd), _create_jit_fn(_JIT_BWD, **bwd))
+        except Exception:  # no NVRTC / jiterator: use the tensor path
+            _jit_state["fns"] = None
+    return _jit_state["fns"]
+
+
+def _jit_call(kind: int, x: Tensor, *tensors: Tensor, sp: _Spline) -> Tensor | None:
+    """Run the fused CUDA kernel in float32/float64 (low precision is upcast); None on failure."""
+    fns = _jit_fns()
+    if fns is None:
+        return None
+    wdt = _work_dtype(x.dtype)
+    args = dict(a2=sp.a2, b=sp.b, c=sp.c, al=sp.alpha, k3=sp.k3, xl=sp.x_L)
+    if kind == 0:
+        args["d"] = sp.d
+    try:
+        out = fns[kind](*(t.to(wdt) for t in (x, *tensors)), **args)
+    except Exception:
+        _jit_state["fns"] = None
+        return None
+    return out.to(x.dtype)
 
 
 def _coefficient_grad(grad: Tensor, t: Tensor, x_L: Tensor, dtype: torch.dtype) -> Tensor:
@@ -316,9 +438,16 @@ def _coefficient_grad(grad: Tensor, t: Tensor, x_L: Tensor, dtype: torch.dtype) 
     return ((masks * g) @ powers.T).to(dtype)
 
 
-def _cpu_spline(x: Tensor, coef: Tensor, x_L: Tensor) -> _Spline | None:
-    """The CPU fast path's spline, or None when the tensor path must be used."""
-    if x.device.type != "cpu" or coef.device.type != "cpu" or torch.compiler.is_compiling():
+#: Set False to force the generic torch.where + Horner path (tests, benchmarks).
+FAST_KERNELS = True
+
+
+def _host_spline(x: Tensor, coef: Tensor, x_L: Tensor) -> _Spline | None:
+    """The spline for the fast kernels (CPU blocks / CUDA jiterator), or None when the
+    generic tensor path must be used (table on the GPU, not C2, torch.compile tracing)."""
+    if not FAST_KERNELS or coef.device.type != "cpu" or x_L.device.type != "cpu":
+        return None
+    if x.device.type not in ("cpu", "cuda") or torch.compiler.is_compiling():
         return None
     return _as_spline(coef.detach().double().tolist(), float(x_L))
 
@@ -329,9 +458,13 @@ class _PCPFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, coef: Tensor, x_L: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, coef, x_L)
-        sp = _cpu_spline(x, coef, x_L)
+        sp = _host_spline(x, coef, x_L)
         if sp is not None:
-            return _forward_cpu(x, sp)
+            if x.device.type == "cpu":
+                return _forward_cpu(x, sp)
+            y = _jit_call(0, x, sp=sp)
+            if y is not None:
+                return y
         wdt = _work_dtype(x.dtype)
         k = coef.detach().to(dtype=wdt, device=x.device)
         return _forward_tensor(x, k, x_L.detach().to(dtype=wdt, device=x.device))
@@ -343,9 +476,13 @@ class _PCPFunction(torch.autograd.Function):
         need_x, need_coef = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = grad_coef = None
         if need_x and not need_coef:
-            sp = _cpu_spline(x, coef, x_L)
+            sp = _host_spline(x, coef, x_L)
             if sp is not None:
-                return _grad_x_cpu(x, grad, sp), None, None
+                if x.device.type == "cpu":
+                    return _grad_x_cpu(x, grad, sp), None, None
+                gx = _jit_call(1, x, grad, sp=sp)
+                if gx is not None:
+                    return gx, None, None
         if need_x or need_coef:
             wdt = _work_dtype(x.dtype)
             k = coef.to(dtype=wdt, device=x.device)
@@ -377,19 +514,19 @@ def pcp(
     P1: ParamLike = DEFAULT_P1,
     s_L: ParamLike = DEFAULT_S_L,
 ) -> Tensor:
-    """PCP(x) of eq. (10), elementwise, computed in ``x.dtype`` with the Horner form (12).
+    """PCP(x) of eq. (10), elementwise; output in ``x.dtype`` (float16 / bfloat16 are
+    evaluated in float32 and rounded once).
 
-    Shape parameters may be floats (validated; coefficients cached) or 0-dim tensors
-    (gradients then flow to them through :func:`coefficients`; not validated here to
-    avoid a device sync — use :func:`validate_parameters` or :class:`PCP`).
+    Shape parameters may be floats (validated; coefficient table cached) or 0-dim tensors
+    (gradients then flow to them through :func:`coefficients`; not validated here, which
+    would need a device sync -- use :func:`validate_parameters` or :class:`PCP`).
     """
     if any(isinstance(v, Tensor) for v in (x_L, P1, s_L)):
         coef = coefficients(x_L, P1, s_L)
-        xl = x_L if isinstance(x_L, Tensor) else torch.tensor(float(x_L))
-    else:
-        validate_parameters(x_L, P1, s_L)
-        coef = _cached_coefficients(float(x_L), float(P1), float(s_L))
-        xl = torch.tensor(float(x_L), dtype=torch.float64)
+        xl = x_L if isinstance(x_L, Tensor) else torch.tensor(float(x_L), dtype=coef.dtype)
+        return pcp_from_coefficients(x, coef, xl)
+    validate_parameters(x_L, P1, s_L)
+    coef, xl = _fixed_table(float(x_L), float(P1), float(s_L))
     return pcp_from_coefficients(x, coef, xl)
 
 
@@ -397,20 +534,18 @@ def pcp(
 class PCP(nn.Module):
     """PCP activation (§3.4) as a module; defaults are the paper's best (§4.5).
 
-    ``learnable=False``: the shape parameters are fixed and the (3, 4) coefficient table
-    is computed once (a buffer). ``learnable=True``: ``x_L``, ``P1`` and ``s_L`` are
+    ``learnable=False``: fixed shape parameters; the (3, 4) coefficient table is computed
+    once (float64, cached per device). ``learnable=True``: ``x_L``, ``P1`` and ``s_L`` are
     ``nn.Parameter`` s (the "adaptive adjustment" of §5) and the table is recomputed from
     them in every forward, so gradients reach them through eq. (9).
 
     Domain: ``0 < x_L < 1``, ``P1 < 0``, ``s_L > 0``; a value outside raises
     ``ValueError`` at construction. During training an optimiser may push a learnable
     parameter out of its domain; the forward then uses the value clamped to
-    ``[eps, 1 - eps]`` / ``(-inf, -eps]`` / ``[eps, inf)`` (``eps = 1e-3``) and that
-    parameter gets no gradient while it stays outside. :meth:`effective_parameters`
-    reports the values actually used.
+    ``[eps, 1 - eps]`` / ``(-inf, -eps]`` / ``[eps, inf)`` (``eps = DOMAIN_EPS = 1e-3``)
+    and that parameter gets no gradient while it stays outside.
+    :meth:`effective_parameters` reports the values actually used.
     """
-
-    coef: Tensor
 
     def __init__(
         self,
@@ -422,14 +557,11 @@ class PCP(nn.Module):
         super().__init__()
         validate_parameters(x_L, P1, s_L)
         self.learnable = bool(learnable)
+        self._fixed = (float(x_L), float(P1), float(s_L))
         if self.learnable:
             self.x_L = nn.Parameter(torch.tensor(float(x_L)))
             self.P1 = nn.Parameter(torch.tensor(float(P1)))
             self.s_L = nn.Parameter(torch.tensor(float(s_L)))
-        else:
-            self._fixed = (float(x_L), float(P1), float(s_L))
-            self.register_buffer("coef", coefficients(x_L, P1, s_L).float(), persistent=False)
-            self.register_buffer("x_L_knot", torch.tensor(float(x_L)), persistent=False)
 
     def _clamped(self) -> tuple[Tensor, Tensor, Tensor]:
         eps = DOMAIN_EPS
@@ -441,24 +573,29 @@ class PCP(nn.Module):
 
     def effective_parameters(self) -> dict[str, float]:
         """The (x_L, P1, s_L) values the forward uses (after clamping if learnable)."""
+        names = ("x_L", "P1", "s_L")
         if not self.learnable:
-            return dict(zip(("x_L", "P1", "s_L"), self._fixed, strict=True))
-        return {n: float(v.detach()) for n, v in zip(("x_L", "P1", "s_L"), self._clamped(), strict=True)}
+            return dict(zip(names, self._fixed, strict=True))
+        return {n: float(v.detach()) for n, v in zip(names, self._clamped(), strict=True)}
 
     def coefficients(self) -> Tensor:
-        """The current (3, 4) coefficient table (eq. 11)."""
+        """The current (3, 4) coefficient table of eq. (11), float64."""
         if not self.learnable:
-            return self.coef
-        return coefficients(*self._clamped())
+            return coefficients(*self._fixed)
+        return coefficients(*(v.double() for v in self._clamped()))
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.learnable:
-            return pcp_from_coefficients(x, self.coef, self.x_L_knot)
-        x_l, p1, s_l = self._clamped()
+            coef, xl = _fixed_table(*self._fixed)
+            return pcp_from_coefficients(x, coef, xl)
+        x_l, p1, s_l = (v.double() for v in self._clamped())
         return pcp_from_coefficients(x, coefficients(x_l, p1, s_l), x_l)
 
     def extra_repr(self) -> str:
-        p = self.effective_parameters() if not self.learnable else {
-            n: float(v.detach()) for n, v in (("x_L", self.x_L), ("P1", self.P1), ("s_L", self.s_L))
-        }
-        return f"x_L={p['x_L']:.4g}, P1={p['P1']:.4g}, s_L={p['s_L']:.4g}, learnable={self.learnable}"
+        if self.learnable:
+            p = {n: float(getattr(self, n).detach()) for n in ("x_L", "P1", "s_L")}
+        else:
+            p = self.effective_parameters()
+        return (
+            f"x_L={p['x_L']:.4g}, P1={p['P1']:.4g}, s_L={p['s_L']:.4g}, learnable={self.learnable}"
+        )

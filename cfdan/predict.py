@@ -116,7 +116,7 @@ def detect_faces(image, min_face: int = 20, device: str = "cpu") -> list[tuple[f
     return [(*map(float, b), float(p)) for b, p in zip(boxes, probs, strict=True)]
 
 
-def _crop(image, box, margin: float = 0.1):
+def _crop(image, box, margin: float = 0.0):
     x0, y0, x1, y1 = box[:4]
     w, h = x1 - x0, y1 - y0
     side = max(w, h) * (1 + 2 * margin)

@@ -308,6 +308,10 @@ def _log_default(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _silent(msg: str) -> None:
+    pass
+
+
 def train(
     cfg: Config,
     *,
@@ -321,11 +325,13 @@ def train(
     """Train ``cfg``, select on val, evaluate test once, store and return the record.
 
     Skips training and returns the stored record if the run is already in the store (unless
-    ``force``). Resumes from ``<checkpoint_root>/<experiment>/<run_id>/last.pt`` if present
-    (unless ``resume`` is false). Raises :class:`NonFiniteLossError` on a NaN/inf loss.
+    ``force``, which retrains from scratch). Resumes from
+    ``<checkpoint_root>/<experiment>/<run_id>/last.pt`` if present (unless ``resume`` is false). Raises :class:`NonFiniteLossError` on a NaN/inf loss.
     """
     log = log or _log_default
     info = distributed.init(cfg.train.device)
+    if not info.is_main:
+        log = _silent
     try:
         return _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
     finally:
@@ -343,6 +349,10 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
     device = resolve_device(cfg.train.device, info)
     use_amp = amp_enabled(cfg, device)
     tcfg = cfg.train
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     seed_everything(tcfg.seed)
 
     # ---- data (whole splits as uint8 tensors; on the GPU if training there)
@@ -378,13 +388,13 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
 
         fwd_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     if tcfg.compile:
-        fwd_model = torch.compile(fwd_model)
+        fwd_model = torch.compile(fwd_model, mode=tcfg.compile_mode or None)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=tcfg.lr, betas=(tcfg.beta1, tcfg.beta2),
         weight_decay=tcfg.weight_decay,
     )
     n_train = len(train_s)
-    drop_last = info.enabled
+    drop_last = info.enabled or tcfg.compile  # equal shards per rank; one compiled shape
     steps_per_epoch = n_train // tcfg.batch_size if drop_last else math.ceil(n_train / tcfg.batch_size)
     total_steps = steps_per_epoch * tcfg.epochs
     warmup = round(tcfg.warmup_epochs * steps_per_epoch)
@@ -399,7 +409,12 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": -1, "val_accuracy": -1.0, "val_loss": math.inf}
     start_epoch, prior_wall, resumed_at = 0, 0.0, []
-    if resume and last_path.is_file():
+    if force or not resume:  # a fresh start: drop any checkpoints of an earlier attempt
+        if info.is_main:
+            for p in (last_path, best_path):
+                p.unlink(missing_ok=True)
+        distributed.barrier(info)
+    elif last_path.is_file():
         ck = torch.load(last_path, map_location=device, weights_only=False)
         if ck.get("run_id") != run_id:
             raise RuntimeError(f"{last_path}: checkpoint of run {ck.get('run_id')}, not {run_id}")
@@ -425,6 +440,7 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
             fwd_model, model, optimizer, scheduler, perm, train_images, train_labels, train_soft,
             aug, cfg, device, use_amp, info, epoch, steps_per_epoch, last_path,
         )
+        distributed.broadcast_buffers(model, info)  # all ranks evaluate the same weights
         t_eval = time.perf_counter()
         val_out = evaluate.infer(
             model, val_s.images, eval_tf, batch_size=tcfg.eval_batch_size, device=device,
@@ -446,7 +462,7 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
         log(
             f"epoch {epoch + 1}/{tcfg.epochs}  train loss {row['train_loss']:.4f} acc "
             f"{row['train_accuracy']:.4f} | val loss {vm['loss']:.4f} acc {vm['accuracy']:.4f} "
-            f"mca {vm['mean_class_accuracy']:.4f}{' *' if improved else ''} | lr {row['lr']:.2e} "
+            f"mca {vm['mean_class_accuracy']:.4f}{' *' if improved else ''} | lr {row['lr_end']:.2e} "
             f"grad {row['grad_norm']:.3g} | {row['epoch_time_s']:.1f} s, "
             f"{row['images_per_s']:.0f} img/s"
         )

@@ -5,7 +5,9 @@
 
 Tests that read FERPlus take the ``ferplus_root`` fixture (or carry ``@pytest.mark.ferplus``);
 both skip with a clear reason when the data folder is absent, so the suite still runs on a
-machine without the data.
+machine without the data. A notebook that needs FERPlus says so in its metadata,
+``{"cfdan": {"needs_ferplus": true}}``; its cells are then skipped the same way under
+``pytest --nbval``.
 """
 
 from __future__ import annotations
@@ -72,5 +74,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason=_ferplus_skip_reason(root))
     for item in items:
-        if item.get_closest_marker("ferplus") is not None:
+        if item.get_closest_marker("ferplus") is not None or _notebook_needs_ferplus(item):
             item.add_marker(skip)
+
+
+def _notebook_needs_ferplus(item: pytest.Item) -> bool:
+    """True for an nbval cell whose notebook metadata has ``cfdan.needs_ferplus``."""
+    nb = getattr(item.parent, "nb", None)
+    if nb is None:
+        return False
+    meta = nb.get("metadata", {}).get("cfdan", {})
+    return bool(meta.get("needs_ferplus")) if isinstance(meta, dict) else False

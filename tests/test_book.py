@@ -15,12 +15,16 @@ working tree is left as it is. The offline checks read every built page:
 
 from __future__ import annotations
 
+import functools
 import html.parser
+import http.server
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -302,10 +306,6 @@ def _chromium() -> str | None:
 @pytest.fixture
 def served_book(built_html: Path):
     """Serve the built book on 127.0.0.1 (a random free port) for the length of one test."""
-    import functools
-    import http.server
-    import threading
-
     handler = functools.partial(_QuietHandler, directory=str(built_html))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -317,15 +317,13 @@ def served_book(built_html: Path):
         server.server_close()
 
 
-class _QuietHandler(__import__("http.server").server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib name)
         pass
 
 
 def _page_requests(netlog: Path) -> list[tuple[str, str]]:
     """(initiator, url) of every request that Chromium's network stack started."""
-    import json
-
     log = json.loads(netlog.read_text(encoding="utf-8"))
     start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
     return [

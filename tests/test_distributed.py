@@ -95,3 +95,25 @@ def test_shard_splits_a_global_batch():
     parts = [shard(idx, DistInfo(rank=r, world_size=2)) for r in range(2)]
     assert sorted(torch.cat(parts).tolist()) == list(range(8))
     assert torch.equal(shard(idx, DistInfo()), idx)
+
+
+def test_torchrun_smoke_training_writes_one_record(tmp_path):
+    pytest.importorskip("cfdan.data.pipeline", reason="needs the data package")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "CFDAN_RESULTS_DIR": str(tmp_path / "results"),
+           "CFDAN_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+           "CFDAN_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29518", "-m", "cfdan", "train", "--profile", "smoke", "--quiet",
+         "--set", "train.epochs=1"],
+        env=env, capture_output=True, text=True, timeout=240, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = (tmp_path / "results" / "smoke").glob("*.json")
+    import json
+
+    rec = json.loads(path.read_text())
+    assert rec["hardware"]["world_size"] == 2
+    assert rec["history"][0]["train_images"] == rec["data"]["sizes"]["train"] // 32 * 32
+    assert proc.stdout.count("epoch 1/1") == 1  # only rank 0 logs

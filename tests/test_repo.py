@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LINTED = ("cfdan", "tests", "benchmarks", "scripts")
+LINTED = ("cfdan", "tests", "benchmarks", "scripts", "book/_ext")
 MAX_TRACKED_BYTES = 10 * 1024 * 1024
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 # FER2013/FERPlus file names (fer0000000.png), RAF-DB (train_00001_aligned.jpg, test_0001.jpg)

@@ -78,3 +78,16 @@ def cost_table(cfgs: dict[str, CFDANConfig]) -> list[dict[str, float | str]]:
             rows.append({"model": name, "part": part, "params_M": round(c.params_m, 3),
                          "GFLOPs(MAC)": round(c.gmacs, 4)})
     return rows
+
+
+@torch.no_grad()
+def attention_cost(cfg: CFDANConfig, grid: int) -> Cost:
+    """Params and MACs of the dual-attention stack alone on a ``grid`` x ``grid`` token map."""
+    from .cross_fusion import DualAttention
+
+    att = DualAttention(cfg).eval()
+    x = torch.randn(1, grid * grid, cfg.dim)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        att(x, (grid, grid))
+    return Cost(count_params(att), counter.get_total_flops() // 2)

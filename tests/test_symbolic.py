@@ -1,0 +1,92 @@
+"""Tests of cfdan.symbolic (SymPy derivation of §3.4) against cfdan.pcp."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+
+from cfdan import symbolic as S
+from cfdan.pcp import coefficients, knot_values, pcp
+
+
+def test_hermite_basis_interpolates():
+    x, a, b = sp.symbols("x a b", real=True)
+    F0, F1, G0, G1 = S.hermite_basis(x, a, b)
+    values = {"F0": (1, 0, 0, 0), "F1": (0, 1, 0, 0), "G0": (0, 0, 1, 0), "G1": (0, 0, 0, 1)}
+    for name, f in zip(("F0", "F1", "G0", "G1"), (F0, F1, G0, G1), strict=True):
+        df = sp.diff(f, x)
+        got = tuple(
+            sp.simplify(e) for e in (f.subs(x, a), f.subs(x, b), df.subs(x, a), df.subs(x, b))
+        )
+        assert got == values[name]
+
+
+def test_solution_satisfies_eq9():
+    s = S.symbols()
+    sol = S.solve_knot()
+    p1, p2, p3 = (p.subs(sol) for p in S.unsolved_pieces())
+    d2 = [sp.diff(p, s.x, 2) for p in (p1, p2, p3)]
+    assert sp.simplify(d2[1].subs(s.x, 0) - d2[0].subs(s.x, 0)) == 0
+    assert sp.simplify(d2[1].subs(s.x, s.x_L) - d2[2].subs(s.x, s.x_L)) == 0
+
+
+def test_torch_closed_forms_equal_sympy():
+    f = S.coefficient_function()
+    s = S.symbols()
+    sol = S.solve_knot()
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        x_L, P1, s_L = rng.uniform(0.02, 0.98), rng.uniform(-2.0, -1e-3), rng.uniform(1e-2, 5.0)
+        ref = np.asarray(f(x_L, P1, s_L), dtype=np.float64)
+        got = coefficients(x_L, P1, s_L).numpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-11, atol=1e-11 * np.abs(ref).max())
+        P3, m3 = (float(v) for v in knot_values(x_L, P1, s_L))
+        subs = {s.x_L: x_L, s.P1: P1, s.s_L: s_L}
+        assert P3 == pytest.approx(float(sol[s.P3].subs(subs)), rel=1e-12, abs=1e-12)
+        assert m3 == pytest.approx(float(sol[s.m3].subs(subs)), rel=1e-12, abs=1e-12)
+
+
+def test_pcp_values_equal_sympy_pieces():
+    s = S.symbols()
+    params = {s.x_L: 0.19, s.P1: -0.24, s.s_L: 1.85}
+    fns = [sp.lambdify(s.x, p.subs(params), "numpy") for p in S.pieces()]
+    x = np.linspace(-1, 1, 2001)
+    ref = np.where(x < 0, fns[0](x), np.where(x < 0.19, fns[1](x), fns[2](x)))
+    got = pcp(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-13)
+
+
+def test_continuity_report():
+    report = {(c.knot, c.order): c for c in S.continuity_report()}
+    assert len(report) == 12
+    for knot in ("-1", "0", "x_L", "1"):
+        assert report[(knot, 0)].holds and report[(knot, 1)].holds
+    assert report[("0", 2)].holds and report[("x_L", 2)].holds
+    # the constant extensions have zero curvature, the end pieces do not
+    assert not report[("-1", 2)].holds and not report[("1", 2)].holds
+    s = S.symbols()
+    assert sp.simplify(report[("-1", 2)].jump - 2 * s.P1 * (s.s_L - 3)) == 0
+    assert report[("-1", 2)].vanishes_when() == [3]
+    # numeric jump agrees with a finite difference of torch's second derivative
+    eps = 1e-4
+    x = torch.tensor([-1 + eps, -1 + 2 * eps, -1 + 3 * eps], dtype=torch.float64)
+    y = pcp(x)
+    curv = float((y[2] - 2 * y[1] + y[0]) / eps**2)
+    assert curv == pytest.approx(report[("-1", 2)].jump_at(0.19, -0.24, 1.85), abs=1e-3)
+
+
+def test_op_counts():
+    assert S.horner_op_count() == {"add": 3, "sub": 0, "mul": 3, "div": 0}
+    eq8 = S.eq8_op_count()
+    assert eq8["div"] == 4 and eq8["mul"] > 3 * S.horner_op_count()["mul"]
+    assert S.count_ops("-(a**3) / b") == {"add": 0, "sub": 1, "mul": 2, "div": 1}
+    with pytest.raises(ValueError, match="unsupported power"):
+        S.count_ops("a**b")
+
+
+def test_latex_helpers_render():
+    for text in (S.latex_basis(), S.latex_solution(), S.latex_pieces(), S.latex_coefficients()):
+        assert isinstance(text, str) and text.count("{") == text.count("}")
+    assert "x_{L}" in S.latex_solution()
