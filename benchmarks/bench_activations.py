@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from cfdan import pcp as P  # noqa: E402
@@ -98,7 +99,9 @@ def cuda_check(n: int = 1 << 20) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--log2-n", type=int, default=24, help="tensor length 2^N (default 24)")
+    ap.add_argument(
+        "--log2-n", default="24", help="tensor length 2^N, or a comma list of N (default 24)"
+    )
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--modes", default="eager,compiled")
@@ -115,21 +118,26 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rep, indent=1))
         if args.out:
             _atomic_write(args.out / "check.json", json.dumps(rep, indent=1))
-    df = benchmark_activations(
-        n=1 << args.log2_n,
-        repeats=args.repeats,
-        warmup=args.warmup,
-        modes=tuple(m for m in args.modes.split(",") if m),
-        activations=tuple(a for a in args.activations.split(",") if a),
-        device=args.device,
-        threads=args.threads,
-    )
-    print(f"# {df.attrs}")
-    print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    sizes = [int(v) for v in args.log2_n.split(",")]
+    frames = []
+    for log2_n in sizes:
+        df = benchmark_activations(
+            n=1 << log2_n,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            modes=tuple(m for m in args.modes.split(",") if m),
+            activations=tuple(a for a in args.activations.split(",") if a),
+            device=args.device,
+            threads=args.threads,
+        )
+        print(f"# {df.attrs}")
+        print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        frames.append(df.assign(n=1 << log2_n))
     if args.out:
-        _atomic_write(args.out / "activations.csv", df.to_csv(index=False))
+        _atomic_write(args.out / "activations.csv", pd.concat(frames).to_csv(index=False))
     if args.device == "cpu" and not args.no_kernels:
-        kd = benchmark_pcp_kernels(n=1 << args.log2_n, repeats=args.repeats, threads=args.threads)
+        n = 1 << sizes[-1]
+        kd = benchmark_pcp_kernels(n=n, repeats=args.repeats, threads=args.threads)
         print(f"# PCP forward kernels considered, {kd.attrs}")
         print(kd.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         if args.out:

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="train even if the run is in the store")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--copy-to", default=None, metavar="DIR",
-                   help="also copy the finished record (.json + .npz) into DIR")
+                   help="also copy the finished record (.json + .npz) into DIR/<experiment>/")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config and run id, then exit")
     _add_store_args(p)
@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-face", type=int, default=20, help="smallest face side in pixels")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a small fp16 inference checkpoint for predict",
+                       description="Copy best.pt with fp16 weights (e.g. to "
+                       "models/cfdan_cpu_ferplus.pt, the default of `predict`).")
+    p.add_argument("checkpoint", help="inference checkpoint (best.pt)")
+    p.add_argument("out", help="destination file")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.set_defaults(func=cmd_export)
 
     try:  # prepare / data subcommands belong to the data package
         from cfdan.data import commands as data_commands
@@ -143,10 +151,11 @@ def _copy_record(record: dict, results_dir: str | None, dest: str) -> None:
     from cfdan import results
 
     src = results.record_path(record["experiment"], record["run_id"], results_dir)
-    Path(dest).mkdir(parents=True, exist_ok=True)
+    folder = Path(dest) / record["experiment"]  # same layout as the store: DIR/<experiment>/
+    folder.mkdir(parents=True, exist_ok=True)
     for p in (src, src.with_suffix(".npz")):
         if p.is_file():
-            target = Path(dest) / f"{record['experiment']}_{p.name}"
+            target = folder / p.name
             shutil.copyfile(p, target)
             print(f"copied {p} -> {target}")
 
@@ -228,6 +237,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from cfdan.predict import export_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.out, half=not args.fp32)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 def main(argv: Sequence[str] | None = None) -> int:
     from cfdan.config import ConfigError
@@ -239,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, CLIError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # output piped into `head`
+        sys.stderr.close()
+        return 0
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -53,6 +53,8 @@ class DataConfig:
     """Use a seeded random subset of at most this many training images (0 = all)."""
     max_eval: int = 0
     """Likewise for val and test (0 = all; keep 0 for reported numbers)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword options for the dataset loader (e.g. ``sizes`` of the synthetic set)."""
 
 
 @dataclass
@@ -86,6 +88,9 @@ class TrainConfig:
     """torch intra-op threads on CPU (0 = leave torch's default)."""
     time_budget_s: float = 0.0
     """Stop after the epoch at which the next one would not fit in this wall time (0 = none)."""
+    fit_to_budget: bool = False
+    """With ``time_budget_s``: after epoch 1, shorten the planned epochs (and so the cosine
+    schedule) to what fits in the budget, instead of cutting a longer schedule short."""
     eval_batch_size: int = 256
     progress: bool = True
     progress_interval_s: float = 2.0
@@ -117,6 +122,7 @@ NON_IDENTITY = {
     "train.progress",
     "train.progress_interval_s",
     "train.keep_checkpoints",
+    "train.time_budget_s",  # a run it cuts short says so in its record (cut_short)
 }
 
 
@@ -206,6 +212,10 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
+    if getattr(typ, "__origin__", None) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return dict(value)
     if typ is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -247,6 +257,9 @@ def _set_field(cfg: Config, dotted: str, value: Any, source: str) -> None:
             f"{source}: unknown section {sec!r} in {dotted!r}; sections: model, {', '.join(SECTIONS)}"
         )
     types = _field_types(SECTIONS[sec])
+    if sec == "data" and name.startswith("options."):  # --set data.options.sizes=[...]
+        cfg.data.options[name.split(".", 1)[1]] = value
+        return
     if name not in types:
         raise ConfigError(
             f"{source}: unknown field '{sec}.{name}'; valid {sec} fields: {', '.join(types)}"

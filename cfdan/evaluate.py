@@ -256,3 +256,12 @@ def final_evaluation(
             arrays["attention_labels"] = labels.numpy()[idx]
             arrays["attention_preds"] = preds[idx]
     return metrics, arrays
+
+
+def tsne_embedding(features: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+    """2-D t-SNE of pooled features (Fig. 7), seeded; input e.g. ``arrays["tsne_features"]``."""
+    from sklearn.manifold import TSNE
+
+    x = np.asarray(features, dtype=np.float32)
+    perplexity = min(perplexity, max(2.0, (len(x) - 1) / 3))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)

@@ -149,7 +149,10 @@ def coefficients(x_L: ParamLike, P1: ParamLike, s_L: ParamLike) -> Tensor:
 
 @functools.lru_cache(maxsize=64)
 def _cached_table_cpu(x_L: float, P1: float, s_L: float) -> tuple[Tensor, Tensor]:
-    return coefficients(x_L, P1, s_L), torch.tensor(x_L, dtype=torch.float64)
+    coef = coefficients(x_L, P1, s_L)
+    # remembered for the fast kernels (valid while the table is unmodified)
+    coef._cfdan_spline = (coef._version, _as_spline(coef.tolist(), x_L), x_L)
+    return coef, torch.tensor(x_L, dtype=torch.float64)
 
 
 def _fixed_table(x_L: float, P1: float, s_L: float) -> tuple[Tensor, Tensor]:
@@ -235,9 +238,16 @@ def _as_spline(k: list[list[float]], x_L: float, rtol: float = 1e-12) -> _Spline
     return _Spline(a2, b, c, d, alpha, k3, x_L) if ok else None
 
 
-def _scalars(dtype: torch.dtype, *values: float) -> list[Tensor]:
-    """0-dim CPU tensors for the in-place ops (cheaper per call than Python floats)."""
-    return [torch.tensor(v, dtype=dtype) for v in values]
+def _split(t: Tensor, size: int) -> tuple[Tensor, ...]:
+    """Blocks of a flat tensor (no split call for a single block: it costs microseconds)."""
+    return (t,) if t.numel() <= size else t.split(size)
+
+
+@functools.lru_cache(maxsize=256)
+def _scalars(dtype: torch.dtype, *values: float) -> tuple[Tensor, ...]:
+    """0-dim CPU tensors for the in-place ops (cheaper per op than Python floats; cached,
+    never written to)."""
+    return tuple(torch.tensor(v, dtype=dtype) for v in values)
 
 
 def _forward_cpu(x: Tensor, sp: _Spline) -> Tensor:
@@ -255,21 +265,21 @@ def _forward_cpu(x: Tensor, sp: _Spline) -> Tensor:
     merged = sp.k3 != 0.0
     ratio = sp.alpha / sp.k3 if merged else 0.0
     rho = math.copysign(abs(ratio) ** (1 / 3), ratio)
-    lo, hi, a2, b, c, d, xl, rho_t, k = _scalars(
-        wdt, -1.0, 1.0, sp.a2, sp.b, sp.c, sp.d, sp.x_L, rho, sp.k3 if merged else sp.alpha
+    a2, b, c, d, xl, rho_t, k = _scalars(
+        wdt, sp.a2, sp.b, sp.c, sp.d, sp.x_L, rho, sp.k3 if merged else sp.alpha
     )
 
     def part(start: int, end: int) -> None:
         size = max(1, min(end - start, CPU_BLOCK))
         t0, u0, w0, y0 = (torch.empty(size, dtype=wdt) for _ in range(4))
-        for xc, oc in zip(xf[start:end].split(size), out[start:end].split(size), strict=True):
+        for xc, oc in zip(_split(xf[start:end], size), _split(out[start:end], size), strict=True):
             m = xc.numel()
             t, u, w = (t0, u0, w0) if m == size else (t0[:m], u0[:m], w0[:m])
             if low:
-                t.copy_(xc).clamp_(lo, hi)
+                t.copy_(xc).clamp_(-1.0, 1.0)
                 y = y0[:m]
             else:
-                torch.clamp(xc, lo, hi, out=t)  # PCP(-1) = P1, PCP(1) = 1: eq. (10) outside
+                torch.clamp(xc, -1.0, 1.0, out=t)  # PCP(-1) = P1, PCP(1) = 1: eq. (10) outside
                 y = oc
             torch.mul(t, a2, out=y)  # q(t) = ((a2 t + b) t + c) t + d, eq. (12)
             y.add_(b).mul_(t).add_(c).mul_(t)
@@ -297,21 +307,21 @@ def _grad_x_cpu(x: Tensor, grad: Tensor, sp: _Spline) -> Tensor:
     out = torch.empty_like(xf)
     wdt = _work_dtype(x.dtype)
     low = wdt != x.dtype
-    lo, hi, a3, b2, c, xl, al3, k33 = _scalars(
-        wdt, -1.0, 1.0, 3 * sp.a2, 2 * sp.b, sp.c, sp.x_L, 3 * sp.alpha, 3 * sp.k3
+    a3, b2, c, xl, al3, k33 = _scalars(
+        wdt, 3 * sp.a2, 2 * sp.b, sp.c, sp.x_L, 3 * sp.alpha, 3 * sp.k3
     )
 
     def part(start: int, end: int) -> None:
         size = max(1, min(end - start, CPU_BLOCK))
         t0, u0, w0, d0 = (torch.empty(size, dtype=wdt) for _ in range(4))
-        views = (f[start:end].split(size) for f in (xf, gf, out))
+        views = (_split(f[start:end], size) for f in (xf, gf, out))
         for xc, gc, oc in zip(*views, strict=True):
             m = xc.numel()
             t, u, w, dd = (t0, u0, w0, d0) if m == size else (t0[:m], u0[:m], w0[:m], d0[:m])
             if low:
-                t.copy_(xc).clamp_(lo, hi)
+                t.copy_(xc).clamp_(-1.0, 1.0)
             else:
-                torch.clamp(xc, lo, hi, out=t)
+                torch.clamp(xc, -1.0, 1.0, out=t)
             torch.mul(t, a3, out=dd)  # q'(t) = (3 a2 t + 2 b) t + c
             dd.add_(b2).mul_(t).add_(c)
             torch.clamp_max(t, 0.0, out=u)
@@ -329,6 +339,48 @@ def _grad_x_cpu(x: Tensor, grad: Tensor, sp: _Spline) -> Tensor:
 
     _run_parts(xf.numel(), part)
     return out.reshape(x.shape)
+
+
+def _coef_grad_cpu(x: Tensor, grad: Tensor, x_L: float) -> Tensor:
+    """d loss / d table (3, 4) on CPU, L2-blocked: per piece, sums of ``grad * t^p``.
+
+    Same quantity as :func:`_coefficient_grad` (block sums in the work dtype, accumulated
+    in float64); returns float64.
+    """
+    xf = x.detach().contiguous().reshape(-1)
+    gf = grad.detach().contiguous().reshape(-1)
+    wdt = _work_dtype(x.dtype)
+    split = min(0.0, x_L)  # piece 1 is t < 0 unless piece 3 (t >= x_L) claims it
+    partial: dict[int, list[float]] = {}
+
+    def part(start: int, end: int) -> None:
+        size = max(1, min(end - start, CPU_BLOCK))
+        bufs = [torch.empty(size, dtype=wdt) for _ in range(7)]
+        acc = [0.0] * 12
+        views = (_split(f[start:end], size) for f in (xf, gf))
+        for xc, gc in zip(*views, strict=True):
+            m = xc.numel()
+            t, t2, t3, lo, hi, g, w = (b if m == size else b[:m] for b in bufs)
+            t.copy_(xc).clamp_(-1.0, 1.0)
+            g.copy_(gc)
+            torch.lt(t, split, out=lo)
+            torch.ge(t, x_L, out=hi)
+            torch.mul(t, t, out=t2)
+            torch.mul(t2, t, out=t3)
+            torch.mul(g, hi, out=w)  # piece 3
+            hi.copy_(w)
+            torch.mul(g, lo, out=w)  # piece 1
+            lo.copy_(w)
+            g.sub_(lo).sub_(hi)  # piece 2
+            for i, wi in enumerate((lo, g, hi)):
+                sums = (torch.dot(wi, t3), torch.dot(wi, t2), torch.dot(wi, t), wi.sum())
+                for j, s in enumerate(sums):
+                    acc[4 * i + j] += float(s)
+        partial[start] = acc
+
+    _run_parts(xf.numel(), part)
+    total = [sum(p[i] for p in partial.values()) for i in range(12)]
+    return torch.tensor(total, dtype=torch.float64).reshape(3, 4)
 
 
 def _pieces(hi: Tensor, lo: Tensor, v: Tensor) -> Tensor:
@@ -430,12 +482,14 @@ def _coefficient_grad(grad: Tensor, t: Tensor, x_L: Tensor, dtype: torch.dtype) 
     acc = torch.promote_types(dtype, torch.float32)
     g = grad.reshape(-1).to(acc)
     tt = t.reshape(-1).to(acc)
-    hi = tt >= x_L.to(acc)
-    lo = (tt < 0) & ~hi
-    mid = ~(lo | hi)
-    masks = torch.stack([lo, mid, hi]).to(acc)  # (3, N)
-    powers = torch.stack([tt * tt * tt, tt * tt, tt, torch.ones_like(tt)])  # (4, N)
-    return ((masks * g) @ powers.T).to(dtype)
+    hi = (tt >= x_L.to(acc)).to(acc)
+    lo = (tt < 0).to(acc) * (1 - hi)
+    t2 = tt * tt
+    powers = (t2 * tt, t2, tt)
+    rows = []
+    for w in (lo * g, (1 - lo - hi) * g, hi * g):
+        rows.append(torch.stack([*(torch.dot(w, p) for p in powers), w.sum()]))
+    return torch.stack(rows).to(dtype)
 
 
 #: Set False to force the generic torch.where + Horner path (tests, benchmarks).
@@ -449,7 +503,11 @@ def _host_spline(x: Tensor, coef: Tensor, x_L: Tensor) -> _Spline | None:
         return None
     if x.device.type not in ("cpu", "cuda") or torch.compiler.is_compiling():
         return None
-    return _as_spline(coef.detach().double().tolist(), float(x_L))
+    xl = float(x_L)
+    memo = getattr(coef, "_cfdan_spline", None)
+    if memo is not None and memo[0] == coef._version and memo[2] == xl:
+        return memo[1]
+    return _as_spline(coef.detach().double().tolist(), xl)
 
 
 class _PCPFunction(torch.autograd.Function):
@@ -475,23 +533,26 @@ class _PCPFunction(torch.autograd.Function):
         x, coef, x_L = ctx.saved_tensors
         need_x, need_coef = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = grad_coef = None
-        if need_x and not need_coef:
+        wdt = _work_dtype(x.dtype)
+        if need_x:
             sp = _host_spline(x, coef, x_L)
             if sp is not None:
                 if x.device.type == "cpu":
-                    return _grad_x_cpu(x, grad, sp), None, None
-                gx = _jit_call(1, x, grad, sp=sp)
-                if gx is not None:
-                    return gx, None, None
-        if need_x or need_coef:
-            wdt = _work_dtype(x.dtype)
-            k = coef.to(dtype=wdt, device=x.device)
-            xl = x_L.to(dtype=wdt, device=x.device)
-            d, t = _derivative_tensor(x, k, xl)
-            if need_x:
+                    grad_x = _grad_x_cpu(x, grad, sp)
+                else:
+                    grad_x = _jit_call(1, x, grad, sp=sp)
+            if grad_x is None:
+                k = coef.to(dtype=wdt, device=x.device)
+                d, _ = _derivative_tensor(x, k, x_L.to(dtype=wdt, device=x.device))
                 grad_x = (grad.to(wdt) * d).to(x.dtype)
-            if need_coef:
-                grad_coef = _coefficient_grad(grad, t, xl, coef.dtype).to(coef.device)
+        if need_coef:
+            if x.device.type == "cpu" and x_L.device.type == "cpu":
+                grad_coef = _coef_grad_cpu(x, grad, float(x_L)).to(coef.dtype)
+            else:
+                t = x.to(wdt).clamp(-1.0, 1.0)
+                xl = x_L.to(dtype=wdt, device=x.device)
+                grad_coef = _coefficient_grad(grad, t, xl, coef.dtype)
+            grad_coef = grad_coef.to(coef.device)
         return grad_x, grad_coef, None
 
 

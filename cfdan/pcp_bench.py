@@ -24,6 +24,7 @@ __all__ = ["ACTIVATIONS", "benchmark_activations", "benchmark_pcp_kernels"]
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "PCP": _pcp.pcp,
+    "PCP-learnable": _pcp.PCP(learnable=True),  # moved to the benchmark's device
     "ReLU": torch.relu,
     "Sigmoid": torch.sigmoid,
     "Tanh": torch.tanh,
@@ -77,8 +78,16 @@ def benchmark_activations(
     unknown = set(names) - set(ACTIVATIONS)
     if unknown:
         raise ValueError(f"benchmark_activations: unknown activations {sorted(unknown)}")
+    before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    try:
+        return _benchmark_activations(n, repeats, warmup, modes, names, device, dtype, seed)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _benchmark_activations(n, repeats, warmup, modes, names, device, dtype, seed) -> pd.DataFrame:
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
     g = torch.randn(n, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
@@ -91,6 +100,8 @@ def benchmark_activations(
             row = {"activation": name, "mode": mode, "compile_s": math.nan, "status": "ok"}
             rows[(name, mode)] = row
             f = ACTIVATIONS[name]
+            if isinstance(f, torch.nn.Module):
+                f = _pcp.PCP(**f.effective_parameters(), learnable=True).to(device)
             try:
                 if mode == "compiled":
                     torch._dynamo.reset()
@@ -182,8 +193,16 @@ def benchmark_pcp_kernels(
 ) -> pd.DataFrame:
     """Forward time (ms, median, interleaved) of the PCP kernel variants considered, with
     ReLU and Sigmoid for scale. ``chosen`` is what :func:`cfdan.pcp.pcp` runs on CPU."""
+    before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    try:
+        return _benchmark_pcp_kernels(n, repeats, seed)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _benchmark_pcp_kernels(n: int, repeats: int, seed: int) -> pd.DataFrame:
     x = torch.randn(n, generator=torch.Generator().manual_seed(seed))
     coef = _pcp.coefficients(_pcp.DEFAULT_X_L, _pcp.DEFAULT_P1, _pcp.DEFAULT_S_L)
     sp = _pcp._as_spline(coef.tolist(), _pcp.DEFAULT_X_L)

@@ -47,8 +47,10 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool
     """Copy an inference checkpoint, storing float weights as fp16 when ``half`` (small files)."""
     from cfdan.results import atomic_write_bytes
 
+    if not Path(src).is_file():
+        raise FileNotFoundError(f"checkpoint {src} does not exist")
     ck = torch.load(src, map_location="cpu", weights_only=False)
-    if ck.get("kind") != "cfdan-inference":
+    if not isinstance(ck, dict) or ck.get("kind") != "cfdan-inference":
         raise ValueError(f"{src}: not an inference checkpoint")
     if half:
         ck["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}

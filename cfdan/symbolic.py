@@ -337,8 +337,9 @@ def extrema(
     constants outside [-1, 1].
     """
     k = _table(x_L, P1, s_L)
-    cands: list[tuple[float, float]] = [(-2.0, P1 if order == 0 else 0.0)]
-    cands.append((2.0, 1.0 if order == 0 else 0.0))
+    # the constants of eq. (10), reported at the knot where they start
+    cands: list[tuple[float, float]] = [(-1.0, P1 if order == 0 else 0.0)]
+    cands.append((1.0, 1.0 if order == 0 else 0.0))
     for row, (lo, hi) in zip(k, _intervals(x_L), strict=True):
         p = np.polyder(np.poly1d(row), order)
         pts = [lo, hi]
@@ -432,8 +433,9 @@ def check_claims(x_L: float = 0.19, P1: float = -0.24, s_L: float = 1.85):
             (
                 "eqs. (7)-(8) need 4 div, 17 mul, 4 sub, 3 add",
                 "§3.4",
-                f"as written (shared h, x_(i+1)-x, x-x_i): {eq8['div']} div, {eq8['mul']} mul, "
-                f"{eq8['sub']} sub, {eq8['add']} add",
+                f"as written in EQ8_CODE (h, x_(i+1)-x, x-x_i shared): {eq8['div']} div, "
+                f"{eq8['mul']} mul, {eq8['sub']} sub, {eq8['add']} add (the count depends on "
+                "which subexpressions are shared; either way far more than eq. (12))",
                 (eq8["div"], eq8["mul"], eq8["sub"], eq8["add"]) == (4, 17, 4, 3),
             ),
         ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import math
 import os
 import platform
@@ -135,7 +136,7 @@ def load_splits(cfg: Config, splits=("train", "val", "test")) -> dict[str, Split
     for split in splits:
         ft = load_dataset(
             cfg.data.dataset, root, split, image_size=cfg.data.image_size,
-            label_mode=cfg.data.label_mode, seed=0, cache_dir=cache,
+            label_mode=cfg.data.label_mode, seed=0, cache_dir=cache, **cfg.data.options,
         )
         s = Split(
             images=ft.images, labels=ft.labels.long(), soft=ft.soft,
@@ -226,7 +227,7 @@ def hardware_info(device: torch.device) -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "hostname_hash": str(abs(hash(platform.node())) % 10**8),
+        "host": hashlib.sha256(platform.node().encode()).hexdigest()[:8],
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -391,15 +392,18 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
         fwd_model = torch.compile(fwd_model, mode=tcfg.compile_mode or None)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=tcfg.lr, betas=(tcfg.beta1, tcfg.beta2),
-        weight_decay=tcfg.weight_decay,
+        weight_decay=tcfg.weight_decay, fused=device.type == "cuda" or None,
     )
     n_train = len(train_s)
     drop_last = info.enabled or tcfg.compile  # equal shards per rank; one compiled shape
     steps_per_epoch = n_train // tcfg.batch_size if drop_last else math.ceil(n_train / tcfg.batch_size)
-    total_steps = steps_per_epoch * tcfg.epochs
+    # ``plan`` holds the epochs the schedule is laid out for; ``train.fit_to_budget`` may shorten
+    # it after the first epoch so that the cosine schedule ends inside ``train.time_budget_s``.
+    plan = {"epochs": tcfg.epochs}
     warmup = round(tcfg.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup, tcfg.min_lr_ratio)
+        optimizer,
+        lambda s: lr_factor(s, steps_per_epoch * plan["epochs"], warmup, tcfg.min_lr_ratio),
     )
     eval_tf = make_augment(cfg.data.image_size, train=False, seed=0)
 
@@ -409,6 +413,9 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": -1, "val_accuracy": -1.0, "val_loss": math.inf}
     start_epoch, prior_wall, resumed_at = 0, 0.0, []
+    if info.is_main and ckdir.is_dir():  # temp files of a process killed while saving
+        for tmp in ckdir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
     if force or not resume:  # a fresh start: drop any checkpoints of an earlier attempt
         if info.is_main:
             for p in (last_path, best_path):
@@ -423,6 +430,7 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
         scheduler.load_state_dict(ck["scheduler"])
         set_rng_state(ck["rng"], device)
         history, best = ck["history"], ck["best"]
+        plan["epochs"] = ck.get("plan_epochs", tcfg.epochs)
         start_epoch, prior_wall = ck["epoch"] + 1, ck["wall_time_s"]
         resumed_at = ck.get("resumed_at", []) + [start_epoch]
         log(f"resumed from {last_path} after epoch {start_epoch} of {tcfg.epochs}")
@@ -431,11 +439,14 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
     cut_short, stop_reason = False, "completed"
     t_run = time.perf_counter()
     for epoch in range(start_epoch, tcfg.epochs):
+        if epoch >= plan["epochs"]:
+            break
         es = epoch_seed(tcfg.seed, epoch)
         torch.manual_seed(es)  # dropout and any other global-RNG use in this epoch
         gen = torch.Generator().manual_seed(es)
         perm = torch.randperm(n_train, generator=gen).to(device)
-        aug = make_augment(cfg.data.image_size, train=True, seed=es) if tcfg.augment else eval_tf
+        aug = (make_augment(cfg.data.image_size, train=True, seed=es + info.rank)  # own draws
+               if tcfg.augment else eval_tf)
         stats = _train_epoch(
             fwd_model, model, optimizer, scheduler, perm, train_images, train_labels, train_soft,
             aug, cfg, device, use_amp, info, epoch, steps_per_epoch, last_path,
@@ -479,12 +490,23 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rng_state(device), "history": history, "best": best,
                     "wall_time_s": wall, "resumed_at": resumed_at, "config": cfg.to_dict(),
+                    "plan_epochs": plan["epochs"],
                 },
                 last_path,
             )
         distributed.barrier(info)
+        # fit the schedule to the budget once, from the first epoch's cost (never lengthen it)
+        if tcfg.time_budget_s and tcfg.fit_to_budget and epoch == 0:
+            elapsed = prior_wall + (time.perf_counter() - t_start)
+            per_epoch = row["epoch_time_s"] + row["eval_time_s"]
+            reserve = row["eval_time_s"] * 3 + 10.0
+            fit = 1 + int((tcfg.time_budget_s - elapsed - reserve) // max(per_epoch, 1e-6))
+            if fit < plan["epochs"]:
+                plan["epochs"] = max(1, fit)
+                log(f"time budget {tcfg.time_budget_s:.0f} s: schedule re-planned for "
+                    f"{plan['epochs']} of {tcfg.epochs} epochs ({per_epoch:.1f} s per epoch)")
         # time budget: stop if the next epoch (plus the final evaluation) would not fit
-        if tcfg.time_budget_s and epoch + 1 < tcfg.epochs:
+        if tcfg.time_budget_s and epoch + 1 < plan["epochs"]:
             elapsed = prior_wall + (time.perf_counter() - t_start)
             need = row["epoch_time_s"] + row["eval_time_s"] * 3 + 5.0
             if distributed.any_rank(elapsed + need > tcfg.time_budget_s, info, device):
@@ -534,6 +556,7 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
         "model_info": {"params": n_params, "config": model_config_dict(model)},
         "history": history,
         "epochs_planned": tcfg.epochs,
+        "epochs_fitted": plan["epochs"],
         "epochs_run": len(history),
         "cut_short": cut_short,
         "stop_reason": stop_reason,

@@ -9,7 +9,8 @@
 # images/s and the run's peak GPU memory. If the budget runs out, training stops after the
 # last epoch that fits, then model selection on val and the single test evaluation still run,
 # and the record says cut_short = true. Records go to results/<experiment>/ and, when $OUT is
-# set, are copied into $OUT with the training log. If enough time remains, a second run
+# set, are copied into $OUT/<experiment>/ (the store's layout: copy that folder into results/)
+# beside the training logs $OUT/train_*.log. If enough time remains, a second run
 # trains the Table 3 baseline (model.preset = baseline) with the same recipe.
 #
 # Environment (all optional):

@@ -175,7 +175,8 @@ def test_export_half_checkpoint_loads_with_close_outputs(tmp_path, tiny_checkpoi
 
     from cfdan import predict
 
-    half = predict.export_checkpoint(tiny_checkpoint, tmp_path / "half.pt")
+    half = tmp_path / "models" / "half.pt"
+    assert main(["export", str(tiny_checkpoint), str(half)]) == 0
     assert half.stat().st_size < tiny_checkpoint.stat().st_size
     m32, meta = predict.load_checkpoint(tiny_checkpoint)
     m16, meta16 = predict.load_checkpoint(half)
@@ -214,3 +215,14 @@ def test_predict_finds_a_ferplus_face_with_mtcnn(tmp_path, tiny_checkpoint, ferp
     assert len(faces) == 1
     x0, y0, x1, y1 = faces[0]["box"]
     assert 60 < x0 < 160 and 240 < x1 < 340 and y0 < 150 < y1
+
+
+def test_diverged_training_exits_with_status_3(monkeypatch, capsys):
+    from cfdan import train
+
+    def diverge(*_a, **_k):
+        raise train.NonFiniteLossError("non-finite training loss in epoch 2")
+
+    monkeypatch.setattr(train, "train", diverge)
+    assert main(["train", "--profile", "smoke"]) == 3
+    assert "error: non-finite training loss" in capsys.readouterr().err

@@ -34,7 +34,7 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
     proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "packed.npz")], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    records = sorted(out.glob("*.json"))
+    records = sorted(out.glob("smoke/*.json"))  # $OUT/<experiment>/<run_id>.json
     assert len(records) == 2, proc.stdout[-3000:]  # the profile's run and the baseline run
     recs = [json.loads(p.read_text()) for p in records]
     assert {r["config"]["model"]["preset"] for r in recs} == {"full", "baseline"}

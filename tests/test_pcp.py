@@ -295,3 +295,38 @@ def test_parallel_parts_match_serial(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(y, y1) and torch.equal(g, g1)
+
+
+# ----------------------------------------------------------------------------- benchmark
+def test_benchmark_functions_run_small():
+    from cfdan.pcp_bench import benchmark_activations, benchmark_pcp_kernels
+
+    threads = torch.get_num_threads()
+    df = benchmark_activations(
+        n=4096,
+        repeats=2,
+        warmup=1,
+        modes=("eager",),
+        activations=("PCP", "ReLU", "Sigmoid"),
+        threads=1,
+    )
+    assert torch.get_num_threads() == threads  # restored
+    assert list(df.activation) == ["PCP", "ReLU", "Sigmoid"] and (df.status == "ok").all()
+    assert (df.fwd_ms > 0).all() and (df.fwd_bwd_ms > 0).all()
+    assert df.loc[df.activation == "ReLU", "fwd_vs_relu"].item() == 1.0
+    k = benchmark_pcp_kernels(n=4096, repeats=2)
+    assert (k.fwd_ms > 0).all() and len(k) == 5
+    with pytest.raises(ValueError, match="unknown activations"):
+        benchmark_activations(n=16, activations=("Softplus",))
+
+
+def test_blocked_coefficient_grad_equals_dense(monkeypatch):
+    monkeypatch.setattr(P, "CPU_BLOCK", 700)
+    monkeypatch.setattr(P, "PARALLEL_MIN", 1000)
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(5003, generator=gen, dtype=torch.float64) * 1.3
+    g = torch.randn(5003, generator=gen, dtype=torch.float64)
+    xl = torch.tensor(0.19, dtype=torch.float64)
+    dense = P._coefficient_grad(g, x.clamp(-1, 1), xl, torch.float64)
+    blocked = P._coef_grad_cpu(x, g, 0.19)
+    assert torch.allclose(blocked, dense, rtol=1e-12, atol=1e-9)

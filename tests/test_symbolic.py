@@ -90,3 +90,60 @@ def test_latex_helpers_render():
     for text in (S.latex_basis(), S.latex_solution(), S.latex_pieces(), S.latex_coefficients()):
         assert isinstance(text, str) and text.count("{") == text.count("}")
     assert "x_{L}" in S.latex_solution()
+
+
+# ----------------------------------------------------------------------------- analysis
+def test_pcp_derivative_matches_torch():
+    x = np.linspace(-1.6, 1.6, 3201)
+    xt = torch.from_numpy(x).requires_grad_()
+    y = pcp(xt)
+    (g,) = torch.autograd.grad(y.sum(), xt)
+    np.testing.assert_allclose(S.pcp_derivative(x, 0), y.detach().numpy(), atol=1e-13)
+    np.testing.assert_allclose(S.pcp_derivative(x, 1), g.numpy(), atol=1e-12)
+    # second derivative: finite difference of the first away from the knots
+    h = 1e-6
+    for x0 in (-0.7, -0.2, 0.1, 0.5, 0.9):
+        fd = (S.pcp_derivative(x0 + h, 1) - S.pcp_derivative(x0 - h, 1)) / (2 * h)
+        assert float(S.pcp_derivative(x0, 2)) == pytest.approx(float(fd), abs=1e-5)
+    with pytest.raises(ValueError, match="order"):
+        S.pcp_derivative(x, 4)
+
+
+@pytest.mark.parametrize("params", [(0.19, -0.24, 1.85), (0.5, -0.6, 3.5), (0.8, -0.05, 0.5)])
+def test_extrema_agree_with_dense_grid(params):
+    x = np.linspace(-1.5, 1.5, 300001)
+    for order in (0, 1):
+        e = S.extrema(order, *params)
+        v = S.pcp_derivative(x, order, *params)
+        assert e["min"] == pytest.approx(v.min(), abs=1e-6)
+        assert e["max"] == pytest.approx(v.max(), abs=1e-6)
+        assert e["min"] <= v.min() + 1e-12 and e["max"] >= v.max() - 1e-12
+
+
+def test_check_claims_and_activation_curves():
+    claims = S.check_claims()
+    assert list(claims.columns) == ["claim", "paper", "computed", "holds"]
+    by = dict(zip(claims.claim, claims.holds, strict=True))
+    c2 = next(k for k in by if k.startswith("C2"))
+    assert not by[c2]  # C2 fails at -1 and 1
+    curves = S.activation_curves(np.linspace(-2, 2, 11))
+    assert set(curves.activation) == {"PCP", "Sigmoid", "ReLU", "Tanh"}
+    assert set(curves.order) == {0, 1, 2}
+    sig1 = curves[(curves.activation == "Sigmoid") & (curves.order == 1)].value
+    assert sig1.max() == pytest.approx(0.25)
+
+
+def test_speed_claims_from_table():
+    import pandas as pd
+
+    t = pd.DataFrame(
+        {
+            "activation": ["PCP", "Sigmoid", "Tanh"],
+            "mode": "eager",
+            "fwd_ms": [1.0, 2.0, 3.0],
+            "fwd_bwd_ms": [5.0, 2.0, 3.0],
+        }
+    )
+    s = S.speed_claims(t)
+    assert list(s["faster than both"]) == [True, False]
+    assert s["PCP / Sigmoid"].tolist() == [0.5, 2.5]

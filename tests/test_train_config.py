@@ -87,7 +87,8 @@ def test_run_id_depends_on_outcome_fields_only():
     assert load_config("smoke", ["train.seed=1"]).run_id != base.run_id
     assert load_config("smoke", ["model.preset=baseline"]).run_id != base.run_id
     # where the data lives, the device and progress bars do not change what a run computes
-    same = load_config("smoke", ["data.root=/x", "train.progress=true", "train.device=cpu"])
+    same = load_config("smoke", ["data.root=/x", "train.progress=true", "train.device=cpu",
+                                 "train.time_budget_s=100"])
     assert same.run_id == base.run_id
 
 

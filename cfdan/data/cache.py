@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +143,41 @@ def store_entry(
             except (OSError, ValueError):
                 continue
     return d
+
+
+def cached_decode(
+    namespace: str,
+    label_files: list[Path],
+    files: list[Path],
+    decode: Callable[[int, Path], np.ndarray],
+    shape: tuple[int, ...],
+    cache_dir: str | os.PathLike[str] | None = None,
+    extra: str = "",
+    source: str = "",
+    use_cache: bool = True,
+) -> tuple[np.ndarray, str]:
+    """Decode ``files`` (``decode(i, path) -> array of shape``) once, through the cache.
+
+    Returns ``(images (N, *shape) uint8, content fingerprint)``; the fingerprint hashes the
+    label files, ``extra`` and every pixel, and is re-checked on a cache hit.
+    """
+    key = stat_key(label_files, files, extra=f"{namespace}:{extra}")
+    labels_bytes = b"".join(Path(f).read_bytes() for f in label_files)
+    if use_cache:
+        hit = load_entry(cache_dir, namespace, key)
+        if hit is not None:
+            arrays, meta = hit
+            fp = content_fingerprint(labels_bytes, extra, arrays["images"])
+            if fp == meta.get("fingerprint") and arrays["images"].shape == (len(files), *shape):
+                return arrays["images"], fp
+            warnings.warn(f"cache entry for {source or namespace} does not match its source "
+                          f"(content hash {fp} != {meta.get('fingerprint')}); rebuilding it",
+                          stacklevel=2)
+    images = np.empty((len(files), *shape), dtype=np.uint8)
+    for i, f in enumerate(files):
+        images[i] = decode(i, f)
+    fp = content_fingerprint(labels_bytes, extra, images)
+    if use_cache:
+        store_entry(cache_dir, namespace, key, {"images": images},
+                    {"source": source or namespace, "fingerprint": fp})
+    return images, fp

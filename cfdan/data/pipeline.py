@@ -175,3 +175,42 @@ def throughput(image_size: int, batch: int = 64, src_size: int = 48, channels: i
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return batch * repeats / (time.perf_counter() - t0)
+
+
+def share_of_step(model: torch.nn.Module, image_size: int, batch_size: int = 32,
+                  src_size: int = 48, channels: int = 1, repeats: int = 5,
+                  num_classes: int = 8) -> dict[str, float]:
+    """Time :class:`Augment` (train mode) against one training step of ``model`` on CPU.
+
+    A step is forward + cross-entropy + backward + an AdamW update on one augmented batch.
+    Returns milliseconds per batch for both and the pipeline's share of the sum.
+    """
+    import time
+
+    aug = Augment(image_size, train=True, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (batch_size, channels, src_size, src_size), dtype=torch.uint8,
+                      generator=g)
+    y = torch.randint(0, num_classes, (batch_size,), generator=g)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(batch), y)
+        loss.backward()
+        opt.step()
+
+    batch = aug(x)
+    step()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        batch = aug(x)
+    t_aug = (time.perf_counter() - t0) / repeats
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    t_step = (time.perf_counter() - t0) / repeats
+    return {"augment_ms": 1e3 * t_aug, "step_ms": 1e3 * t_step,
+            "augment_share": t_aug / (t_aug + t_step),
+            "augment_img_per_s": batch_size / t_aug}
