@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,6 +43,43 @@ def _gradcheck(fn, inputs) -> bool | str:
         return bool(torch.autograd.gradcheck(fn, inputs))
     except Exception as exc:
         return f"FAILED: {str(exc).splitlines()[0]}"
+
+
+def _cuda_cases(n: int) -> dict:
+    x = torch.randn(n, device="cuda")
+    xr = x.clone().requires_grad_()
+    m = P.PCP(learnable=True).cuda()
+    return {
+        "sigmoid_fwd": lambda: torch.sigmoid(x),
+        "sigmoid_fwd_bwd": lambda: torch.sigmoid(xr).sum().backward(),
+        "pcp_fwd": lambda: P.pcp(x),
+        "pcp_fwd_bwd": lambda: P.pcp(xr).sum().backward(),
+        "learnable_fwd": lambda: m(x),
+        "learnable_fwd_bwd": lambda: m(xr).sum().backward(),
+    }
+
+
+def _cuda_call_times(sizes=(4096, 1 << 20), reps: int = 200) -> dict:
+    """Per-call time (us, mean over reps, synchronised once) of PCP variants on CUDA."""
+    out = {}
+    for n in sizes:
+        cases = _cuda_cases(n)
+        for fast in (True, False):
+            P.FAST_KERNELS = fast
+            for name, f in cases.items():
+                if not fast and name.startswith("sigmoid"):
+                    continue
+                for _ in range(5):
+                    f()
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    f()
+                torch.cuda.synchronize()
+                key = f"n={n} {name}{'' if fast else ' (generic ops)'}"
+                out[key] = round((time.perf_counter() - t0) / reps * 1e6, 1)
+        P.FAST_KERNELS = True
+    return out
 
 
 def cuda_check(n: int = 1 << 20) -> dict:
@@ -92,6 +130,13 @@ def cuda_check(n: int = 1 << 20) -> dict:
     ]
     xs = x64[:128].to("cuda")
     report["gradcheck_params_cuda"] = _gradcheck(lambda *p: P.pcp(xs, *p), params)
+    # learnable on CUDA (truncated-power Function) vs the CPU table path
+    spl = [float(getattr(m, k).grad) for k in ("x_L", "P1", "s_L")]
+    report["learnable_rel_err"] = max(
+        abs(a - b) / max(1.0, abs(b))
+        for a, b in zip(spl, report["learnable_grads_cpu"], strict=True)
+    )
+    report["per_call_us"] = _cuda_call_times()
     report["device"] = torch.cuda.get_device_name()
     report["torch"] = torch.__version__
     return report

@@ -76,6 +76,15 @@ def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
             dist.broadcast(buf, src=0)
 
 
+def min_int(value: int, info: DistInfo, device: torch.device | str = "cpu") -> int:
+    """The smallest ``value`` over ranks (so that every rank takes the same decision)."""
+    if not info.enabled:
+        return int(value)
+    t = torch.tensor([int(value)], device=device, dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

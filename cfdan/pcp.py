@@ -131,19 +131,46 @@ def coefficients(x_L: ParamLike, P1: ParamLike, s_L: ParamLike) -> Tensor:
     domain check here; see :func:`validate_parameters`.
     """
     xl, p1, sl = _as_tensors(x_L, P1, s_L)
-    xl2 = xl * xl
-    den = (1 - xl) ** 2
-    a1 = p1 * (2 - sl)
-    b = p1 * (3 - 2 * sl)
-    c = -p1 * sl
-    d = torch.zeros_like(xl)
-    a2 = (p1 * (5 * sl * xl + 4 * sl - 6 * xl - 3) + 3) / (3 * xl)
-    a3 = (p1 * (5 * sl * xl2 - 6 * sl * xl - 3 * sl - 6 * xl2 + 9 * xl) + 3 * xl - 6) / (3 * den)
-    b3 = (3 - p1 * (2 * sl * (xl2 - 2 * xl - 1) - 3 * xl2 + 6 * xl)) / den
-    c3 = -(p1 * (sl * (1 + xl) ** 2 - 3 * xl) + 3 * xl) / den
-    d3 = xl2 * (p1 * (4 * sl - 3) + 3) / (3 * den)
-    return torch.stack(
-        [torch.stack([a1, b, c, d]), torch.stack([a2, b, c, d]), torch.stack([a3, b3, c3, d3])]
+    W, V = _closed_form_matrices(xl.dtype, str(xl.device))
+    powers = torch.stack([torch.ones_like(xl), xl, xl * xl])  # 1, x_L, x_L^2
+    basis = torch.stack([torch.ones_like(p1), p1, p1 * sl])  # 1, P1, P1 s_L
+    numer = W @ torch.outer(basis, powers).reshape(9)
+    return (numer / (V @ powers)).reshape(3, 4)
+
+
+# Every coefficient above is (affine in 1, P1, P1 s_L) x (quadratic in x_L) over a
+# denominator 1, 3 x_L or 3 (1 - x_L)^2, so the table is W f / (V p) with the constant
+# matrices below, f = (1, P1, P1 s_L) (x) (1, x_L, x_L^2), p = (1, x_L, x_L^2): a handful of
+# tensor ops instead of ~50 (it runs in every forward of a learnable PCP).
+# fmt: off
+_W_ROWS = (  # numerators; columns: 1, x_L, x_L^2 | P1, P1 x_L, P1 x_L^2 | P1 s_L, ...
+    (0, 0, 0,    2, 0, 0,     -1, 0, 0),    # a1 = P1 (2 - s_L)
+    (0, 0, 0,    3, 0, 0,     -2, 0, 0),    # b  = P1 (3 - 2 s_L)
+    (0, 0, 0,    0, 0, 0,     -1, 0, 0),    # c  = -P1 s_L
+    (0, 0, 0,    0, 0, 0,      0, 0, 0),    # d  = 0
+    (3, 0, 0,   -3, -6, 0,     4, 5, 0),    # a2 * 3 x_L
+    (0, 0, 0,    3, 0, 0,     -2, 0, 0),    # b
+    (0, 0, 0,    0, 0, 0,     -1, 0, 0),    # c
+    (0, 0, 0,    0, 0, 0,      0, 0, 0),    # d
+    (-6, 3, 0,   0, 9, -6,    -3, -6, 5),   # a3 * 3 (1 - x_L)^2
+    (9, 0, 0,    0, -18, 9,    6, 12, -6),  # b3 * 3 (1 - x_L)^2
+    (0, -9, 0,   0, 9, 0,     -3, -6, -3),  # c3 * 3 (1 - x_L)^2
+    (0, 0, 3,    0, 0, -3,     0, 0, 4),    # d3 * 3 (1 - x_L)^2
+)
+_V_ROWS = (  # denominators in (1, x_L, x_L^2)
+    *((1, 0, 0),) * 4,
+    (0, 3, 0),
+    *((1, 0, 0),) * 3,
+    *((3, -6, 3),) * 4,
+)
+# fmt: on
+
+
+@functools.lru_cache(maxsize=16)
+def _closed_form_matrices(dtype: torch.dtype, device: str) -> tuple[Tensor, Tensor]:
+    return (
+        torch.tensor(_W_ROWS, dtype=dtype, device=device),
+        torch.tensor(_V_ROWS, dtype=dtype, device=device),
     )
 
 
@@ -556,6 +583,115 @@ class _PCPFunction(torch.autograd.Function):
         return grad_x, grad_coef, None
 
 
+_jit_tensor_state: dict[str, object] = {}
+
+
+def _jit_tensor_fns():
+    """Jiterator kernels taking the spline parameters as 0-dim *tensor* inputs (no host
+    copy, so no device sync for learnable parameters); None where unavailable."""
+    if "fns" not in _jit_tensor_state:
+        try:
+            from torch.cuda.jiterator import _create_jit_fn
+
+            _jit_tensor_state["fns"] = (_create_jit_fn(_JIT_FWD), _create_jit_fn(_JIT_BWD))
+        except Exception:
+            _jit_tensor_state["fns"] = None
+    return _jit_tensor_state["fns"]
+
+
+def _spline_terms(x: Tensor, prm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Generic ops: (t, u = min(t, 0), w = max(t - x_L, 0)) in the work dtype."""
+    t = x.to(prm.dtype).clamp(-1.0, 1.0)
+    return t, t.clamp(max=0.0), (t - prm[6]).clamp(min=0.0)
+
+
+def _spline_forward_generic(x: Tensor, prm: Tensor) -> Tensor:
+    a2, b, c, d, al, k3, _ = prm.unbind()
+    t, u, w = _spline_terms(x, prm)
+    y = ((a2 * t + b) * t + c) * t + d + al * u * u * u + k3 * w * w * w
+    return y
+
+
+def _spline_dx_generic(x: Tensor, prm: Tensor) -> Tensor:
+    a2, b, c, _, al, k3, _ = prm.unbind()
+    t, u, w = _spline_terms(x, prm)
+    dx = (3 * a2 * t + 2 * b) * t + c + 3 * al * u * u + 3 * k3 * w * w
+    return torch.where(t == x.to(prm.dtype), dx, torch.zeros_like(dx))
+
+
+class _PCPSplineFunction(torch.autograd.Function):
+    """PCP in truncated-power form with its 7 spline parameters as one tensor
+    ``(a2, b, c, d, alpha, k3, x_L)`` on the input's device (learnable PCP on the GPU):
+    ``PCP = ((a2 t + b) t + c) t + d + alpha min(t, 0)^3 + k3 max(t - x_L, 0)^3``,
+    ``t = clamp(x, -1, 1)``; one fused kernel each way where the jiterator is available.
+    Saves only ``x`` and the parameters."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, prm: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, prm)
+        wdt = _work_dtype(x.dtype)
+        p = prm.detach().to(wdt)
+        fns = _jit_tensor_fns() if x.is_cuda and FAST_KERNELS else None
+        if fns is not None:
+            try:
+                return fns[0](x.to(wdt), *p.unbind()).to(x.dtype)
+            except Exception:
+                _jit_tensor_state["fns"] = None
+        return _spline_forward_generic(x, p).to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        x, prm = ctx.saved_tensors
+        wdt = _work_dtype(x.dtype)
+        grad_x = grad_p = None
+        if ctx.needs_input_grad[0]:
+            p = prm.to(wdt)
+            fns = _jit_tensor_fns() if x.is_cuda and FAST_KERNELS else None
+            if fns is not None:
+                try:
+                    a2, b, c, _, al, k3, xl = p.unbind()
+                    grad_x = fns[1](x.to(wdt), grad.to(wdt), a2, b, c, al, k3, xl).to(x.dtype)
+                except Exception:
+                    _jit_tensor_state["fns"] = None
+            if grad_x is None:
+                grad_x = (grad.to(wdt) * _spline_dx_generic(x, p)).to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            acc = torch.promote_types(prm.dtype, torch.float32)
+            p = prm.to(acc)
+            t, u, w = _spline_terms(x.reshape(-1), p)
+            g = grad.reshape(-1).to(acc)
+            t2, w2 = t * t, w * w
+            terms = torch.stack([t2 * t, t2, t, torch.ones_like(t), u * u * u, w2 * w, w2])
+            s = terms @ g  # (7,)
+            # d/dx_L of k3 max(t - x_L, 0)^3 is -3 k3 max(t - x_L, 0)^2 (the piece
+            # boundary itself moves without a jump: C2 at x_L)
+            grad_p = torch.cat([s[:6], (-3 * p[5] * s[6]).reshape(1)]).to(prm.dtype)
+        return grad_x, grad_p
+
+
+# (a2, b, c, d, alpha, k3) = S @ table.flatten(): rows of the (3, 4) table in row-major order
+_S_ROWS = (
+    (0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0),  # a2
+    (0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0),  # b
+    (0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0),  # c
+    (0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0),  # d
+    (1, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0),  # alpha = a1 - a2
+    (0, 0, 0, 0, -1, 0, 0, 0, 1, 0, 0, 0),  # k3 = a3 - a2
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _spline_matrix(dtype: torch.dtype, device: str) -> Tensor:
+    return torch.tensor(_S_ROWS, dtype=dtype, device=device)
+
+
+def _spline_parameters(coef: Tensor, x_L: Tensor) -> Tensor:
+    """(a2, b, c, d, alpha, k3, x_L) of a C2 table (differentiable): see :class:`_Spline`."""
+    S = _spline_matrix(coef.dtype, str(coef.device))
+    return torch.cat([S @ coef.reshape(12), x_L.reshape(1).to(coef.dtype)])
+
+
 def pcp_from_coefficients(x: Tensor, coef: Tensor, x_L: ParamLike) -> Tensor:
     """PCP(x) for a precomputed (3, 4) table ``coef`` (see :func:`coefficients`).
 
@@ -592,6 +728,14 @@ def pcp(
 
 
 # --------------------------------------------------------------------------- module
+@functools.lru_cache(maxsize=8)
+def _domain_bounds(device: str) -> tuple[Tensor, Tensor]:
+    eps, inf = DOMAIN_EPS, math.inf
+    lo = torch.tensor([eps, -inf, eps], dtype=torch.float64, device=device)
+    hi = torch.tensor([1 - eps, -eps, inf], dtype=torch.float64, device=device)
+    return lo, hi
+
+
 class PCP(nn.Module):
     """PCP activation (§3.4) as a module; defaults are the paper's best (§4.5).
 
@@ -625,12 +769,10 @@ class PCP(nn.Module):
             self.s_L = nn.Parameter(torch.tensor(float(s_L)))
 
     def _clamped(self) -> tuple[Tensor, Tensor, Tensor]:
-        eps = DOMAIN_EPS
-        return (
-            self.x_L.clamp(eps, 1 - eps),
-            self.P1.clamp(max=-eps),
-            self.s_L.clamp(min=eps),
-        )
+        """(x_L, P1, s_L) clamped into their domains, float64 (one clamp op)."""
+        v = torch.stack([self.x_L, self.P1, self.s_L]).double()
+        lo, hi = _domain_bounds(str(v.device))
+        return v.clamp(lo, hi).unbind()
 
     def effective_parameters(self) -> dict[str, float]:
         """The (x_L, P1, s_L) values the forward uses (after clamping if learnable)."""
@@ -643,14 +785,18 @@ class PCP(nn.Module):
         """The current (3, 4) coefficient table of eq. (11), float64."""
         if not self.learnable:
             return coefficients(*self._fixed)
-        return coefficients(*(v.double() for v in self._clamped()))
+        return coefficients(*self._clamped())
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.learnable:
             coef, xl = _fixed_table(*self._fixed)
             return pcp_from_coefficients(x, coef, xl)
-        x_l, p1, s_l = (v.double() for v in self._clamped())
-        return pcp_from_coefficients(x, coefficients(x_l, p1, s_l), x_l)
+        x_l, p1, s_l = self._clamped()
+        coef = coefficients(x_l, p1, s_l)
+        if x.is_cuda and not torch.compiler.is_compiling():
+            # parameters stay on the GPU: truncated-power form, fused kernels, no sync
+            return _PCPSplineFunction.apply(x, _spline_parameters(coef, x_l))
+        return pcp_from_coefficients(x, coef, x_l)
 
     def extra_repr(self) -> str:
         if self.learnable:

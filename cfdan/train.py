@@ -305,6 +305,14 @@ def inference_checkpoint(
 
 
 # --------------------------------------------------------------------------- the run
+def _relative_checkpoint(path: Path, root: str | os.PathLike | None) -> str:
+    """The checkpoint's path relative to the checkpoint folder (no machine paths in records)."""
+    try:
+        return str(path.relative_to(results.checkpoint_dir(root)))
+    except ValueError:
+        return path.name
+
+
 def _log_default(msg: str) -> None:
     print(msg, flush=True)
 
@@ -477,6 +485,18 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
             f"grad {row['grad_norm']:.3g} | {row['epoch_time_s']:.1f} s, "
             f"{row['images_per_s']:.0f} img/s"
         )
+        # fit the schedule to the budget once, from the first epoch's cost (never lengthen it);
+        # done before the checkpoint is saved so that a resumed run keeps the fitted plan
+        if tcfg.time_budget_s and tcfg.fit_to_budget and epoch == 0:
+            elapsed = prior_wall + (time.perf_counter() - t_start)
+            per_epoch = row["epoch_time_s"] + row["eval_time_s"]
+            reserve = row["eval_time_s"] * 3 + 10.0
+            fit = 1 + int((tcfg.time_budget_s - elapsed - reserve) // max(per_epoch, 1e-6))
+            fit = distributed.min_int(max(1, fit), info, device)  # same plan on every rank
+            if fit < plan["epochs"]:
+                plan["epochs"] = fit
+                log(f"time budget {tcfg.time_budget_s:.0f} s: schedule re-planned for "
+                    f"{plan['epochs']} of {tcfg.epochs} epochs ({per_epoch:.1f} s per epoch)")
         wall = prior_wall + (time.perf_counter() - t_run)
         if info.is_main:
             if improved:
@@ -495,16 +515,6 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
                 last_path,
             )
         distributed.barrier(info)
-        # fit the schedule to the budget once, from the first epoch's cost (never lengthen it)
-        if tcfg.time_budget_s and tcfg.fit_to_budget and epoch == 0:
-            elapsed = prior_wall + (time.perf_counter() - t_start)
-            per_epoch = row["epoch_time_s"] + row["eval_time_s"]
-            reserve = row["eval_time_s"] * 3 + 10.0
-            fit = 1 + int((tcfg.time_budget_s - elapsed - reserve) // max(per_epoch, 1e-6))
-            if fit < plan["epochs"]:
-                plan["epochs"] = max(1, fit)
-                log(f"time budget {tcfg.time_budget_s:.0f} s: schedule re-planned for "
-                    f"{plan['epochs']} of {tcfg.epochs} epochs ({per_epoch:.1f} s per epoch)")
         # time budget: stop if the next epoch (plus the final evaluation) would not fit
         if tcfg.time_budget_s and epoch + 1 < plan["epochs"]:
             elapsed = prior_wall + (time.perf_counter() - t_start)
@@ -514,6 +524,8 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
                 log(f"time budget {tcfg.time_budget_s:.0f} s: stopping after epoch {epoch + 1}")
                 break
 
+    if not cut_short and plan["epochs"] < tcfg.epochs:
+        cut_short, stop_reason = True, "time_budget_fitted"
     # ---- selection on val, then the single test evaluation
     if not history:
         raise RuntimeError("no epoch was trained")
@@ -568,7 +580,7 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
         "wall_time_s": prior_wall + (time.perf_counter() - t_start),
         "resumed_at_epochs": resumed_at,
         "peak_memory": peak_memory_mb(device),
-        "checkpoint": str(best_path),
+        "checkpoint": _relative_checkpoint(best_path, checkpoint_root),
     }
     if info.is_main:
         path = results.save_record(record, arrays, results_root)

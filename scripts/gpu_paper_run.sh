@@ -19,7 +19,14 @@
 #   CFDAN_GPU_BUDGET_S  wall seconds for the whole script (default 600)
 #   CFDAN_GPU_SECOND    preset of the optional second run, or "none" (default baseline)
 #   CFDAN_GPU_SECOND_MIN_S  start the second run only with this many seconds left (default 180)
+#   CFDAN_GPU_FIT       1 (default): train.fit_to_budget=true, i.e. after epoch 1 the cosine
+#                       schedule is re-planned to the epochs that fit the budget (recorded as
+#                       cut_short, stop_reason time_budget_fitted); 0 keeps the profile's epochs
+#                       and stops when the budget runs out
 #   CFDAN_GPU_SET       extra overrides, space separated (e.g. "train.compile=true train.epochs=20")
+#   CFDAN_GPU_PREFLIGHT 1 (default): first train the smoke profile for one epoch on the same device
+#                       into a throw-away store, so a device-specific bug fails in seconds rather
+#                       than after the whole budget; 0 skips it
 #   PYTHON              interpreter (default python3)
 #   OUT                 folder that receives copies of the records and logs
 set -euo pipefail
@@ -41,6 +48,7 @@ RESERVE=20   # seconds kept for interpreter start-up and copying
 elapsed() { echo $(( $(date +%s) - START )); }
 
 sets=(--set "data.root=${PACKED}" --set "train.device=${DEVICE}")
+if [[ "${CFDAN_GPU_FIT:-1}" == "1" ]]; then sets+=(--set "train.fit_to_budget=true"); fi
 for s in ${CFDAN_GPU_SET:-}; do sets+=(--set "$s"); done
 copy=()
 if [[ -n "${OUT:-}" ]]; then
@@ -66,6 +74,22 @@ run() {  # run NAME BUDGET_S [extra args...]
   echo "== run ${name}: exit ${rc} after $(elapsed) s"
   return "$rc"
 }
+
+if [[ "${CFDAN_GPU_PREFLIGHT:-1}" == "1" && "$PROFILE" != "smoke" ]]; then
+  echo "== preflight: smoke profile, 1 epoch, on ${DEVICE}"
+  pre=$(mktemp -d)
+  if ! CFDAN_RESULTS_DIR="$pre/results" CFDAN_CHECKPOINT_DIR="$pre/checkpoints" \
+      "$PY" -m cfdan train --profile smoke --quiet --set train.epochs=1 \
+      --set "train.device=${DEVICE}" --set train.amp=true --set train.channels_last=true \
+      > "$pre/preflight.log" 2>&1; then
+    cat "$pre/preflight.log"
+    echo "error: preflight failed on ${DEVICE}; not starting the ${PROFILE} run" >&2
+    exit 3
+  fi
+  tail -n 1 "$pre/preflight.log"
+  rm -rf "$pre"
+  echo "== preflight ok after $(elapsed) s"
+fi
 
 first_budget=$(( BUDGET - RESERVE - $(elapsed) ))
 if (( first_budget < 30 )); then

@@ -84,3 +84,43 @@ def test_prepare_errors(tmp_path):
         align.prepare("folder", tmp_path / "empty", tmp_path / "out", progress=False)
     with pytest.raises(ValueError, match="already 48x48"):
         align.prepare("ferplus", tmp_path / "empty", tmp_path / "out", progress=False)
+
+
+class _FakeDetector:
+    """Finds a 'face' only in pictures wider than tall (for the CLI plumbing test)."""
+
+    def detect(self, image, landmarks=True):
+        if image.width <= image.height:
+            return None, [None], None
+        pts = align.template(112) * (min(image.size) / 112)
+        return np.array([[0, 0, 10, 10]]), np.array([0.99]), pts[None]
+
+
+def test_prepare_cli_and_resume(tmp_path, monkeypatch, capsys):
+    from cfdan.cli import main
+
+    src = tmp_path / "RAF" / "Image" / "original"
+    src.mkdir(parents=True)
+    Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(src / "train_00001.jpg")
+    Image.fromarray(np.zeros((80, 60, 3), np.uint8)).save(src / "test_0001.jpg")
+    monkeypatch.setattr(align, "make_detector", lambda device="cpu", **kw: _FakeDetector())
+    dst = tmp_path / "aligned"
+    argv = ["prepare", "--dataset", "rafdb", "--src", str(tmp_path / "RAF"), "--dst", str(dst),
+            "--size", "64", "--quiet"]
+    assert main(argv) == 0
+    assert "aligned 1, no face found 1" in capsys.readouterr().out
+    assert (dst / "no_face.txt").read_text().split() == ["test_0001.jpg"]
+    with Image.open(dst / "train_00001.jpg") as im:
+        assert im.size == (64, 64)
+    assert main(argv) == 0
+    assert "skipped (done) 2" in capsys.readouterr().out
+    assert main(["prepare", "--src", str(tmp_path / "missing"), "--dst", str(dst)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_data_check_synthetic(capsys):
+    from cfdan.cli import main
+
+    assert main(["data", "check", "--dataset", "synthetic"]) == 0
+    out = capsys.readouterr().out
+    assert "contempt" in out and "synthetic" in out

@@ -303,3 +303,31 @@ def test_real_ferplus_majority_counts(ferplus_root, tmp_path):
     assert sizes == {"train": 25045, "val": 3191, "test": 3137}
     assert counts == {"neutral": 1083, "happiness": 892, "surprise": 394, "sadness": 382,
                       "anger": 269, "disgust": 16, "fear": 86, "contempt": 15}
+
+
+def test_store_entry_tolerates_a_concurrent_writer(tmp_path):
+    from cfdan.data import cache as C
+
+    arr = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    C.store_entry(tmp_path, "ns", "k1", {"images": arr}, {"source": "s"})
+    C.store_entry(tmp_path, "ns", "k1", {"images": arr}, {"source": "s"})  # same key again
+    arrays, meta = C.load_entry(tmp_path, "ns", "k1")
+    assert np.array_equal(arrays["images"], arr) and meta["key"] == "k1"
+    assert [p.name for p in (tmp_path / "ns").iterdir()] == ["k1"]
+
+
+@pytest.mark.ferplus
+def test_real_images_compress_within_the_pack_budget(ferplus_root):
+    """The pack codec on 2,000 real majority-vote images, extrapolated to all 31,373."""
+    import lzma
+
+    if ferplus_root.is_file():
+        pytest.skip("needs the FER+ folder layout")
+    d = F.decode_folder(ferplus_root / "FER2013Valid", use_cache=False)
+    keep, _ = F.majority_labels(d["votes"])
+    imgs = np.asarray(d["images"])[keep][:2000]
+    residuals = P.med_encode(imgs)
+    assert np.array_equal(P.med_decode(residuals), imgs)
+    per_image = len(lzma.compress(residuals.tobytes(), preset=6)) / len(imgs)
+    assert per_image * 31373 < 55e6 * 0.97  # leave room for names and votes
+    assert per_image < imgs[0].size  # it does compress

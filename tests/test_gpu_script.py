@@ -53,3 +53,18 @@ def test_gpu_script_refuses_tiny_budget(tmp_path):
     proc = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "no time to train" in proc.stderr
+
+
+def test_gpu_script_preflight_stops_a_broken_device_early(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA to make the preflight fail")
+    env = {**os.environ, "PYTHON": sys.executable, "CFDAN_GPU_PROFILE": "cpu",
+           "CFDAN_GPU_DEVICE": "cuda", "CFDAN_GPU_BUDGET_S": "200", "OUT": str(tmp_path / "out"),
+           "CFDAN_RESULTS_DIR": str(tmp_path / "results")}
+    proc = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "preflight failed" in proc.stderr and "CUDA is not available" in proc.stdout
+    assert not (tmp_path / "results").exists()

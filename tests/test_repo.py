@@ -161,7 +161,7 @@ def test_nbval_sanitizes_volatile_output_but_not_real_changes(tmp_path: Path) ->
     """Run nbval on two tiny notebooks whose stored outputs came from 'another machine'.
 
     The first differs only in volatile parts (cwd path, memory address, timing, date, tqdm
-    bar) and must pass; it also checks that the kernel runs in the notebook's folder. The
+    bar, a rounded negative zero) and must pass; it also checks that the kernel runs in the notebook's folder. The
     second stores a wrong number and must fail, so the sanitizing cannot hide a real change.
     """
     nbdir = tmp_path / "notebooks"
@@ -173,6 +173,7 @@ def test_nbval_sanitizes_volatile_output_but_not_real_changes(tmp_path: Path) ->
         "print(object())\n"
         "t = time.perf_counter(); print(f'took {time.perf_counter() - t + 0.5:.3f} s')\n"
         "print('run on', datetime.datetime.now().isoformat())\n"
+        "print(f'{-1e-17:.6f}')\n"
         "for _ in tqdm(range(3), ascii=True): time.sleep(0.01)\n"
     )
     stored = (
@@ -180,6 +181,7 @@ def test_nbval_sanitizes_volatile_output_but_not_real_changes(tmp_path: Path) ->
         "<object object at 0x7f0000abcdef>\n"
         "took 12.345 s\n"
         "run on 2001-01-01T00:00:00.000001\n"
+        "0.000000\n"
     )
     bar = "100%|##########| 3/3 [00:09<00:00,  0.33it/s]\n"
     _notebook(nbdir / "volatile.ipynb",

@@ -112,6 +112,16 @@ def test_time_budget_cuts_short_but_still_tests(tmp_path, splits):
     assert rec["test"]["n"] == 40
 
 
+def test_fit_to_budget_replans_schedule_and_keeps_plan_in_checkpoint(tmp_path, splits):
+    cfg = _cfg(**{"train.epochs": 5, "train.time_budget_s": 0.01, "train.fit_to_budget": True})
+    rec = T.train(cfg, results_root=tmp_path / "r", checkpoint_root=tmp_path / "c",
+                  splits=splits, log=lambda m: None)
+    assert rec["epochs_fitted"] == 1 and rec["epochs_run"] == 1
+    assert rec["cut_short"] is True and rec["stop_reason"] == "time_budget_fitted"
+    last = torch.load(tmp_path / "c" / "smoke" / cfg.run_id / "last.pt", weights_only=False)
+    assert last["plan_epochs"] == 1  # a resumed run keeps the fitted plan
+
+
 class _Diverging(torch.nn.Module):
     """A linear model whose logits become NaN after ``after`` training steps."""
 

@@ -169,3 +169,18 @@ def prepare(dataset: str, src: str | Path, dst: str | Path, size: int = 112,
         with atomic_path(dst / "prepare.json", suffix=".json") as tmp:
             tmp.write_text(json.dumps(summary, indent=1) + "\n")
     return {**counts, "manifest": str(manifest), "no_face_total": len(no_face)}
+
+
+def align_image(detector, image: Image.Image, size: int = 112) -> dict:
+    """Detect and align one picture: ``landmarks``, ``prob``, ``aligned`` (or the centre crop
+    when no face is found, with ``landmarks`` None) and ``residual_px``, the largest distance
+    between the mapped landmarks and the template."""
+    found = detect_landmarks(detector, image)
+    if found is None:
+        return {"landmarks": None, "prob": None, "aligned": centre_crop(image, size),
+                "residual_px": None}
+    pts, prob = found
+    m = similarity_transform(pts, template(size))
+    mapped = pts @ m[:, :2].T + m[:, 2]
+    return {"landmarks": pts, "prob": prob, "aligned": warp(image, m, size),
+            "residual_px": float(np.abs(mapped - template(size)).max())}

@@ -126,9 +126,14 @@ def store_entry(
             spec[name] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
         full = {**meta, "key": key, "format": CACHE_FORMAT, "arrays": spec}
         (tmp / "meta.json").write_text(json.dumps(full, indent=1))
-        if d.exists():
-            shutil.rmtree(d)
-        os.replace(tmp, d)
+        try:
+            os.replace(tmp, d)
+        except OSError:
+            # another process (e.g. a second training rank) stored the same key first; the
+            # key fixes the content, so its entry is as good as ours
+            if not (d / "meta.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

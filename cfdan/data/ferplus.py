@@ -16,10 +16,12 @@ Label modes follow the FER+ reference code (``ferplus.py``, ``_process_data``):
     holds strictly more than half of them, else the image is unknown; only the 8 emotions are
     kept. ``soft`` is ``None``.
 ``crossentropy`` / ``probability``
-    the training split keeps the images whose top (up to three) columns cover >= 75 % ... of
-    the votes as in the reference; ``soft`` holds the normalised 8-emotion distribution (the
-    cross-entropy target; ``probability`` mode draws a one-hot target from it each time, see
-    :func:`sample_targets`). ``labels`` is the distribution's arg-max.
+    after the same outlier removal, the columns with the most votes are taken (ties together)
+    until they cover 75 % of the votes or three columns are taken; the image is dropped if
+    unknown/not-a-face comes first, or if the taken columns hold at most half of the votes.
+    ``soft`` is the normalised 8-emotion distribution of the taken columns (the cross-entropy
+    target; ``probability`` mode draws a one-hot target from it at every use, see
+    :func:`sample_targets`), and ``labels`` its arg-max.
     As in the reference, which always evaluates with ``majority``, the ``val`` and ``test``
     splits keep the majority-vote images and labels, so accuracies stay comparable; their
     ``soft`` is the outlier-filtered vote distribution over the 8 emotions.

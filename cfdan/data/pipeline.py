@@ -203,14 +203,16 @@ def share_of_step(model: torch.nn.Module, image_size: int, batch_size: int = 32,
 
     batch = aug(x)
     step()  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(repeats):
+    t_augs, t_steps = [], []
+    for _ in range(repeats):  # interleaved, as in training; medians resist other load
+        t0 = time.perf_counter()
         batch = aug(x)
-    t_aug = (time.perf_counter() - t0) / repeats
-    t0 = time.perf_counter()
-    for _ in range(repeats):
+        t1 = time.perf_counter()
         step()
-    t_step = (time.perf_counter() - t0) / repeats
+        t_augs.append(t1 - t0)
+        t_steps.append(time.perf_counter() - t1)
+    t_aug = sorted(t_augs)[len(t_augs) // 2]
+    t_step = sorted(t_steps)[len(t_steps) // 2]
     return {"augment_ms": 1e3 * t_aug, "step_ms": 1e3 * t_step,
             "augment_share": t_aug / (t_aug + t_step),
             "augment_img_per_s": batch_size / t_aug}
