@@ -277,86 +277,116 @@ def _scalars(dtype: torch.dtype, *values: float) -> tuple[Tensor, ...]:
     return tuple(torch.tensor(v, dtype=dtype) for v in values)
 
 
+@functools.lru_cache(maxsize=64)
+def _const_blocks(sp: _Spline, dtype: torch.dtype, size: int) -> dict[str, Tensor]:
+    """Constant tensors of length ``size`` for the fused ``addcmul`` steps of the CPU
+    kernels (a full constant operand keeps addcmul on its vectorised path). Views of one
+    cached CPU_BLOCK-long set, so the memory is bounded."""
+    if size != CPU_BLOCK:
+        return {k: v[:size] for k, v in _const_blocks(sp, dtype, CPU_BLOCK).items()}
+    beta = math.copysign(abs(sp.alpha) ** (1 / 3), sp.alpha)
+    gamma = math.copysign(abs(sp.k3) ** (1 / 3), sp.k3)
+    values = {
+        "a2": sp.a2,
+        "b": sp.b,
+        "c": sp.c,
+        "beta": beta,  # cbrt(alpha): the left correction is (beta min(t, 0))^3
+        "gamma": gamma,  # cbrt(k3): the right correction is (gamma max(t - x_L, 0))^3
+        "gamma_xl": -gamma * sp.x_L,
+        "a2_3": 3 * sp.a2,
+        "b_2": 2 * sp.b,
+        "alpha_3": 3 * sp.alpha,
+        "k3_3": 3 * sp.k3,
+    }
+    return {k: torch.full((size,), v, dtype=dtype) for k, v in values.items()}
+
+
 def _forward_cpu(x: Tensor, sp: _Spline) -> Tensor:
     """Eq. (10) on CPU, in place per L2-sized block, truncated-power form of :class:`_Spline`.
 
     ``alpha u^3 + k3 w^3`` with disjoint supports (u = min(t, 0), w = max(t - x_L, 0)) is
-    ``k3 (rho u + w)^3``, ``rho = cbrt(alpha / k3)``: one cube for both corrections.
-    15 elementwise ops per block; :mod:`cfdan.pcp_bench` times the alternatives
-    (torch.where selection + Horner, 0/1 indicator blending).
+    ``(beta u + gamma w)^3`` with ``beta, gamma`` the cube roots of ``alpha, k3``: one cube
+    for both corrections. 10 elementwise ops per block (Horner steps fused with
+    ``addcmul``); :mod:`cfdan.pcp_bench` times the alternatives (torch.where selection +
+    Horner, 0/1 indicator blending).
     """
     xf = x.detach().contiguous().reshape(-1)
     out = torch.empty_like(xf)
     wdt = _work_dtype(x.dtype)
     low = wdt != x.dtype
-    merged = sp.k3 != 0.0
-    ratio = sp.alpha / sp.k3 if merged else 0.0
-    rho = math.copysign(abs(ratio) ** (1 / 3), ratio)
-    a2, b, c, d, xl, rho_t, k = _scalars(
-        wdt, sp.a2, sp.b, sp.c, sp.d, sp.x_L, rho, sp.k3 if merged else sp.alpha
-    )
+    n = xf.numel()
+    size = max(1, min(n, CPU_BLOCK))
+    K = _const_blocks(sp, wdt, size)
+    d = float(sp.d)
+    positive_gamma = sp.k3 > 0
 
     def part(start: int, end: int) -> None:
-        size = max(1, min(end - start, CPU_BLOCK))
-        t0, u0, w0, y0 = (torch.empty(size, dtype=wdt) for _ in range(4))
+        t0, u0, w0, v0, y0 = (torch.empty(size, dtype=wdt) for _ in range(5))
         for xc, oc in zip(_split(xf[start:end], size), _split(out[start:end], size), strict=True):
             m = xc.numel()
-            t, u, w = (t0, u0, w0) if m == size else (t0[:m], u0[:m], w0[:m])
+            full = m == size
+            t, u, w, v = (t0, u0, w0, v0) if full else (t0[:m], u0[:m], w0[:m], v0[:m])
+            k = K if full else {key: val[:m] for key, val in K.items()}
             if low:
                 t.copy_(xc).clamp_(-1.0, 1.0)
                 y = y0[:m]
             else:
-                torch.clamp(xc, -1.0, 1.0, out=t)  # PCP(-1) = P1, PCP(1) = 1: eq. (10) outside
+                torch.clamp(xc, -1.0, 1.0, out=t)  # PCP(-1) = P1, PCP(1) = 1: eq. (10)
                 y = oc
-            torch.mul(t, a2, out=y)  # q(t) = ((a2 t + b) t + c) t + d, eq. (12)
-            y.add_(b).mul_(t).add_(c).mul_(t)
-            if sp.d != 0.0:
+            torch.addcmul(k["b"], t, k["a2"], out=y)  # q(t) = ((a2 t + b) t + c) t + d
+            torch.addcmul(k["c"], y, t, out=y)
+            y.mul_(t)
+            if d != 0.0:
                 y.add_(d)
+            torch.addcmul(k["gamma_xl"], t, k["gamma"], out=w)  # gamma (t - x_L)
+            if positive_gamma:
+                w.clamp_min_(0.0)  # gamma max(t - x_L, 0)
+            else:
+                w.clamp_max_(0.0)
             torch.clamp_max(t, 0.0, out=u)  # min(t, 0)
-            torch.sub(t, xl, out=w).relu_()  # max(t - x_L, 0)
-            if merged:
-                u.mul_(rho_t).add_(w)  # k3 (rho u + w)^3 = alpha u^3 + k3 w^3
-            torch.mul(u, u, out=w)
-            w.mul_(u).mul_(k)
-            y.add_(w)
+            torch.addcmul(w, u, k["beta"], out=w)  # S = beta u + gamma w
+            torch.mul(w, w, out=v)
+            y.addcmul_(v, w)  # + S^3 = alpha u^3 + k3 w^3
             if low:
                 oc.copy_(y)
 
-    _run_parts(xf.numel(), part)
+    _run_parts(n, part)
     return out.reshape(x.shape)
 
 
 def _grad_x_cpu(x: Tensor, grad: Tensor, sp: _Spline) -> Tensor:
     """``grad * dPCP/dx`` on CPU: ``q'(t) + 3 alpha min(t,0)^2 + 3 k3 max(t-x_L,0)^2``
-    inside [-1, 1], exactly 0 outside."""
+    inside [-1, 1], exactly 0 outside (13 elementwise ops per block)."""
     xf = x.detach().contiguous().reshape(-1)
     gf = grad.detach().contiguous().reshape(-1)
     out = torch.empty_like(xf)
     wdt = _work_dtype(x.dtype)
     low = wdt != x.dtype
-    a3, b2, c, xl, al3, k33 = _scalars(
-        wdt, 3 * sp.a2, 2 * sp.b, sp.c, sp.x_L, 3 * sp.alpha, 3 * sp.k3
-    )
+    n = xf.numel()
+    size = max(1, min(n, CPU_BLOCK))
+    K = _const_blocks(sp, wdt, size)
+    (xl,) = _scalars(wdt, sp.x_L)
 
     def part(start: int, end: int) -> None:
-        size = max(1, min(end - start, CPU_BLOCK))
         t0, u0, w0, d0 = (torch.empty(size, dtype=wdt) for _ in range(4))
         views = (_split(f[start:end], size) for f in (xf, gf, out))
         for xc, gc, oc in zip(*views, strict=True):
             m = xc.numel()
-            t, u, w, dd = (t0, u0, w0, d0) if m == size else (t0[:m], u0[:m], w0[:m], d0[:m])
+            full = m == size
+            t, u, w, dd = (t0, u0, w0, d0) if full else (t0[:m], u0[:m], w0[:m], d0[:m])
+            k = K if full else {key: val[:m] for key, val in K.items()}
             if low:
                 t.copy_(xc).clamp_(-1.0, 1.0)
             else:
                 torch.clamp(xc, -1.0, 1.0, out=t)
-            torch.mul(t, a3, out=dd)  # q'(t) = (3 a2 t + 2 b) t + c
-            dd.add_(b2).mul_(t).add_(c)
-            torch.clamp_max(t, 0.0, out=u)
-            u.mul_(u).mul_(al3)
-            dd.add_(u)
-            torch.sub(t, xl, out=w).relu_()
-            w.mul_(w).mul_(k33)
-            dd.add_(w)
+            torch.addcmul(k["b_2"], t, k["a2_3"], out=dd)  # q'(t) = (3 a2 t + 2 b) t + c
+            torch.addcmul(k["c"], dd, t, out=dd)
+            torch.clamp_max(t, 0.0, out=u)  # + 3 alpha min(t, 0)^2
+            torch.mul(u, k["alpha_3"], out=w)
+            dd.addcmul_(w, u)
+            torch.sub(t, xl, out=u).clamp_min_(0.0)  # + 3 k3 max(t - x_L, 0)^2
+            torch.mul(u, k["k3_3"], out=w)
+            dd.addcmul_(w, u)
             torch.eq(t, xc, out=u)  # 1 inside [-1, 1], 0 where the constant extension holds
             dd.mul_(u)
             if low:
@@ -364,7 +394,7 @@ def _grad_x_cpu(x: Tensor, grad: Tensor, sp: _Spline) -> Tensor:
             else:
                 torch.mul(dd, gc, out=oc)
 
-    _run_parts(xf.numel(), part)
+    _run_parts(n, part)
     return out.reshape(x.shape)
 
 

@@ -153,7 +153,9 @@ def iter_records(
         for p in sorted(d.glob("*.json")):
             if p.name.startswith("."):
                 continue
-            yield p, read_record(p)
+            rec = read_record(p)
+            if "run_id" in rec and "experiment" in rec:  # other JSON (e.g. data/ stats) is skipped
+                yield p, rec
 
 
 def get_record(

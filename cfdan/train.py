@@ -553,7 +553,7 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
         "profile": cfg.profile,
         "seed": tcfg.seed,
         "config": cfg.to_dict(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "git": git_info(),
         "hardware": {**hardware_info(device), "world_size": info.world_size, "bf16": use_amp},
         "versions": versions(),

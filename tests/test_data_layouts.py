@@ -174,3 +174,15 @@ def test_needs_root():
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("cifar", "x", "train")
     assert R.CLASS_NAMES[3] == "happiness"
+
+
+def test_affectnet_reads_prepared_crops(aff, tmp_path):
+    root, rows, cache = aff
+    crops = tmp_path / "crops"
+    for rel, _, _ in rows["test"]:
+        (crops / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((50, 50, 3), 9, np.uint8)).save(crops / rel)
+    te = load_dataset("affectnet", root, "test", image_size=24, cache_dir=cache, image_dir=crops)
+    assert te.images.shape[1:] == (3, 24, 24) and int(te.images.max()) == 9
+    boxed = load_dataset("affectnet", root, "test", image_size=24, cache_dir=cache)
+    assert boxed.fingerprint != te.fingerprint

@@ -74,12 +74,12 @@ def read_csv(path: Path, num_classes: int) -> tuple[list[str], np.ndarray, np.nd
     return paths, np.asarray(boxes, dtype=np.int64), np.asarray(labels, dtype=np.int64)
 
 
-def decode_face(path: Path, box: np.ndarray, size: int) -> np.ndarray:
-    """The face box of an image, resized to ``(3, size, size)`` uint8."""
+def decode_face(path: Path, box: np.ndarray | None, size: int) -> np.ndarray:
+    """The face box of an image (the whole image if ``box`` is None) as (3, size, size) uint8."""
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
-            x, y, w, h = (int(v) for v in box)
+            x, y, w, h = (0, 0, im.width, im.height) if box is None else (int(v) for v in box)
             x0, y0 = max(0, x), max(0, y)
             x1, y1 = min(im.width, x + w), min(im.height, y + h)
             if x1 <= x0 or y1 <= y0:
@@ -98,8 +98,13 @@ def decode_face(path: Path, box: np.ndarray, size: int) -> np.ndarray:
 
 def load(root: str | Path, split: str, image_size: int = 112, seed: int = 0,
          cache_dir: str | Path | None = None, num_classes: int = 8, val_fraction: float = 0.1,
-         use_cache: bool = True, **_ignored) -> FaceTensors:
-    """One AffectNet split (``num_classes`` 7 or 8) as :class:`FaceTensors` (RGB)."""
+         image_dir: str | Path | None = None, use_cache: bool = True,
+         **_ignored) -> FaceTensors:
+    """One AffectNet split (``num_classes`` 7 or 8) as :class:`FaceTensors` (RGB).
+
+    ``image_dir``: read already aligned crops (``python -m cfdan prepare --dataset affectnet``)
+    under the same relative paths instead of cropping the annotated face boxes.
+    """
     check_split(split)
     if num_classes not in (7, 8):
         raise ValueError(f"AffectNet num_classes must be 7 or 8, got {num_classes}")
@@ -108,18 +113,25 @@ def load(root: str | Path, split: str, image_size: int = 112, seed: int = 0,
         raise DataError(f"{root}: AffectNet root does not exist")
     label_file = root / ("validation.csv" if split == "test" else "training.csv")
     rel, boxes, labels = read_csv(label_file, num_classes)
-    if not (root / IMAGE_DIR).is_dir():
-        raise DataError(f"{root / IMAGE_DIR}: image folder is missing")
+    idir = Path(image_dir) if image_dir else root / IMAGE_DIR
+    if not idir.is_dir():
+        raise DataError(f"{idir}: image folder is missing")
     rows = np.arange(len(rel))
     if split != "test":
         hold = stratified_holdout(labels, val_fraction, seed)
         rows = rows[hold] if split == "val" else rows[~hold]
-    files = [root / IMAGE_DIR / p for p in rel]
+    files = [idir / p for p in rel]
     size = int(image_size)
+    aligned = image_dir is not None
+
+    def decode(i: int, f: Path) -> np.ndarray:
+        return decode_face(f, None if aligned else boxes[i], size)
+
     images, fp = cached_decode(
-        "affectnet", [label_file], files, lambda i, f: decode_face(f, boxes[i], size),
-        (3, size, size), cache_dir=cache_dir, extra=f"size={size} k={num_classes}",
-        source=f"{label_file.resolve()}:{size}:{num_classes}", use_cache=use_cache)
+        "affectnet", [label_file], files, decode, (3, size, size), cache_dir=cache_dir,
+        extra=f"size={size} k={num_classes} aligned={aligned}",
+        source=f"{label_file.resolve()}:{idir.resolve()}:{size}:{num_classes}",
+        use_cache=use_cache)
     split_fp = content_fingerprint(fp, f"{split} seed={seed} val_fraction={val_fraction}")
     return FaceTensors(
         images=torch.from_numpy(np.ascontiguousarray(images[rows])),
