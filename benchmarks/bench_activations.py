@@ -4,8 +4,8 @@
     python benchmarks/bench_activations.py --modes eager --repeats 5
     python benchmarks/bench_activations.py --device cuda --check --out DIR   # GPU machine
 
-Prints the timing table (median ms of interleaved repeats after warm-up, ratios to ReLU
-and Sigmoid of the same mode), the PCP kernel variants considered (CPU), and with
+Prints the timing table (median ms of interleaved repeats after warm-up, ratios to the
+eager built-in ReLU and Sigmoid), the PCP kernel variants considered (CPU), and with
 ``--check`` a correctness check of the CUDA paths against float64 CPU. ``--out DIR``
 writes activations.csv / kernels.csv / check.json there (atomic writes).
 The timing logic lives in :mod:`cfdan.pcp_bench` (the notebook calls it directly).

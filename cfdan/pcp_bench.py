@@ -3,7 +3,7 @@ improving the model's operational speed compared with ... Sigmoid and Tanh").
 
 All activations are timed in the same run, interleaved round-robin (so slow drifts of a
 shared machine hit all of them alike), after warm-up; the median of the repeats is
-reported with ratios to ReLU and Sigmoid of the same mode. ``benchmarks/bench_activations.py``
+reported with ratios to the eager built-in ReLU and Sigmoid. ``benchmarks/bench_activations.py``
 is the command-line front end; the notebook calls :func:`benchmark_activations` directly.
 """
 
@@ -131,10 +131,15 @@ def _benchmark_activations(n, repeats, warmup, modes, names, device, dtype, seed
         row["fwd_ms"] = statistics.median(tf) if tf else math.nan
         row["fwd_bwd_ms"] = statistics.median(tb) if tb else math.nan
     df = pd.DataFrame(list(rows.values()))
+    # ratios to the built-in op as shipped (eager) when it was timed, else same mode
     for ref in ("ReLU", "Sigmoid"):
         for col in ("fwd", "fwd_bwd"):
             base = df[df.activation == ref].set_index("mode")[f"{col}_ms"]
-            df[f"{col}_vs_{ref.lower()}"] = df[f"{col}_ms"] / df["mode"].map(base)
+            if "eager" in base.index:
+                denom = pd.Series(base["eager"], index=df.index)
+            else:
+                denom = df["mode"].map(base)
+            df[f"{col}_vs_{ref.lower()}"] = df[f"{col}_ms"] / denom
     cols = [
         "activation",
         "mode",
