@@ -41,20 +41,17 @@ class DualAttention(nn.Module):
         weights: dict[str, list[torch.Tensor]] = {"spatial": [], "channel": []}
         for layer in range(max(len(self.spatial), len(self.channel))):
             exchange = self.cross_fusion and layer > 0
-            s_new = c_new = None
-            if s is not None:
-                sp = self.spatial[layer]
-                if exchange:  # K_c^l: the channel block's key projection of the channel output
-                    s_new, w = sp(s, c, hw, k_proj=self.channel[layer].k)
+            branches = (("spatial", s, c, self.spatial, self.channel),
+                        ("channel", c, s, self.channel, self.spatial))
+            out: dict[str, torch.Tensor | None] = {}
+            for name, own, other, blocks, other_blocks in branches:
+                if own is None:
+                    out[name] = None
+                    continue
+                if exchange:  # K from the other branch's output and key projection (eq. 3)
+                    out[name], w = blocks[layer](own, other, hw, k_proj=other_blocks[layer].k)
                 else:
-                    s_new, w = sp(s, s, hw)
-                weights["spatial"].append(w)
-            if c is not None:
-                ch = self.channel[layer]
-                if exchange:  # K_s^l: the spatial block's key projection of the spatial output
-                    c_new, w = ch(c, s, hw, k_proj=self.spatial[layer].k)
-                else:
-                    c_new, w = ch(c, c, hw)
-                weights["channel"].append(w)
-            s, c = s_new, c_new
+                    out[name], w = blocks[layer](own, own, hw)
+                weights[name].append(w)
+            s, c = out["spatial"], out["channel"]
         return s, c, weights
