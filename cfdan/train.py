@@ -349,6 +349,7 @@ def train(
 
 def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits):
     t_start = time.perf_counter()
+    git_at_start = git_info()  # the code that runs is the code at start, not at the end
     run_id = cfg.run_id
     if not force and results.has_record(cfg.experiment, run_id, results_root):
         log(f"run {cfg.experiment}/{run_id} is already in the store; skipping (use --force)")
@@ -554,7 +555,7 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
         "seed": tcfg.seed,
         "config": cfg.to_dict(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "git": git_info(),
+        "git": git_at_start,
         "hardware": {**hardware_info(device), "world_size": info.world_size, "bf16": use_amp},
         "versions": versions(),
         "data": {
