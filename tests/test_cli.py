@@ -127,32 +127,12 @@ def tiny_checkpoint(tmp_path):
     return path
 
 
-def _standin_augment(monkeypatch):
-    try:
-        from cfdan.data.pipeline import Augment  # noqa: F401
-    except ImportError:
-        import torch
-
-        from cfdan import train
-
-        class Standin:
-            def __init__(self, size, train=True, seed=0):
-                self.size = size
-
-            def __call__(self, x):
-                x = torch.nn.functional.interpolate(x.float() / 255, size=self.size)
-                return (x.expand(-1, 3, -1, -1) - 0.5) / 0.25
-
-        monkeypatch.setattr(train, "make_augment", Standin)
-
-
 def test_predict_classifies_detected_faces_and_annotates(tmp_path, tiny_checkpoint, monkeypatch,
                                                          capsys):
     from PIL import Image
 
     from cfdan import predict
 
-    _standin_augment(monkeypatch)
     photo = tmp_path / "photo.png"
     Image.new("RGB", (120, 80), (90, 120, 150)).save(photo)
     boxes = [(10.0, 10.0, 50.0, 55.0, 0.99), (60.0, 20.0, 100.0, 60.0, 0.95)]
@@ -203,7 +183,6 @@ def test_predict_finds_a_ferplus_face_with_mtcnn(tmp_path, tiny_checkpoint, ferp
 
     from cfdan import predict
 
-    _standin_augment(monkeypatch)
     if ferplus_root.is_file():
         pytest.skip("needs the FER+ folder layout")
     face = sorted((ferplus_root / "FER2013Test").glob("*.png"))[0]

@@ -32,20 +32,7 @@ def splits():
 
 
 @pytest.fixture(autouse=True)
-def _augment(monkeypatch):
-    """Use the real Augment when the data package provides it, else a minimal stand-in."""
-    try:
-        from cfdan.data.pipeline import Augment  # noqa: F401
-    except ImportError:
-        class Standin:
-            def __init__(self, size, train=True, seed=0):
-                self.size = size
-
-            def __call__(self, x):
-                x = torch.nn.functional.interpolate(x.float() / 255, size=self.size)
-                return (x.expand(-1, 3, -1, -1) - 0.5) / 0.25
-
-        monkeypatch.setattr(T, "make_augment", Standin)
+def _one_thread():
     torch.set_num_threads(1)
 
 
