@@ -74,6 +74,12 @@ class TrainConfig:
     targets: str = "hard"
     """"hard" (majority label, plain cross-entropy as in §4.2) or "soft" (vote distribution)."""
     augment: bool = True
+    aug_crop_scale: float = 0.8
+    """Smallest area fraction of the random resized crop (the largest is 1); ours."""
+    aug_degrees: float = 10.0
+    """Random rotation, uniform in +-degrees; ours."""
+    aug_erase_p: float = 0.25
+    """Probability of random erasing per image; ours."""
     amp: bool = True
     """bf16 autocast (CUDA: used when supported; CPU: used when this is true)."""
     channels_last: bool = True
@@ -103,6 +109,11 @@ class EvalConfig:
     """Honest evaluation (§4.3-4.4): selection on val, test once at the end."""
 
     tta_flip: bool = False
+    """Average the logits of the image and its mirror, at validation (selection) and test."""
+    train_subset: int = 5000
+    """Accuracy on a fixed subset of this many train images, without augmentation, at the end
+    of the run (0 = skip): tells underfitting from overfitting, which the running train
+    accuracy on augmented batches cannot."""
     bootstrap: int = 1000
     bootstrap_seed: int = 0
     tsne_samples: int = 2000
@@ -123,6 +134,15 @@ NON_IDENTITY = {
     "train.progress_interval_s",
     "train.keep_checkpoints",
     "train.time_budget_s",  # a run it cuts short says so in its record (cut_short)
+}
+
+# Fields added after records were stored: at these defaults they are left out of the run_id
+# hash, so that the runs stored before they existed keep their ids (they computed the same).
+ADDED_LATER: dict[str, Any] = {
+    "train.aug_crop_scale": 0.8,
+    "train.aug_degrees": 10.0,
+    "train.aug_erase_p": 0.25,
+    "eval.train_subset": 5000,
 }
 
 
@@ -154,6 +174,10 @@ class Config:
         for dotted in NON_IDENTITY:
             sec, name = dotted.split(".")
             d[sec].pop(name, None)
+        for dotted, default in ADDED_LATER.items():
+            sec, name = dotted.split(".")
+            if d[sec].get(name, default) == default:
+                d[sec].pop(name, None)
         return d
 
     @property
@@ -342,6 +366,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("train.epochs, train.batch_size and train.eval_batch_size must be >= 1")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    if not 0 < t.aug_crop_scale <= 1:
+        raise ConfigError(f"train.aug_crop_scale must be in (0, 1], got {t.aug_crop_scale}")
+    if not 0 <= t.aug_erase_p <= 1:
+        raise ConfigError(f"train.aug_erase_p must be in [0, 1], got {t.aug_erase_p}")
     if t.targets not in ("hard", "soft"):
         raise ConfigError(f"train.targets must be 'hard' or 'soft', got {t.targets!r}")
     if t.device != "auto" and not t.device.startswith(("cpu", "cuda", "mps")):

@@ -174,10 +174,15 @@ def model_config_dict(model: torch.nn.Module) -> dict[str, Any] | None:
     return dataclasses.asdict(mcfg) if dataclasses.is_dataclass(mcfg) else None
 
 
-def make_augment(image_size: int, train: bool, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def make_augment(image_size: int, train: bool, seed: int,
+                 tcfg: Any = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The input pipeline; in training, its strength comes from ``tcfg`` (``train.aug_*``)."""
     from cfdan.data.pipeline import Augment
 
-    return Augment(image_size, train=train, seed=seed)
+    if tcfg is None:
+        return Augment(image_size, train=train, seed=seed)
+    return Augment(image_size, train=train, seed=seed, scale=(tcfg.aug_crop_scale, 1.0),
+                   degrees=tcfg.aug_degrees, erase_p=tcfg.aug_erase_p)
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -454,7 +459,7 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
         torch.manual_seed(es)  # dropout and any other global-RNG use in this epoch
         gen = torch.Generator().manual_seed(es)
         perm = torch.randperm(n_train, generator=gen).to(device)
-        aug = (make_augment(cfg.data.image_size, train=True, seed=es + info.rank)  # own draws
+        aug = (make_augment(cfg.data.image_size, train=True, seed=es + info.rank, tcfg=tcfg)
                if tcfg.augment else eval_tf)
         stats = _train_epoch(
             fwd_model, model, optimizer, scheduler, perm, train_images, train_labels, train_soft,
@@ -464,7 +469,7 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
         t_eval = time.perf_counter()
         val_out = evaluate.infer(
             model, val_s.images, eval_tf, batch_size=tcfg.eval_batch_size, device=device,
-            amp=use_amp, channels_last=tcfg.channels_last,
+            amp=use_amp, channels_last=tcfg.channels_last, tta_flip=cfg.eval.tta_flip,
         )
         vm = evaluate.split_metrics(val_out["logits"], val_s.labels, class_names)
         row = {
@@ -536,7 +541,7 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
     val_metrics = evaluate.split_metrics(
         evaluate.infer(
             model, val_s.images, eval_tf, batch_size=tcfg.eval_batch_size, device=device,
-            amp=use_amp, channels_last=tcfg.channels_last,
+            amp=use_amp, channels_last=tcfg.channels_last, tta_flip=cfg.eval.tta_flip,
         )["logits"],
         val_s.labels, class_names,
     )
@@ -545,6 +550,22 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
         channels_last=tcfg.channels_last, batch_size=tcfg.eval_batch_size,
     )
     arrays["val_confusion"] = np.asarray(val_metrics["confusion"], dtype=np.int64)
+    train_subset_metrics = None
+    if cfg.eval.train_subset and len(train_s):
+        sub = torch.as_tensor(evaluate.fixed_indices(len(train_s), cfg.eval.train_subset, seed=0))
+        sm = evaluate.split_metrics(
+            evaluate.infer(
+                model, train_s.images[sub], eval_tf, batch_size=tcfg.eval_batch_size,
+                device=device, amp=use_amp, channels_last=tcfg.channels_last,
+                tta_flip=cfg.eval.tta_flip,
+            )["logits"],
+            train_s.labels[sub], class_names,
+        )
+        train_subset_metrics = {
+            "n": len(sub), "accuracy": sm["accuracy"], "loss": sm["loss"],
+            "mean_class_accuracy": sm["mean_class_accuracy"],
+            "note": "selected checkpoint, fixed subset (seed 0), no augmentation",
+        }
     train_time = prior_wall + (time.perf_counter() - t_run)
     record = {
         "schema": SCHEMA_VERSION,
@@ -577,6 +598,7 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
         "best_epoch": best["epoch"],
         "val": val_metrics,
         "test": test_metrics,
+        "train_subset": train_subset_metrics,
         "train_time_s": train_time,
         "wall_time_s": prior_wall + (time.perf_counter() - t_start),
         "resumed_at_epochs": resumed_at,

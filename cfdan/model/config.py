@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 ACTIVATIONS = ("pcp", "sigmoid", "relu", "tanh")
-ATTENTIONS = ("dual", "spatial", "channel")
+ATTENTIONS = ("dual", "spatial", "channel", "none")
 FUSIONS = ("ilm", "cam", "sum")
 CBMS = ("cam", "identity")
 STEMS = ("imagenet", "half", "cifar")
@@ -32,7 +32,7 @@ class CFDANConfig:
     trunk_stem: str = "imagenet"  # imagenet: 7x7/2 + maxpool; half: 3x3/2; cifar: 3x3/1
     pretrained: str | None = None  # path to a user's ResNet-18 checkpoint; never downloaded
     # dual attention (§3.1, eqs. 1-2)
-    attention: str = "dual"  # dual (DAM) | spatial (Table 3 baseline) | channel
+    attention: str = "dual"  # dual (DAM) | spatial (Table 3 baseline) | channel | none (plain CNN)
     num_layers: int = 2  # Fig. 2: two layers of dual attention
     spatial_window: int | None = 4  # grid cells per side of a spatial group; None = one group
     spatial_heads: int = 1
@@ -139,6 +139,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "learnable_pcp": dict(pcp_learnable=True),
     # eq. (15) alternative reading of CBM
     "cbm_identity": dict(cbm="identity"),
+    # not in the paper: the trunk alone (global average pool, LayerNorm, linear head), the
+    # yardstick of the cpu-profile search (what the attention adds or costs at that scale)
+    "plain_cnn": dict(attention="none", cross_fusion=False, fusion="sum", distill=False,
+                      pos_embed=False),
 }
 """Named presets, each a set of field overrides on the defaults (one per ablation row)."""
 

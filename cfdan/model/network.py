@@ -52,8 +52,10 @@ class CFDAN(nn.Module):
         a_s, a_c, weights = self.attention(t, hw)
         if self.fusion is not None:
             fused = self.fusion(a_s, a_c)
-        else:
+        elif a_s is not None or a_c is not None:
             fused = a_s if a_s is not None else a_c
+        else:  # attention="none": the trunk's tokens go straight to the head
+            fused = t
         features = self.head_norm(fused.mean(dim=1))
         logits = self.head(self.dropout(features))
         if not (return_features or return_attention):
