@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from cfdan import pcp as _pcp
+from cfdan import pcp_kernels
 
 __all__ = ["ACTIVATIONS", "benchmark_activations", "benchmark_pcp_kernels"]
 
@@ -171,7 +172,7 @@ def _indicator_blend_forward(x: torch.Tensor, coef: torch.Tensor, x_L: float) ->
     k = coef.tolist()
     xf = x.contiguous().reshape(-1)
     out = torch.empty_like(xf)
-    size = min(xf.numel(), _pcp.CPU_BLOCK)
+    size = min(xf.numel(), pcp_kernels.CPU_BLOCK)
     t0, lo0, hi0 = (torch.empty(size, dtype=x.dtype) for _ in range(3))
     for xc, y in zip(xf.split(size), out.split(size), strict=True):
         m = xc.numel()
@@ -210,12 +211,14 @@ def benchmark_pcp_kernels(
 def _benchmark_pcp_kernels(n: int, repeats: int, seed: int) -> pd.DataFrame:
     x = torch.randn(n, generator=torch.Generator().manual_seed(seed))
     coef = _pcp.coefficients(_pcp.DEFAULT_X_L, _pcp.DEFAULT_P1, _pcp.DEFAULT_S_L)
-    sp = _pcp._as_spline(coef.tolist(), _pcp.DEFAULT_X_L)
-    k32 = coef.float()
-    xl = torch.tensor(_pcp.DEFAULT_X_L)
+    xl = torch.tensor(_pcp.DEFAULT_X_L, dtype=torch.float64)
+
+    def kernel(name: pcp_kernels.Kernel) -> Callable[[], torch.Tensor]:
+        return lambda: pcp_kernels.pcp_table(x, coef, xl, kernel=name)
+
     variants = {
-        "chosen: L2 blocks, truncated-power form": lambda: _pcp._forward_cpu(x, sp),
-        "torch.where selection + Horner (whole tensor)": lambda: _pcp._forward_tensor(x, k32, xl),
+        "chosen: L2 blocks, truncated-power form": kernel("blocked"),
+        "torch.where selection + Horner (whole tensor)": kernel("generic"),
         "0/1 indicator blend + Horner (L2 blocks)": lambda: _indicator_blend_forward(
             x, coef, _pcp.DEFAULT_X_L
         ),

@@ -6,17 +6,15 @@ derived here, and the tests check that the two agree.
 Contents: the Hermite basis (eq. 8) and pieces (eq. 7), the C2 system (eq. 9) solved for
 ``P3`` and ``dP3/dx(x_L)``, the closed forms of the 12 coefficients of eq. (11),
 continuity checks at every knot (including -1 and 1 against the constant extensions of
-eq. 10), LaTeX helpers for the notebook and operation counts of eq. (12) vs eqs. (7)-(8).
+eq. 10) and LaTeX helpers for the notebook. The numerical checks of the paper's claims
+built on it are in :mod:`cfdan.pcp_report`.
 """
 
 from __future__ import annotations
 
-import ast
 import functools
-from collections import Counter
 from dataclasses import dataclass
 
-import numpy as np
 import sympy as sp
 
 __all__ = [
@@ -25,16 +23,12 @@ __all__ = [
     "closed_form_coefficients",
     "coefficient_function",
     "continuity_report",
-    "count_ops",
-    "eq8_op_count",
     "hermite_basis",
     "hermite_piece",
-    "horner_op_count",
     "latex_basis",
     "latex_coefficients",
     "latex_pieces",
     "latex_solution",
-    "piece_derivatives",
     "pieces",
     "solve_knot",
     "symbols",
@@ -112,12 +106,6 @@ def pieces() -> tuple[sp.Expr, sp.Expr, sp.Expr]:
     """The three solved pieces on [-1, 0), [0, x_L), [x_L, 1] as polynomials in x."""
     sol = solve_knot()
     return tuple(sp.expand(p.subs(sol)) for p in unsolved_pieces())
-
-
-def piece_derivatives(order: int) -> tuple[sp.Expr, ...]:
-    """``d^order/dx^order`` of each solved piece."""
-    x = symbols().x
-    return tuple(sp.diff(p, x, order) for p in pieces())
 
 
 @functools.cache
@@ -238,252 +226,3 @@ def latex_coefficients() -> str:
     for i, lab in enumerate(labels):
         rows.append(f"{lab} & " + " & ".join(sp.latex(m[i, j]) for j in range(4)))
     return "\\begin{array}{l|llll}\n" + " \\\\ \\hline\n".join(rows) + "\n\\end{array}"
-
-
-# --------------------------------------------------------------------------- op counts
-_OP_NAMES = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
-
-
-def count_ops(code: str) -> dict[str, int]:
-    """Arithmetic operations in straight-line Python code (statements or one expression).
-
-    ``a**k`` with integer k >= 2 counts as k - 1 multiplications; unary minus as a
-    subtraction. Each written operation counts once (no common-subexpression sharing
-    beyond what the code itself names).
-    """
-    counts: Counter[str] = Counter()
-    for node in ast.walk(ast.parse(code)):
-        if isinstance(node, ast.BinOp):
-            if isinstance(node.op, ast.Pow):
-                k = node.right
-                if not (isinstance(k, ast.Constant) and isinstance(k.value, int) and k.value >= 2):
-                    raise ValueError(f"count_ops: unsupported power in {ast.unparse(node)!r}")
-                counts["mul"] += k.value - 1
-            else:
-                counts[_OP_NAMES[type(node.op)]] += 1
-        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            counts["sub"] += 1
-    return {k: counts.get(k, 0) for k in ("add", "sub", "mul", "div")}
-
-
-#: Eq. (12) for one piece.
-HORNER_CODE = "((a * x + b) * x + c) * x + d"
-
-#: Eqs. (7)-(8) for one piece, written as in the paper with the obvious shared terms
-#: (h, x_{i+1} - x, x - x_i) named once.
-EQ8_CODE = """
-h = x1 - x0
-r = x1 - x
-l = x - x0
-F0 = r**2 * (2 * l + h) / h**3
-F1 = l**2 * (2 * r + h) / h**3
-G0 = r**2 * l / h**2
-G1 = -(l**2) * r / h**2
-P = F0 * f0 + G0 * m0 + F1 * f1 + G1 * m1
-"""
-
-
-def horner_op_count() -> dict[str, int]:
-    """Operations of eq. (12) per element (3 mul + 3 add), piece selection excluded."""
-    return count_ops(HORNER_CODE)
-
-
-def eq8_op_count() -> dict[str, int]:
-    """Operations of eqs. (7)-(8) per element for one piece, as written in :data:`EQ8_CODE`."""
-    return count_ops(EQ8_CODE)
-
-
-# --------------------------------------------------------------------------- numeric analysis
-# Used by notebooks/01_pcp_activation.ipynb to check the paper's claims about PCP (§4.4).
-def _table(x_L: float, P1: float, s_L: float) -> np.ndarray:
-    from cfdan.pcp import coefficients, validate_parameters
-
-    validate_parameters(x_L, P1, s_L)
-    return coefficients(x_L, P1, s_L).numpy()
-
-
-def _intervals(x_L: float) -> list[tuple[float, float]]:
-    return [(-1.0, 0.0), (0.0, x_L), (x_L, 1.0)]
-
-
-def pcp_derivative(x, order: int = 0, x_L: float = 0.19, P1: float = -0.24, s_L: float = 1.85):
-    """``d^order PCP / dx^order`` (order 0-3) evaluated piecewise from eq. (11), float64 NumPy.
-
-    Outside [-1, 1] every derivative is 0 (constant extensions of eq. 10); at the knots the
-    right-hand piece is used, as in eq. (10).
-    """
-    if order not in (0, 1, 2, 3):
-        raise ValueError(f"pcp_derivative: order must be 0..3, got {order}")
-    x = np.asarray(x, dtype=np.float64)
-    k = _table(x_L, P1, s_L)
-    polys = [np.polyder(np.poly1d(row), order) for row in k]
-    out = np.select(
-        [x < 0, x < x_L],
-        [polys[0](x), polys[1](x)],
-        default=polys[2](x),
-    )
-    outside = [P1, 1.0] if order == 0 else [0.0, 0.0]
-    out = np.where(x < -1, outside[0], out)
-    return np.where(x > 1, outside[1], out)
-
-
-def extrema(
-    order: int = 0, x_L: float = 0.19, P1: float = -0.24, s_L: float = 1.85
-) -> dict[str, float]:
-    """Exact min / max over the real line of ``d^order PCP / dx^order`` (order 0, 1 or 2).
-
-    Candidates: the stationary points of each piece inside its interval, the interval ends
-    (one-sided limits, so jumps of the second derivative at -1 / 1 are seen), and the
-    constants outside [-1, 1].
-    """
-    k = _table(x_L, P1, s_L)
-    # the constants of eq. (10), reported at the knot where they start
-    cands: list[tuple[float, float]] = [(-1.0, P1 if order == 0 else 0.0)]
-    cands.append((1.0, 1.0 if order == 0 else 0.0))
-    for row, (lo, hi) in zip(k, _intervals(x_L), strict=True):
-        p = np.polyder(np.poly1d(row), order)
-        pts = [lo, hi]
-        if p.order >= 1:
-            pts += [float(r.real) for r in np.polyder(p).roots if abs(r.imag) < 1e-12]
-        cands += [(t, float(p(t))) for t in pts if lo <= t <= hi]
-    tmin, vmin = min(cands, key=lambda c: c[1])
-    tmax, vmax = max(cands, key=lambda c: c[1])
-    return {"min": vmin, "argmin": tmin, "max": vmax, "argmax": tmax}
-
-
-def activation_curves(x, x_L: float = 0.19, P1: float = -0.24, s_L: float = 1.85):
-    """Long DataFrame (activation, order, x, value) for Fig. 9: PCP, Sigmoid, ReLU, Tanh and
-    their first and second derivatives (analytic; ReLU's second derivative is 0 away from
-    0, where it does not exist)."""
-    import pandas as pd
-
-    x = np.asarray(x, dtype=np.float64)
-    s = 1 / (1 + np.exp(-x))
-    th = np.tanh(x)
-    curves = {
-        "PCP": [pcp_derivative(x, o, x_L, P1, s_L) for o in (0, 1, 2)],
-        "Sigmoid": [s, s * (1 - s), s * (1 - s) * (1 - 2 * s)],
-        "ReLU": [np.maximum(x, 0), (x > 0).astype(float), np.zeros_like(x)],
-        "Tanh": [th, 1 - th**2, -2 * th * (1 - th**2)],
-    }
-    frames = [
-        pd.DataFrame({"activation": name, "order": o, "x": x, "value": v})
-        for name, vals in curves.items()
-        for o, v in enumerate(vals)
-    ]
-    return pd.concat(frames, ignore_index=True)
-
-
-def check_claims(x_L: float = 0.19, P1: float = -0.24, s_L: float = 1.85):
-    """The paper's analytic claims about PCP (§3.4, §4.4) checked for one parameter set.
-
-    Returns a DataFrame (claim, source, computed, holds). Timing claims are separate
-    (:func:`speed_claims`), since they depend on the machine.
-    """
-    import pandas as pd
-
-    rng = extrema(0, x_L, P1, s_L)
-    d1 = extrema(1, x_L, P1, s_L)
-    sig_max = 0.25  # sigmoid'(0) = 1/4 is the maximum of s (1 - s)
-    rows = [
-        (
-            "values lie in [P1, 1] ('between a small negative number and 1')",
-            "§4.4",
-            f"min {rng['min']:.6f} at x = {rng['argmin']:.4f}, max {rng['max']:.6f}"
-            f" at x = {rng['argmax']:.4f}",
-            rng["min"] >= P1 - 1e-12 and rng["max"] <= 1 + 1e-12,
-        ),
-        (
-            "gradient between 0 and 1.5",
-            "§4.4",
-            f"min {d1['min']:.6f}, max {d1['max']:.6f} at x = {d1['argmax']:.4f}",
-            d1["min"] >= -1e-12 and d1["max"] <= 1.5,
-        ),
-        (
-            "Sigmoid gradients all below 0.25",
-            "§4.4",
-            f"max of s(1-s) = {sig_max:.6f}, attained at x = 0 (so <= 0.25)",
-            True,
-        ),
-    ]
-    jumps = {(c.knot, c.order): c for c in continuity_report()}
-    for order, label in ((0, "C0"), (1, "C1"), (2, "C2")):
-        bad = [
-            f"{kn}: jump {jumps[(kn, order)].jump_at(x_L, P1, s_L):+.6f}"
-            for kn in ("-1", "0", "x_L", "1")
-            if abs(jumps[(kn, order)].jump_at(x_L, P1, s_L)) > 1e-12
-        ]
-        claim = {
-            "C0": "continuous at all points",
-            "C1": "continuously differentiable at all points (§4.4)",
-            "C2": "C2 continuous at all points (§3.4, 'PCP(x) is C2 continuous')",
-        }[label]
-        computed = "; ".join(bad) if bad else "no jump at -1, 0, x_L, 1"
-        rows.append((claim, "§3.4/§4.4", computed, not bad))
-    horner, eq8 = horner_op_count(), eq8_op_count()
-    rows.extend(
-        [
-            (
-                "eq. (12) needs 3 multiplications and 3 additions per piece",
-                "§3.4",
-                f"Horner: {horner['mul']} mul, {horner['add']} add; plus piece selection "
-                "(2 comparisons against 0 and x_L, 2 for the clamp to [-1, 1])",
-                horner["mul"] == 3 and horner["add"] == 3,
-            ),
-            (
-                "eqs. (7)-(8) need 4 div, 17 mul, 4 sub, 3 add",
-                "§3.4",
-                f"as written in EQ8_CODE (h, x_(i+1)-x, x-x_i shared): {eq8['div']} div, "
-                f"{eq8['mul']} mul, {eq8['sub']} sub, {eq8['add']} add (the count depends on "
-                "which subexpressions are shared; either way far more than eq. (12))",
-                (eq8["div"], eq8["mul"], eq8["sub"], eq8["add"]) == (4, 17, 4, 3),
-            ),
-        ]
-    )
-    rows.append(
-        (
-            "no exponentiation (unlike Sigmoid, Tanh)",
-            "§3.4/§4.4",
-            "polynomial pieces and comparisons only",
-            True,
-        )
-    )
-    rows.append(
-        (
-            "solves ReLU's neuron death (non-zero gradient for negative inputs)",
-            "§3.4/§4.4",
-            f"gradient > 0 on (-1, 0); exactly 0 for x < -1 and x > 1 "
-            f"(PCP'(-1.5) = {pcp_derivative(-1.5, 1, x_L, P1, s_L):.1f})",
-            False,
-        )
-    )
-    return pd.DataFrame(rows, columns=["claim", "paper", "computed", "holds"])
-
-
-def speed_claims(timings):
-    """'Faster than Sigmoid and Tanh' (§4.4) from a :func:`cfdan.pcp_bench.benchmark_activations`
-    table: per PCP mode and pass, the time ratios PCP / Sigmoid and PCP / Tanh, the
-    references being the eager built-in ops when they were timed (else the same mode)."""
-    import pandas as pd
-
-    rows = []
-    for mode, g in timings.groupby("mode", sort=False):
-        ref_mode = "eager" if (timings["mode"] == "eager").any() else mode
-        ref = timings[timings["mode"] == ref_mode].set_index("activation")
-        t = g.set_index("activation")
-        if "PCP" not in t.index or not {"Sigmoid", "Tanh"} <= set(ref.index):
-            continue
-        for col, label in (("fwd_ms", "forward"), ("fwd_bwd_ms", "forward+backward")):
-            r_s = t.loc["PCP", col] / ref.loc["Sigmoid", col]
-            r_t = t.loc["PCP", col] / ref.loc["Tanh", col]
-            rows.append(
-                {
-                    "PCP mode": mode,
-                    "reference mode": ref_mode,
-                    "pass": label,
-                    "PCP / Sigmoid": r_s,
-                    "PCP / Tanh": r_t,
-                    "faster than both": bool(r_s < 1 and r_t < 1),
-                }
-            )
-    return pd.DataFrame(rows)

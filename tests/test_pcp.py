@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cfdan import pcp as P
+from cfdan import pcp_kernels as K
 from cfdan.pcp import PCP, coefficients, pcp, pcp_from_coefficients
 
 DEFAULTS = (0.19, -0.24, 1.85)
@@ -101,24 +102,49 @@ def test_constant_extensions_and_range():
     assert y.min() >= -0.24 - 1e-12 and y.max() <= 1 + 1e-12
 
 
-def test_cpu_fast_path_equals_tensor_path():
-    """The L2-blocked truncated-power kernel and the torch.where + Horner path agree."""
+def kernel_outputs(kernel, x, coef, x_L, grad):
+    """(PCP(x), d/dx, d/d table) of :func:`cfdan.pcp_kernels.pcp_table` with ``kernel``."""
+    x = x.detach().requires_grad_()
+    coef = coef.detach().requires_grad_()
+    y = K.pcp_table(x, coef, torch.tensor(x_L, dtype=torch.float64), kernel=kernel)
+    gx, gk = torch.autograd.grad(y, (x, coef), grad)
+    return y.detach(), gx, gk
+
+
+@pytest.mark.parametrize(
+    "dtype, tol, sum_rtol", [(torch.float64, 1e-13, 1e-12), (torch.float32, 2e-6, 1e-5)]
+)
+def test_blocked_kernels_equal_generic_kernels(dtype, tol, sum_rtol):
+    """The L2-blocked truncated-power kernels (forward, d/dx, d/d table) agree with the
+    torch.where + Horner path and dense sums, and are what pcp() runs on the CPU."""
     k = coefficients(*DEFAULTS)
-    xl = torch.tensor(DEFAULTS[0], dtype=torch.float64)
-    sp = P._as_spline(k.tolist(), DEFAULTS[0])
-    assert sp is not None
-    for dtype, tol in ((torch.float64, 1e-13), (torch.float32, 2e-6)):
-        x = (torch.randn(30001, generator=torch.Generator().manual_seed(2)) * 1.2).to(dtype)
-        fast = P._forward_cpu(x, sp)
-        slow = P._forward_tensor(x, k.to(dtype), xl.to(dtype))
-        assert torch.allclose(fast, slow, atol=tol, rtol=0)
-        g = torch.randn_like(x)
-        d, _ = P._derivative_tensor(x, k.to(dtype), xl.to(dtype))
-        assert torch.allclose(P._grad_x_cpu(x, g, sp), g * d, atol=10 * tol, rtol=0)
+    assert K.spline_form(k, DEFAULTS[0]) is not None
+    gen = torch.Generator().manual_seed(2)
+    x = (torch.randn(30001, generator=gen) * 1.2).to(dtype)
+    g = torch.randn(30001, generator=gen).to(dtype)
+    fast = kernel_outputs("blocked", x, k, DEFAULTS[0], g)
+    slow = kernel_outputs("generic", x, k, DEFAULTS[0], g)
+    assert torch.allclose(fast[0], slow[0], atol=tol, rtol=0)
+    assert torch.allclose(fast[1], slow[1], atol=10 * tol, rtol=0)
+    # d/d table: sums over 30001 elements, per block in the work dtype for "blocked"
+    assert torch.allclose(fast[2], slow[2], atol=1e-9, rtol=sum_rtol)
+    xr = x.clone().requires_grad_()
+    y = pcp(xr)
+    (gx,) = torch.autograd.grad(y, xr, g)
+    assert torch.equal(y.detach(), fast[0]) and torch.equal(gx, fast[1])
+    assert not torch.equal(fast[0], slow[0])  # two different evaluations, not one path twice
+
+
+def test_kernel_choice_is_validated():
+    x, k, xl = torch.zeros(3), coefficients(*DEFAULTS), torch.tensor(0.19, dtype=torch.float64)
+    with pytest.raises(ValueError, match="unknown PCP kernel"):
+        K.pcp_table(x, k, xl, kernel="fast")
+    with pytest.raises(ValueError, match="no blocked kernel"):
+        K.pcp_spline(x, K.spline_parameters(k, xl), kernel="blocked")
 
 
 def test_blocking_handles_ragged_last_block(monkeypatch):
-    monkeypatch.setattr(P, "CPU_BLOCK", 1000)
+    monkeypatch.setattr(K, "CPU_BLOCK", 1000)
     x = torch.linspace(-1.3, 1.3, 4567, dtype=torch.float64, requires_grad=True)
     y = pcp(x)
     ref = horner_reference(x.detach(), coefficients(*DEFAULTS), DEFAULTS[0])
@@ -138,8 +164,10 @@ def test_shapes_noncontiguous_empty_and_scalar():
 def test_non_c2_table_uses_generic_path():
     """An arbitrary (3, 4) table is evaluated piece by piece, not via the C2 shortcut."""
     k = torch.randn(3, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    assert P._as_spline(k.tolist(), 0.3) is None
+    assert K.spline_form(k, 0.3) is None
     x = torch.linspace(-1.5, 1.5, 3001, dtype=torch.float64)
+    with pytest.raises(ValueError, match="C2 table"):
+        K.pcp_table(x, k, torch.tensor(0.3, dtype=torch.float64), kernel="blocked")
     got = pcp_from_coefficients(x, k, 0.3)
     assert torch.allclose(got, horner_reference(x, k, 0.3), atol=1e-12, rtol=0)
 
@@ -281,8 +309,8 @@ def test_learnable_parameters_are_clamped_into_domain():
 
 def test_parallel_parts_match_serial(monkeypatch):
     """Large tensors are split over Python threads; the result must not depend on it."""
-    monkeypatch.setattr(P, "CPU_BLOCK", 512)
-    monkeypatch.setattr(P, "PARALLEL_MIN", 1024)
+    monkeypatch.setattr(K, "CPU_BLOCK", 512)
+    monkeypatch.setattr(K, "PARALLEL_MIN", 1024)
     x = torch.linspace(-1.4, 1.4, 10007, dtype=torch.float64, requires_grad=True)
     threads = torch.get_num_threads()
     try:
@@ -320,15 +348,21 @@ def test_benchmark_functions_run_small():
         benchmark_activations(n=16, activations=("Softplus",))
 
 
-def test_blocked_coefficient_grad_equals_dense(monkeypatch):
-    monkeypatch.setattr(P, "CPU_BLOCK", 700)
-    monkeypatch.setattr(P, "PARALLEL_MIN", 1000)
+def test_blocked_coefficient_grad_equals_dense_over_parts(monkeypatch):
+    """Block and thread-part sums of d/d table equal the dense sums (ragged last block)."""
+    monkeypatch.setattr(K, "CPU_BLOCK", 700)
+    monkeypatch.setattr(K, "PARALLEL_MIN", 1000)
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(5003, generator=gen, dtype=torch.float64) * 1.3
     g = torch.randn(5003, generator=gen, dtype=torch.float64)
-    xl = torch.tensor(0.19, dtype=torch.float64)
-    dense = P._coefficient_grad(g, x.clamp(-1, 1), xl, torch.float64)
-    blocked = P._coef_grad_cpu(x, g, 0.19)
+    k = coefficients(*DEFAULTS)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        blocked = kernel_outputs("blocked", x, k, DEFAULTS[0], g)[2]
+    finally:
+        torch.set_num_threads(threads)
+    dense = kernel_outputs("generic", x, k, DEFAULTS[0], g)[2]
     assert torch.allclose(blocked, dense, rtol=1e-12, atol=1e-9)
 
 
@@ -341,7 +375,7 @@ def test_spline_function_matches_table_path_and_gradchecks():
 
     def via_spline(xx, *p):
         coef = coefficients(*p)
-        return P._PCPSplineFunction.apply(xx, P._spline_parameters(coef, p[0]))
+        return K.pcp_spline(xx, K.spline_parameters(coef, p[0]))
 
     y_s = via_spline(x, *params)
     y_t = pcp(x, *params)
@@ -352,8 +386,8 @@ def test_spline_function_matches_table_path_and_gradchecks():
         assert torch.allclose(a, b, atol=1e-9, rtol=1e-9)
     assert torch.autograd.gradcheck(via_spline, (x, *params))
     # bfloat16 input: output dtype kept
-    yb = P._PCPSplineFunction.apply(
+    yb = K.pcp_spline(
         x.detach().bfloat16(),
-        P._spline_parameters(coefficients(*DEFAULTS), torch.tensor(0.19, dtype=torch.float64)),
+        K.spline_parameters(coefficients(*DEFAULTS), torch.tensor(0.19, dtype=torch.float64)),
     )
     assert yb.dtype == torch.bfloat16

@@ -1,4 +1,5 @@
-"""Tests of cfdan.symbolic (SymPy derivation of §3.4) against cfdan.pcp."""
+"""Tests of cfdan.symbolic (SymPy derivation of §3.4) against cfdan.pcp, and of the checks
+of the paper's claims built on both (cfdan.pcp_report)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import sympy as sp
 import torch
 
+from cfdan import pcp_report as R
 from cfdan import symbolic as S
 from cfdan.pcp import coefficients, knot_values, pcp
 
@@ -78,56 +80,107 @@ def test_continuity_report():
     assert curv == pytest.approx(report[("-1", 2)].jump_at(0.19, -0.24, 1.85), abs=1e-3)
 
 
-def test_op_counts():
-    assert S.horner_op_count() == {"add": 3, "sub": 0, "mul": 3, "div": 0}
-    eq8 = S.eq8_op_count()
-    assert eq8["div"] == 4 and eq8["mul"] > 3 * S.horner_op_count()["mul"]
-    assert S.count_ops("-(a**3) / b") == {"add": 0, "sub": 1, "mul": 2, "div": 1}
-    with pytest.raises(ValueError, match="unsupported power"):
-        S.count_ops("a**b")
-
-
 def test_latex_helpers_render():
     for text in (S.latex_basis(), S.latex_solution(), S.latex_pieces(), S.latex_coefficients()):
         assert isinstance(text, str) and text.count("{") == text.count("}")
     assert "x_{L}" in S.latex_solution()
 
 
-# ----------------------------------------------------------------------------- analysis
+# ----------------------------------------------------------------------------- claims
 def test_pcp_derivative_matches_torch():
     x = np.linspace(-1.6, 1.6, 3201)
     xt = torch.from_numpy(x).requires_grad_()
     y = pcp(xt)
     (g,) = torch.autograd.grad(y.sum(), xt)
-    np.testing.assert_allclose(S.pcp_derivative(x, 0), y.detach().numpy(), atol=1e-13)
-    np.testing.assert_allclose(S.pcp_derivative(x, 1), g.numpy(), atol=1e-12)
+    np.testing.assert_allclose(R.pcp_derivative(x, 0), y.detach().numpy(), atol=1e-13)
+    np.testing.assert_allclose(R.pcp_derivative(x, 1), g.numpy(), atol=1e-12)
     # second derivative: finite difference of the first away from the knots
     h = 1e-6
     for x0 in (-0.7, -0.2, 0.1, 0.5, 0.9):
-        fd = (S.pcp_derivative(x0 + h, 1) - S.pcp_derivative(x0 - h, 1)) / (2 * h)
-        assert float(S.pcp_derivative(x0, 2)) == pytest.approx(float(fd), abs=1e-5)
+        fd = (R.pcp_derivative(x0 + h, 1) - R.pcp_derivative(x0 - h, 1)) / (2 * h)
+        assert float(R.pcp_derivative(x0, 2)) == pytest.approx(float(fd), abs=1e-5)
     with pytest.raises(ValueError, match="order"):
-        S.pcp_derivative(x, 4)
+        R.pcp_derivative(x, 4)
 
 
 @pytest.mark.parametrize("params", [(0.19, -0.24, 1.85), (0.5, -0.6, 3.5), (0.8, -0.05, 0.5)])
 def test_extrema_agree_with_dense_grid(params):
     x = np.linspace(-1.5, 1.5, 300001)
     for order in (0, 1):
-        e = S.extrema(order, *params)
-        v = S.pcp_derivative(x, order, *params)
+        e = R.extrema(order, *params)
+        v = R.pcp_derivative(x, order, *params)
         assert e["min"] == pytest.approx(v.min(), abs=1e-6)
         assert e["max"] == pytest.approx(v.max(), abs=1e-6)
         assert e["min"] <= v.min() + 1e-12 and e["max"] >= v.max() - 1e-12
 
 
-def test_check_claims_and_activation_curves():
-    claims = S.check_claims()
-    assert list(claims.columns) == ["claim", "paper", "computed", "holds"]
-    by = dict(zip(claims.claim, claims.holds, strict=True))
-    c2 = next(k for k in by if k.startswith("C2"))
-    assert not by[c2]  # C2 fails at -1 and 1
-    curves = S.activation_curves(np.linspace(-2, 2, 11))
+def test_op_counts():
+    assert R.horner_op_count() == {"add": 3, "sub": 0, "mul": 3, "div": 0}
+    eq8 = R.eq8_op_count()
+    assert eq8["div"] == 4 and eq8["mul"] > 3 * R.horner_op_count()["mul"]
+    assert R.count_ops("-(a**3) / b") == {"add": 0, "sub": 1, "mul": 2, "div": 1}
+    with pytest.raises(ValueError, match="unsupported power"):
+        R.count_ops("a**b")
+
+
+def test_sigmoid_gradient_max_is_a_quarter_at_zero():
+    top, at = R.sigmoid_gradient_max()
+    assert top == pytest.approx(0.25, abs=1e-15) and at == 0.0
+    x = np.linspace(-10, 10, 20001)
+    s = 1 / (1 + np.exp(-x))
+    assert (s * (1 - s)).max() <= top + 1e-15
+
+
+def test_exponential_calls_are_detected():
+    x = torch.linspace(-2, 2, 11)
+    assert R.exponential_calls(torch.sigmoid, x) == ["torch.sigmoid"]
+    assert R.exponential_calls(lambda t: t.exp() + t**2.5, x) == [
+        "torch.Tensor.__pow__",
+        "torch.Tensor.exp",
+    ]
+    assert R.exponential_calls(lambda t: t * t + 1, x) == []
+    assert "torch.Tensor.mul" in R.torch_calls(lambda t: t.mul(2), x)
+
+
+def claims_by_name(*params) -> dict[str, tuple[str, bool]]:
+    c = R.check_claims(*params)
+    assert list(c.columns) == ["claim", "paper", "computed", "holds"]
+    return {
+        claim: (computed, holds)
+        for claim, computed, holds in zip(c.claim, c.computed, c.holds, strict=True)
+    }
+
+
+def row(claims: dict[str, tuple[str, bool]], start: str) -> tuple[str, bool]:
+    (key,) = (k for k in claims if k.startswith(start))
+    return claims[key]
+
+
+def test_check_claims_verdicts_at_paper_parameters():
+    claims = claims_by_name()
+    assert all(type(h) is bool for _, h in claims.values())
+    assert row(claims, "values lie in")[1] and row(claims, "gradient between")[1]
+    assert row(claims, "continuous at")[1] and row(claims, "continuously diff")[1]
+    text, holds = row(claims, "C2")
+    assert not holds and "-1: jump" in text and "1: jump" in text  # C2 fails at -1 and 1
+    assert row(claims, "Sigmoid")[1] and "0.250000" in row(claims, "Sigmoid")[0]
+    assert row(claims, "eq. (12)")[1] and not row(claims, "eqs. (7)-(8)")[1]
+    text, holds = row(claims, "no exponentiation")
+    assert holds and "PCP: none" in text and "Sigmoid: torch.sigmoid" in text
+    text, holds = row(claims, "solves ReLU")
+    assert not holds and "the largest x = -1.000" in text  # PCP' = 0 for every x <= -1
+
+
+def test_check_claims_verdicts_follow_the_parameters():
+    """The range and gradient verdicts are computed: a steep setting breaks both."""
+    claims = claims_by_name(0.5, -0.9, 3.0)
+    assert not row(claims, "values lie in")[1]
+    assert not row(claims, "gradient between")[1]
+    assert row(claims, "continuous at")[1]
+
+
+def test_activation_curves():
+    curves = R.activation_curves(np.linspace(-2, 2, 11))
     assert set(curves.activation) == {"PCP", "Sigmoid", "ReLU", "Tanh"}
     assert set(curves.order) == {0, 1, 2}
     sig1 = curves[(curves.activation == "Sigmoid") & (curves.order == 1)].value
@@ -145,6 +198,6 @@ def test_speed_claims_from_table():
             "fwd_bwd_ms": [5.0, 2.0, 3.0],
         }
     )
-    s = S.speed_claims(t)
+    s = R.speed_claims(t)
     assert list(s["faster than both"]) == [True, False]
     assert s["PCP / Sigmoid"].tolist() == [0.5, 2.5]
