@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,15 +25,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from cfdan import pcp as P  # noqa: E402
+from cfdan.atomic import write_text  # noqa: E402
 from cfdan.pcp_bench import ACTIVATIONS, benchmark_activations, benchmark_pcp_kernels  # noqa: E402
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def _gradcheck(fn, inputs) -> bool | str:
@@ -162,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         rep = cuda_check()
         print(json.dumps(rep, indent=1))
         if args.out:
-            _atomic_write(args.out / "check.json", json.dumps(rep, indent=1))
+            write_text(args.out / "check.json", json.dumps(rep, indent=1))
     sizes = [int(v) for v in args.log2_n.split(",")]
     frames = []
     for log2_n in sizes:
@@ -179,14 +170,14 @@ def main(argv: list[str] | None = None) -> int:
         print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         frames.append(df.assign(n=1 << log2_n))
     if args.out:
-        _atomic_write(args.out / "activations.csv", pd.concat(frames).to_csv(index=False))
+        write_text(args.out / "activations.csv", pd.concat(frames).to_csv(index=False))
     if args.device == "cpu" and not args.no_kernels:
         n = 1 << sizes[-1]
         kd = benchmark_pcp_kernels(n=n, repeats=args.repeats, threads=args.threads)
         print(f"# PCP forward kernels considered, {kd.attrs}")
         print(kd.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         if args.out:
-            _atomic_write(args.out / "kernels.csv", kd.to_csv(index=False))
+            write_text(args.out / "kernels.csv", kd.to_csv(index=False))
     return 0
 
 

@@ -3,6 +3,9 @@
 ``prepare`` and ``data`` come from :mod:`cfdan.data.commands` (added when it is installed).
 Heavy modules (torch, the model, the data pipeline) are imported inside the commands so that
 ``--help`` is fast and a missing optional package only affects the command that needs it.
+The project's own errors end in one line, ``cfdan: error: <message naming the file>``, with
+exit status 2 for bad input and 3 for a diverged run (:func:`exit_status`); anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ EXIT_DIVERGED = 3
 
 
 class CLIError(Exception):
-    """A user error reported as ``error: ...`` with exit status 2."""
+    """A user error reported as ``cfdan: error: ...`` with exit status 2."""
 
 
 def _add_store_args(p: argparse.ArgumentParser) -> None:
@@ -58,13 +61,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sweep", help="run an experiment (variants x seeds), skipping stored runs",
-                       description="Run configs/experiments/EXPERIMENT.toml; runs already in "
-                       "the store are skipped, interrupted runs resume.")
-    p.add_argument("experiment", help="experiment name in configs/experiments/ or a .toml path")
+    p = sub.add_parser(
+        "sweep", help="the experiment queue: status, run, or one experiment's runs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The experiments of configs/experiments/ as one resumable queue.\n\n"
+        "  sweep status [EXPERIMENT ...]       runs done/running/partial/pending, hours left\n"
+        "  sweep run EXPERIMENT [...]           work through pending runs in this order\n"
+        "  sweep EXPERIMENT [--dry-run]         the same as 'run' for one experiment\n"
+        "  sweep EXPERIMENT --print-commands    one shell command per pending run\n\n"
+        "Runs already in the store are skipped; a killed run resumes from its last epoch\n"
+        "checkpoint (SIGTERM stops a worker cleanly).")
+    p.add_argument("words", nargs="+", metavar="ACTION_OR_EXPERIMENT",
+                   help="'status', 'run', or experiment names")
     _add_set(p)
-    p.add_argument("--dry-run", action="store_true", help="list the runs and their status only")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their state only")
+    p.add_argument("--print-commands", action="store_true",
+                   help="print one shell command per pending run (for SLURM, GNU parallel)")
     p.add_argument("--max-runs", type=int, default=0, help="stop after this many new runs")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per worker (0 = the profile's / torch's default)")
+    p.add_argument("--only", nargs="+", default=[], metavar="RUN_ID",
+                   help="run only these run ids")
+    p.add_argument("--commit", action="store_true",
+                   help="git-commit each finished record (its two files only) as it lands")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_store_args(p)
     p.set_defaults(func=cmd_sweep)
@@ -145,44 +165,50 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _copy_record(record: dict, results_dir: str | None, dest: str) -> None:
-    import shutil
     from pathlib import Path
 
-    from cfdan import results
+    from cfdan import atomic, results
 
     src = results.record_path(record["experiment"], record["run_id"], results_dir)
     folder = Path(dest) / record["experiment"]  # same layout as the store: DIR/<experiment>/
-    folder.mkdir(parents=True, exist_ok=True)
     for p in (src, src.with_suffix(".npz")):
         if p.is_file():
             target = folder / p.name
-            shutil.copyfile(p, target)
+            atomic.write_bytes(target, p.read_bytes())
             print(f"copied {p} -> {target}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from cfdan import results, train
-    from cfdan.config import load_experiment
+    from cfdan import sweep
+    from cfdan.config import available_experiments
 
-    exp = load_experiment(args.experiment)
-    cfgs = exp.configs(args.overrides)
-    done = [results.has_record(c.experiment, c.run_id, args.results_dir) for c in cfgs]
-    print(f"experiment {exp.name}: {len(cfgs)} runs ({sum(done)} in the store)")
-    for c, d in zip(cfgs, done, strict=True):
-        print(f"  {c.run_id}  {c.variant:<24} seed {c.seed:<4} {'done' if d else 'to run'}")
+    action, names = args.words[0], args.words[1:]
+    if action not in ("status", "run"):
+        action, names = "run", args.words
+    if action == "status":
+        names = names or available_experiments()
+    elif not names:
+        raise CLIError("sweep run: name at least one experiment")
+    store = {"results_root": args.results_dir, "checkpoint_root": args.checkpoint_dir}
+    if action == "status":
+        table = sweep.status(names, overrides=args.overrides, **store)
+        print(table.to_string(index=False))
+        return 0
+    if args.print_commands:
+        print("\n".join(sweep.commands(names, overrides=args.overrides, **store)))
+        return 0
+    items = sweep.runs(names, overrides=args.overrides, **store)
+    done = sum(r.state == "done" for r in items)
+    print(f"experiment {', '.join(names)}: {len(items)} runs ({done} in the store)")
+    for r in items:
+        epochs = f" ({r.epochs_done} epochs)" if r.state in ("partial", "running") else ""
+        print(f"  {r.experiment:<12} {r.run_id}  {r.cfg.variant:<24} seed {r.cfg.seed:<4} "
+              f"{r.state}{epochs}")
     if args.dry_run:
         return 0
-    new = 0
-    for c, d in zip(cfgs, done, strict=True):
-        if d:
-            continue
-        if args.max_runs and new >= args.max_runs:
-            print(f"--max-runs {args.max_runs} reached")
-            break
-        if args.quiet:
-            c.train.progress = False
-        train.train(c, results_root=args.results_dir, checkpoint_root=args.checkpoint_dir)
-        new += 1
+    sweep.run(names, workers=args.workers, threads=args.threads, overrides=args.overrides,
+              commit=args.commit, max_runs=args.max_runs, only=args.only, quiet=args.quiet,
+              **store)
     return 0
 
 
@@ -246,30 +272,42 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- entry point
-def main(argv: Sequence[str] | None = None) -> int:
+def exit_status(exc: BaseException) -> int | None:
+    """The exit status of one of the project's own errors; ``None`` for anything else.
+
+    Bad input (a config, a data folder, a file that is not what the command needs) is status 2,
+    a diverged training run status 3. Everything else is a bug and keeps its traceback.
+    """
     from cfdan.config import ConfigError
 
+    if isinstance(exc, (CLIError, ConfigError, FileNotFoundError, IsADirectoryError,
+                        NotADirectoryError, PermissionError)):  # DataRootError included
+        return EXIT_USAGE
+    from cfdan.data.types import DataError
+    from cfdan.predict import InputError
+    from cfdan.train import NonFiniteLossError
+
+    if isinstance(exc, (DataError, InputError)):
+        return EXIT_USAGE
+    if isinstance(exc, NonFiniteLossError):
+        return EXIT_DIVERGED
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, CLIError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
         return 0
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except Exception as exc:  # DataError (cfdan.data), NonFiniteLossError: clear messages
-        if type(exc).__name__ == "DataError":
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        if type(exc).__name__ == "NonFiniteLossError":
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_DIVERGED
-        raise
+    except Exception as exc:
+        status = exit_status(exc)
+        if status is None:
+            raise
+        print(f"cfdan: error: {exc}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Sweeps (``configs/experiments/*.toml``) list variants x seeds on a base profile,
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -44,11 +43,11 @@ class DataConfig:
 
     dataset: str = "ferplus"
     root: str = ""
-    """Dataset folder or packed file; "" means the default (``paths.FERPLUS_ROOT`` for FERPlus)."""
+    """Dataset folder or packed file; "" means :func:`cfdan.paths.ferplus_root` for FERPlus."""
     label_mode: str = "majority"
     image_size: int = 224
     cache_dir: str = ""
-    """Decoded-tensor cache; "" means ``paths.CACHE_DIR``."""
+    """Decoded-tensor cache; "" means :func:`cfdan.paths.cache_dir`."""
     max_train: int = 0
     """Use a seeded random subset of at most this many training images (0 = all)."""
     max_eval: int = 0
@@ -189,9 +188,6 @@ class Config:
     @property
     def seed(self) -> int:
         return self.train.seed
-
-    def copy(self) -> Config:
-        return copy.deepcopy(self)
 
 
 # --------------------------------------------------------------------------- model fields

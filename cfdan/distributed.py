@@ -17,6 +17,8 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place in the run: ``rank`` of ``world_size``, GPU ``local_rank``."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -86,10 +88,12 @@ def min_int(value: int, info: DistInfo, device: torch.device | str = "cpu") -> i
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op without a process group)."""
     if info.enabled:
         dist.barrier()
 
 
 def cleanup(info: DistInfo) -> None:
+    """Leave the process group joined by :func:`init`."""
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -4,7 +4,8 @@ Model selection uses the validation split only; the test split is evaluated once
 selected checkpoint, at the end of a run (:func:`final_evaluation`). Reported: overall
 accuracy, mean-class accuracy (mean per-class recall; FERPlus is unbalanced, §4.3), per-class
 recall/precision/F1, the confusion matrix (Fig. 5) and a seeded bootstrap 95 % CI for the
-accuracy. Optional horizontal-flip TTA is off by default and labelled in the record.
+accuracy. Optional horizontal-flip TTA is off by default and labelled in the record. The
+pooled features stored here are embedded in 2-D (Fig. 7) by :func:`cfdan.report.tsne`.
 """
 
 from __future__ import annotations
@@ -257,11 +258,3 @@ def final_evaluation(
             arrays["attention_preds"] = preds[idx]
     return metrics, arrays
 
-
-def tsne_embedding(features: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
-    """2-D t-SNE of pooled features (Fig. 7), seeded; input e.g. ``arrays["tsne_features"]``."""
-    from sklearn.manifold import TSNE
-
-    x = np.asarray(features, dtype=np.float32)
-    perplexity = min(perplexity, max(2.0, (len(x) - 1) / 3))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)

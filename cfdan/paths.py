@@ -49,9 +49,3 @@ def checkpoint_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """Training checkpoints: ``override``, else ``CFDAN_CHECKPOINT_DIR``, else ``checkpoints``."""
     return _from_env("CFDAN_CHECKPOINT_DIR", REPO_ROOT / "checkpoints", override)
 
-
-# Transitional module-level values (read once at import); callers move to the functions above.
-RESULTS_DIR: Path = results_dir()
-FERPLUS_ROOT: Path = ferplus_root()
-CACHE_DIR: Path = cache_dir()
-CHECKPOINT_DIR: Path = checkpoint_dir()

@@ -9,15 +9,51 @@ profile. facenet-pytorch (MTCNN) is imported only when a photo is processed.
 from __future__ import annotations
 
 import os
+import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from cfdan import paths
+from cfdan import atomic, paths
 
 DEFAULT_CHECKPOINT: Path = paths.REPO_ROOT / "models" / "cfdan_cpu_ferplus.pt"
+
+
+class InputError(ValueError):
+    """A file given to a command is not what the command needs (not an inference checkpoint,
+    not an image); the message names the file."""
+
+
+def read_inference_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The dict stored in an inference checkpoint file; :class:`InputError` for anything else.
+
+    Like every ``torch.load`` with ``weights_only=False``, this unpickles: load only files
+    you trust.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, AttributeError,
+            ImportError) as exc:
+        raise InputError(f"{path}: not a PyTorch checkpoint ({exc})") from exc
+    if not isinstance(ck, dict) or ck.get("kind") != "cfdan-inference":
+        raise InputError(
+            f"{path}: not an inference checkpoint (expected best.pt written by `cfdan train` or "
+            f"a file made by export_checkpoint; last.pt holds training state only)"
+        )
+    return ck
+
+
+def _eval_transform(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Resize + normalise, as at validation (§4.2); no augmentation."""
+    from cfdan.data.pipeline import Augment
+
+    return Augment(image_size, train=False, seed=0)
 
 
 def load_checkpoint(path: str | os.PathLike | None = None, device: str = "cpu"):
@@ -25,19 +61,17 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str = "cpu"):
     from cfdan.model import CFDAN, CFDANConfig
 
     path = Path(path) if path else DEFAULT_CHECKPOINT
-    if not path.is_file():
-        hint = " (the default model is not shipped yet; pass --checkpoint)" if path == DEFAULT_CHECKPOINT else ""
-        raise FileNotFoundError(f"checkpoint {path} does not exist{hint}")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ck, dict) or ck.get("kind") != "cfdan-inference":
-        raise ValueError(
-            f"{path}: not an inference checkpoint (expected best.pt written by `cfdan train` or "
-            f"a file made by export_checkpoint; last.pt holds training state only)"
-        )
-    mcfg = CFDANConfig.from_dict(ck["model_config"])
-    model = CFDAN(mcfg)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()}
-    model.load_state_dict(state)
+    if path == DEFAULT_CHECKPOINT and not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist (the default model is not "
+                                f"shipped yet; pass --checkpoint)")
+    ck = read_inference_checkpoint(path)
+    try:
+        model = CFDAN(CFDANConfig.from_dict(ck["model_config"]))
+        model.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()})
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{path}: the checkpoint's model does not load in this version of "
+                         f"cfdan ({exc})") from exc
     model.to(device).eval()
     meta = {k: v for k, v in ck.items() if k != "model"}
     return model, meta
@@ -45,21 +79,12 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str = "cpu"):
 
 def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True) -> Path:
     """Copy an inference checkpoint, storing float weights as fp16 when ``half`` (small files)."""
-    from cfdan.results import atomic_write_bytes
-
-    if not Path(src).is_file():
-        raise FileNotFoundError(f"checkpoint {src} does not exist")
-    ck = torch.load(src, map_location="cpu", weights_only=False)
-    if not isinstance(ck, dict) or ck.get("kind") != "cfdan-inference":
-        raise ValueError(f"{src}: not an inference checkpoint")
+    ck = read_inference_checkpoint(src)
     if half:
         ck["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
         ck["weights_dtype"] = "float16"
-    import io
-
-    buf = io.BytesIO()
-    torch.save(ck, buf)
-    atomic_write_bytes(dst, buf.getvalue())
+    with atomic.atomic_path(dst) as tmp:
+        torch.save(ck, tmp)
     return Path(dst)
 
 
@@ -76,14 +101,14 @@ def evaluate_checkpoint(
     """
     from cfdan import evaluate
     from cfdan.config import apply_overrides, from_dict, validate
-    from cfdan.train import load_splits, make_augment
+    from cfdan.data.splits import load_splits
 
     model, meta = load_checkpoint(path, device)
     cfg = from_dict(meta["config"])
     apply_overrides(cfg, overrides)
     validate(cfg)
     data = load_splits(cfg, splits=(split,))[split]
-    tf = make_augment(cfg.data.image_size, train=False, seed=0)
+    tf = _eval_transform(cfg.data.image_size)
     out = evaluate.infer(model, data.images, tf, batch_size=cfg.train.eval_batch_size,
                          device=device, tta_flip=tta_flip)
     m = evaluate.split_metrics(out["logits"], data.labels, data.class_names)
@@ -93,18 +118,8 @@ def evaluate_checkpoint(
 
 
 def detect_faces(image, min_face: int = 20, device: str = "cpu") -> list[tuple[float, ...]]:
-    """Face boxes ``(x0, y0, x1, y1, score)`` in a PIL image, via MTCNN.
-
-    Uses ``cfdan.data.align.detect_faces`` if the data package provides it, else
-    facenet-pytorch's MTCNN (bundled weights, nothing downloaded).
-    """
-    try:
-        from cfdan.data import align
-
-        if hasattr(align, "detect_faces"):
-            return [tuple(map(float, b)) for b in align.detect_faces(image, min_face=min_face)]
-    except ImportError:
-        pass
+    """Face boxes ``(x0, y0, x1, y1, score)`` in a PIL image, via facenet-pytorch's MTCNN
+    (§4.2; bundled weights, nothing downloaded)."""
     try:
         from facenet_pytorch import MTCNN
     except ImportError as exc:
@@ -130,8 +145,6 @@ def _crop(image, box, margin: float = 0.0):
 @torch.no_grad()
 def classify_faces(model, meta: dict[str, Any], crops: list, device: str = "cpu") -> list[dict]:
     """Class probabilities of face crops (PIL images), sorted high to low per face."""
-    from cfdan.train import make_augment
-
     size, chans = int(meta["image_size"]), int(meta.get("in_channels", 3))
     mode = "L" if chans == 1 else "RGB"
     arrs = []
@@ -141,7 +154,7 @@ def classify_faces(model, meta: dict[str, Any], crops: list, device: str = "cpu"
     if not arrs:
         return []
     x = torch.from_numpy(np.stack(arrs))
-    tf = make_augment(size, train=False, seed=0)
+    tf = _eval_transform(size)
     probs = torch.softmax(model(tf(x.to(device))).float(), dim=1).cpu().numpy()
     names = list(meta["class_names"])
     out = []
@@ -165,10 +178,13 @@ def predict_photo(
     photo = Path(photo)
     if not photo.is_file():
         raise FileNotFoundError(f"photo {photo} does not exist")
+    if out and Path(out).suffix.lower() not in Image.registered_extensions():
+        raise InputError(f"{out}: unknown image type {Path(out).suffix!r} (use .png or .jpg)")
     try:
-        image = Image.open(photo).convert("RGB")
-    except OSError as exc:
-        raise ValueError(f"{photo}: not a readable image ({exc})") from exc
+        with Image.open(photo) as im:
+            image = im.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{photo}: not a readable image ({exc})") from exc
     model, meta = load_checkpoint(checkpoint, device)
     boxes = detect_faces(image, min_face=min_face, device=device)
     preds = classify_faces(model, meta, [_crop(image, b) for b in boxes], device)

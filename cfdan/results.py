@@ -7,23 +7,24 @@ Layout::
                                          attention maps of fixed test images (Fig. 8)
 
 ``run_id`` is a short hash of the resolved configuration (the seed included), so a sweep can
-skip runs that are already in the store. Writes are atomic (temp file + ``os.replace``).
-Checkpoints are not part of the store; they live in :data:`cfdan.paths.CHECKPOINT_DIR`.
+skip runs that are already in the store. Writes are atomic (:mod:`cfdan.atomic`). The store's
+root is :func:`cfdan.paths.results_dir`; checkpoints are not part of the store, they live in
+:func:`cfdan.paths.checkpoint_dir`. :func:`build_record` lays out the record of a training run.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cfdan import paths
+from cfdan import atomic, paths
 
 DEFAULT_METRICS = (
     "test.accuracy",
@@ -32,45 +33,6 @@ DEFAULT_METRICS = (
     "val.accuracy",
     "val.mean_class_accuracy",
 )
-
-
-def results_dir(root: str | os.PathLike | None = None) -> Path:
-    """The store root: ``root``, else ``$CFDAN_RESULTS_DIR``, else :data:`cfdan.paths.RESULTS_DIR`.
-
-    The environment is read at call time so that tests and scripts can redirect the store.
-    """
-    if root is not None:
-        return Path(root)
-    env = os.environ.get("CFDAN_RESULTS_DIR")
-    return Path(env) if env else paths.RESULTS_DIR
-
-
-def checkpoint_dir(root: str | os.PathLike | None = None) -> Path:
-    """Checkpoint root: ``root``, else ``$CFDAN_CHECKPOINT_DIR``, else ``paths.CHECKPOINT_DIR``."""
-    if root is not None:
-        return Path(root)
-    env = os.environ.get("CFDAN_CHECKPOINT_DIR")
-    return Path(env) if env else paths.CHECKPOINT_DIR
-
-
-# --------------------------------------------------------------------------- atomic writes
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _json_default(obj: Any) -> Any:
@@ -83,25 +45,88 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+def _write_json(path: Path, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON (NaN is written as ``NaN``)."""
     text = json.dumps(obj, indent=1, sort_keys=False, default=_json_default)
-    atomic_write_bytes(path, (text + "\n").encode())
+    atomic.write_text(path, text + "\n")
 
 
-def atomic_write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Atomically write a compressed ``.npz`` of ``arrays``."""
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    atomic_write_bytes(path, buf.getvalue())
+    atomic.write_bytes(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------- records
+SCHEMA_VERSION = 1
+SELECTION = "best val accuracy, ties broken by lower val loss"
+"""How a run selects its checkpoint (§4.3): on val only; the test split is evaluated once."""
+
+
+def build_record(
+    cfg: Any,
+    *,
+    provenance: Mapping[str, Any],
+    data: Mapping[str, Any],
+    model_info: Mapping[str, Any],
+    history: list[dict[str, Any]],
+    epochs_fitted: int,
+    stop_reason: str,
+    best_epoch: int,
+    metrics: Mapping[str, Any],
+    train_time_s: float,
+    wall_time_s: float,
+    resumed_at_epochs: list[int],
+    checkpoint: str,
+) -> dict[str, Any]:
+    """The record of one training run of ``cfg`` (a :class:`cfdan.config.Config`).
+
+    ``provenance`` holds ``git`` (at the start of the run), ``hardware``, ``versions`` and
+    ``peak_memory`` (:mod:`cfdan.provenance`); ``data`` the dataset, label mode, fingerprints,
+    sizes, class names and load time; ``metrics`` the selected checkpoint's ``val``, ``test``
+    and ``train_subset`` metrics. ``stop_reason`` is ``completed``, ``time_budget`` (stopped
+    early) or ``time_budget_fitted`` (schedule shortened after epoch 1); the run is cut short
+    unless it is ``completed``.
+    """
+    return {
+        "schema": SCHEMA_VERSION,
+        "experiment": cfg.experiment,
+        "run_id": cfg.run_id,
+        "variant": cfg.variant or cfg.model.get("preset"),
+        "profile": cfg.profile,
+        "seed": cfg.train.seed,
+        "config": cfg.to_dict(),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "git": provenance["git"],
+        "hardware": provenance["hardware"],
+        "versions": provenance["versions"],
+        "data": dict(data),
+        "model_info": dict(model_info),
+        "history": history,
+        "epochs_planned": cfg.train.epochs,
+        "epochs_fitted": epochs_fitted,
+        "epochs_run": len(history),
+        "cut_short": stop_reason != "completed",
+        "stop_reason": stop_reason,
+        "selection": SELECTION,
+        "best_epoch": best_epoch,
+        "val": metrics["val"],
+        "test": metrics["test"],
+        "train_subset": metrics["train_subset"],
+        "train_time_s": train_time_s,
+        "wall_time_s": wall_time_s,
+        "resumed_at_epochs": resumed_at_epochs,
+        "peak_memory": provenance["peak_memory"],
+        "checkpoint": checkpoint,
+    }
+
+
 def record_path(experiment: str, run_id: str, root: str | os.PathLike | None = None) -> Path:
     """Path of the JSON record of ``run_id`` in ``experiment``."""
     _check_name(experiment, "experiment")
     _check_name(run_id, "run_id")
-    return results_dir(root) / experiment / f"{run_id}.json"
+    return paths.results_dir(root) / experiment / f"{run_id}.json"
 
 
 def _check_name(name: str, what: str) -> None:
@@ -120,8 +145,8 @@ def save_record(
     """
     path = record_path(record["experiment"], record["run_id"], root)
     if arrays:
-        atomic_write_npz(path.with_suffix(".npz"), arrays)
-    atomic_write_json(path, dict(record))
+        _write_npz(path.with_suffix(".npz"), arrays)
+    _write_json(path, dict(record))
     return path
 
 
@@ -143,7 +168,7 @@ def iter_records(
     experiment: str | None = None, root: str | os.PathLike | None = None
 ) -> Iterable[tuple[Path, dict]]:
     """Yield ``(path, record)`` for every record of ``experiment`` (all experiments if None)."""
-    base = results_dir(root)
+    base = paths.results_dir(root)
     if not base.is_dir():
         return
     dirs = [base / experiment] if experiment else sorted(p for p in base.iterdir() if p.is_dir())
@@ -166,7 +191,7 @@ def get_record(
         if rec.get("run_id") == run_id:
             return rec
     where = f"experiment {experiment!r}" if experiment else "any experiment"
-    raise KeyError(f"no run {run_id!r} in {where} under {results_dir(root)}")
+    raise KeyError(f"no run {run_id!r} in {where} under {paths.results_dir(root)}")
 
 
 # --------------------------------------------------------------------------- tidy tables
@@ -292,7 +317,7 @@ def load_arrays(
                 raise FileNotFoundError(f"{npz}: arrays of run {run_id} are missing")
             with np.load(npz, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-    raise KeyError(f"no run {run_id!r} under {results_dir(root)}")
+    raise KeyError(f"no run {run_id!r} under {paths.results_dir(root)}")
 
 
 def load_history(
@@ -316,5 +341,5 @@ def load_history(
         h.insert(2, "seed", rec.get("seed"))
         frames.append(h)
     if run_id is not None and not frames:
-        raise KeyError(f"no run {run_id!r} under {results_dir(root)}")
+        raise KeyError(f"no run {run_id!r} under {paths.results_dir(root)}")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -8,26 +8,26 @@ decay (per step), epochs, augmentation (:class:`cfdan.data.pipeline.Augment`).
 The whole split lives in memory as a uint8 tensor (on the GPU when training there): each epoch
 draws a seeded permutation of indices and augments each batch on the device, so no DataLoader
 workers are needed. Every epoch writes a resumable checkpoint atomically; the epoch's
-permutation, augmentation and dropout randomness are derived from ``(seed, epoch)``, so a run
-resumed after a crash ends with the same record as an uninterrupted one (on CPU, same seed).
-A non-finite loss stops the run and leaves the last good checkpoint in place.
+permutation, drawn targets, augmentation and dropout randomness are derived from
+``(seed, epoch)``, so a run resumed after a crash ends with the same record as an uninterrupted
+one (on CPU, same seed). A non-finite loss stops the run and leaves the last good checkpoint.
+
+:func:`train` is a short sequence of steps over one :class:`TrainState`: set up the device,
+load the splits (:mod:`cfdan.data.splits`), build the model and optimiser, resume, run the
+epochs, evaluate the selected checkpoint once on test, and store the record
+(:func:`cfdan.results.build_record`, provenance from :mod:`cfdan.provenance`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import hashlib
 import math
 import os
-import platform
 import random
-import resource
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cfdan import distributed, evaluate, paths, results
+from cfdan import atomic, distributed, evaluate, paths, provenance, results
 from cfdan.config import Config, ConfigError
+from cfdan.data.splits import DataRootError, load_splits
+from cfdan.data.types import FaceTensors
 
-SCHEMA_VERSION = 1
+__all__ = [
+    "TIMING_KEYS", "DataRootError", "NonFiniteLossError", "TrainState", "amp_enabled",
+    "build_model", "epoch_seed", "inference_checkpoint", "lr_factor", "make_augment",
+    "resolve_device", "run_checkpoint_dir", "target_kind", "train",
+]
+
 TIMING_KEYS = ("epoch_time_s", "images_per_s", "eval_time_s")
 """History fields that measure speed, not outcome (excluded when comparing runs)."""
 
@@ -47,36 +54,7 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class DataRootError(FileNotFoundError):
-    """The configured dataset root does not exist."""
-
-
-@dataclass
-class Split:
-    """One split as tensors (a light view of :class:`cfdan.data.FaceTensors`)."""
-
-    images: torch.Tensor  # uint8 (N, C, H, W)
-    labels: torch.Tensor  # int64 (N,)
-    soft: torch.Tensor | None
-    class_names: list[str]
-    fingerprint: str
-    name: str = ""
-    split: str = ""
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, idx: torch.Tensor) -> Split:
-        return dataclasses.replace(
-            self,
-            images=self.images[idx],
-            labels=self.labels[idx],
-            soft=None if self.soft is None else self.soft[idx],
-            fingerprint=f"{self.fingerprint}[subset {len(idx)}]",
-        )
-
-
-# --------------------------------------------------------------------------- setup helpers
+# --------------------------------------------------------------------------- recipe pieces
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)
@@ -85,7 +63,7 @@ def seed_everything(seed: int) -> None:
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    """Seed of everything random in ``epoch`` (permutation, augmentation, dropout)."""
+    """Seed of everything random in ``epoch`` (permutation, targets, augmentation, dropout)."""
     return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
 
 
@@ -109,48 +87,6 @@ def amp_enabled(cfg: Config, device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-def data_root(cfg: Config) -> str:
-    """The dataset root: ``data.root``, else the default location for FERPlus."""
-    if cfg.data.root:
-        return cfg.data.root
-    if cfg.data.dataset == "ferplus":
-        return os.environ.get("CFDAN_FERPLUS_ROOT") or str(paths.FERPLUS_ROOT)
-    if cfg.data.dataset == "synthetic":
-        return ""
-    raise DataRootError(f"data.root is not set for dataset {cfg.data.dataset!r}")
-
-
-def load_splits(cfg: Config, splits=("train", "val", "test")) -> dict[str, Split]:
-    """Load the splits via :func:`cfdan.data.load_dataset` (subsampled if ``data.max_*``)."""
-    root = data_root(cfg)
-    if cfg.data.dataset == "synthetic":
-        root = ""
-    elif not Path(root).exists():
-        raise DataRootError(
-            f"data root {root} for dataset {cfg.data.dataset!r} does not exist "
-            f"(set data.root=PATH, or CFDAN_FERPLUS_ROOT for FERPlus)"
-        )
-    from cfdan.data import load_dataset
-    cache = cfg.data.cache_dir or os.environ.get("CFDAN_CACHE_DIR") or str(paths.CACHE_DIR)
-    out: dict[str, Split] = {}
-    for split in splits:
-        ft = load_dataset(
-            cfg.data.dataset, root, split, image_size=cfg.data.image_size,
-            label_mode=cfg.data.label_mode, seed=0, cache_dir=cache, **cfg.data.options,
-        )
-        s = Split(
-            images=ft.images, labels=ft.labels.long(), soft=ft.soft,
-            class_names=list(ft.class_names), fingerprint=str(ft.fingerprint),
-            name=getattr(ft, "name", cfg.data.dataset), split=split,
-        )
-        limit = cfg.data.max_train if split == "train" else cfg.data.max_eval
-        if limit and len(s) > limit:
-            g = torch.Generator().manual_seed(1234 + len(split))
-            s = s.subset(torch.randperm(len(s), generator=g)[:limit].sort().values)
-        out[split] = s
-    return out
-
-
 def build_model(cfg: Config, num_classes: int, image_size: int) -> torch.nn.Module:
     """The CF-DAN of ``cfg.model`` (a preset plus field overrides) for the data's size/classes."""
     from cfdan.model import CFDAN, preset
@@ -166,6 +102,7 @@ def build_model(cfg: Config, num_classes: int, image_size: int) -> torch.nn.Modu
 
 
 def model_config_dict(model: torch.nn.Module) -> dict[str, Any] | None:
+    """The model's own config as a dict (``None`` for a model without one)."""
     mcfg = getattr(model, "cfg", None)
     if mcfg is None:
         return None
@@ -194,86 +131,29 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-# --------------------------------------------------------------------------- provenance
-def git_info() -> dict[str, Any]:
-    """Commit and dirty flag of the source tree (env ``CFDAN_GIT_COMMIT`` overrides)."""
-    env = os.environ.get("CFDAN_GIT_COMMIT")
-    if env:
-        return {"commit": env, "dirty": os.environ.get("CFDAN_GIT_DIRTY", "unknown")}
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=paths.REPO_ROOT, capture_output=True, text=True,
-            timeout=10,
-        )
-        if commit.returncode != 0:
-            return {"commit": None, "dirty": None}
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=paths.REPO_ROOT,
-            capture_output=True, text=True, timeout=20,
-        )
-        return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+def target_kind(cfg: Config) -> str:
+    """What the loss compares the logits with: ``hard``, ``soft`` or ``sampled``.
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def hardware_info(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "device": device.type,
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "host": hashlib.sha256(platform.node().encode()).hexdigest()[:8],
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["gpu_count"] = torch.cuda.device_count()
-    return info
-
-
-def versions() -> dict[str, str]:
-    import cfdan
-
-    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-           "cfdan": cfdan.__version__}
-    for mod in ("torchvision", "sklearn", "pandas"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
-            pass
-    return out
-
-
-def peak_memory_mb(device: torch.device) -> dict[str, float]:
-    out = {"host_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if device.type == "cuda":
-        out["gpu_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        out["gpu_max_reserved_mb"] = torch.cuda.max_memory_reserved(device) / 2**20
-    return out
+    ``data.label_mode`` names the FER+ training protocols (§4.1, :mod:`cfdan.data.ferplus`):
+    ``majority`` trains on the labels (plain cross-entropy, §4.2) unless ``train.targets`` is
+    ``soft``; ``crossentropy`` trains on the per-image vote distribution (``soft``);
+    ``probability`` draws a hard target from that distribution at every use (``sampled``,
+    :func:`cfdan.data.ferplus.sample_targets`).
+    """
+    mode = cfg.data.label_mode
+    if mode == "probability":
+        if cfg.train.targets == "soft":
+            raise ConfigError("train.targets='soft' contradicts data.label_mode='probability', "
+                              "which draws hard targets; use data.label_mode='crossentropy'")
+        return "sampled"
+    if mode == "crossentropy":
+        return "soft"
+    return cfg.train.targets
 
 
 # --------------------------------------------------------------------------- checkpoints
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def rng_state(device: torch.device) -> dict[str, Any]:
+    """The global random states (python, numpy, torch, this CUDA device)."""
     st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if device.type == "cuda":
         st["cuda"] = torch.cuda.get_rng_state(device)
@@ -281,6 +161,7 @@ def rng_state(device: torch.device) -> dict[str, Any]:
 
 
 def set_rng_state(st: dict[str, Any], device: torch.device) -> None:
+    """Restore what :func:`rng_state` saved."""
     random.setstate(st["python"])
     np.random.set_state(st["numpy"])
     torch.set_rng_state(st["torch"])
@@ -289,7 +170,8 @@ def set_rng_state(st: dict[str, Any], device: torch.device) -> None:
 
 
 def run_checkpoint_dir(cfg: Config, root: str | os.PathLike | None = None) -> Path:
-    return results.checkpoint_dir(root) / cfg.experiment / cfg.run_id
+    """``<checkpoint root>/<experiment>/<run_id>``: the run's ``last.pt`` and ``best.pt``."""
+    return paths.checkpoint_dir(root) / cfg.experiment / cfg.run_id
 
 
 def inference_checkpoint(
@@ -309,13 +191,26 @@ def inference_checkpoint(
     }
 
 
-# --------------------------------------------------------------------------- the run
+def _save(obj: Any, path: Path) -> None:
+    with atomic.atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
 def _relative_checkpoint(path: Path, root: str | os.PathLike | None) -> str:
     """The checkpoint's path relative to the checkpoint folder (no machine paths in records)."""
     try:
-        return str(path.relative_to(results.checkpoint_dir(root)))
+        return str(path.relative_to(paths.checkpoint_dir(root)))
     except ValueError:
         return path.name
+
+
+# --------------------------------------------------------------------------- the state
+@dataclass
+class Plan:
+    """The schedule's length: ``train.fit_to_budget`` may lower ``epochs`` after epoch 1."""
+
+    epochs: int
+    steps_per_epoch: int
 
 
 def _log_default(msg: str) -> None:
@@ -326,6 +221,54 @@ def _silent(msg: str) -> None:
     pass
 
 
+@dataclass
+class TrainState:
+    """Everything one run carries from step to step."""
+
+    cfg: Config
+    info: distributed.DistInfo
+    device: torch.device
+    model: torch.nn.Module
+    fwd_model: torch.nn.Module
+    """``model``, wrapped for DDP and/or ``torch.compile`` when enabled (used for training)."""
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    plan: Plan
+    train_images: torch.Tensor
+    """The training split's uint8 images and labels, on ``device``."""
+    train_labels: torch.Tensor
+    amp: bool = False
+    splits: dict[str, FaceTensors] = field(default_factory=dict)
+    target_kind: str = "hard"
+    train_soft: torch.Tensor | None = None
+    """Vote distributions on ``device`` (``target_kind`` ``soft``)."""
+    eval_tf: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ckdir: Path = Path(".")
+    checkpoint_root: str | os.PathLike | None = None
+    log: Callable[[str], None] = _log_default
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(
+        default_factory=lambda: {"epoch": -1, "val_accuracy": -1.0, "val_loss": math.inf})
+    start_epoch: int = 0
+    prior_wall: float = 0.0
+    """Wall time of the attempts before a resume."""
+    resumed_at: list[int] = field(default_factory=list)
+    stop_reason: str = "completed"
+    git: dict[str, Any] = field(default_factory=dict)
+    data_time: float = 0.0
+    t_start: float = 0.0
+    t_run: float = 0.0
+
+    @property
+    def last_path(self) -> Path:
+        return self.ckdir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.ckdir / "best.pt"
+
+
+# --------------------------------------------------------------------------- the run
 def train(
     cfg: Config,
     *,
@@ -334,69 +277,117 @@ def train(
     resume: bool = True,
     force: bool = False,
     log: Callable[[str], None] | None = None,
-    splits: dict[str, Split] | None = None,
+    splits: dict[str, FaceTensors] | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg``, select on val, evaluate test once, store and return the record.
 
     Skips training and returns the stored record if the run is already in the store (unless
     ``force``, which retrains from scratch). Resumes from
-    ``<checkpoint_root>/<experiment>/<run_id>/last.pt`` if present (unless ``resume`` is false). Raises :class:`NonFiniteLossError` on a NaN/inf loss.
+    ``<checkpoint_root>/<experiment>/<run_id>/last.pt`` if present (unless ``resume`` is
+    false). Raises :class:`NonFiniteLossError` on a NaN/inf loss.
     """
     log = log or _log_default
     info = distributed.init(cfg.train.device)
     if not info.is_main:
         log = _silent
     try:
-        return _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
+        return _train(cfg, info, log, splits=splits, results_root=results_root,
+                      checkpoint_root=checkpoint_root, fresh=force or not resume, force=force)
     finally:
         distributed.cleanup(info)
 
 
-def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits):
+def _train(
+    cfg: Config, info: distributed.DistInfo, log: Callable[[str], None], *,
+    splits: dict[str, FaceTensors] | None, results_root: str | os.PathLike | None,
+    checkpoint_root: str | os.PathLike | None, fresh: bool, force: bool,
+) -> dict[str, Any]:
     t_start = time.perf_counter()
-    git_at_start = git_info()  # the code that runs is the code at start, not at the end
-    run_id = cfg.run_id
-    if not force and results.has_record(cfg.experiment, run_id, results_root):
-        log(f"run {cfg.experiment}/{run_id} is already in the store; skipping (use --force)")
-        return results.read_record(results.record_path(cfg.experiment, run_id, results_root))
+    git = provenance.git_info()  # the code that runs is the code at start, not at the end
+    if not force and results.has_record(cfg.experiment, cfg.run_id, results_root):
+        log(f"run {cfg.experiment}/{cfg.run_id} is already in the store; skipping (use --force)")
+        return results.read_record(results.record_path(cfg.experiment, cfg.run_id, results_root))
+    device, amp = _setup_device(cfg, info)
+    splits, data_time = _load_data(cfg, info, splits)
+    state = _build_state(cfg, info, device, amp, splits)
+    state.log, state.git, state.t_start, state.data_time = log, git, t_start, data_time
+    state.ckdir = run_checkpoint_dir(cfg, checkpoint_root)
+    state.checkpoint_root = checkpoint_root
+    _log_start(state)
+    _resume(state, fresh)
+    _run_epochs(state)
+    metrics, arrays = _final_evaluation(state)
+    record = _build_record(state, metrics)
+    _store(state, record, arrays, results_root)
+    return record
+
+
+# ---- set-up
+def _setup_device(cfg: Config, info: distributed.DistInfo) -> tuple[torch.device, bool]:
+    """Threads, device, bf16, backend flags, then the global seed."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device, info)
-    use_amp = amp_enabled(cfg, device)
-    tcfg = cfg.train
+    amp = amp_enabled(cfg, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    seed_everything(tcfg.seed)
+    seed_everything(cfg.train.seed)
+    return device, amp
 
-    # ---- data (whole splits as uint8 tensors; on the GPU if training there)
+
+def _load_data(
+    cfg: Config, info: distributed.DistInfo, splits: dict[str, FaceTensors] | None
+) -> tuple[dict[str, FaceTensors], float]:
+    """The three splits (given, or loaded from ``cfg.data``) and the time it took."""
     t0 = time.perf_counter()
     splits = splits or load_splits(cfg)
-    train_s, val_s, test_s = splits["train"], splits["val"], splits["test"]
-    class_names = train_s.class_names
-    if len(train_s) < tcfg.batch_size * info.world_size and info.enabled:
+    if len(splits["train"]) < cfg.train.batch_size * info.world_size and info.enabled:
         raise ConfigError("training set smaller than one global batch")
-    data_time = time.perf_counter() - t0
-    train_images = train_s.images.to(device)
-    train_labels = train_s.labels.to(device)
-    train_soft = None
-    if tcfg.targets == "soft":
-        if train_s.soft is None:
-            raise ConfigError(f"train.targets='soft' but {cfg.data.dataset} has no soft labels")
-        train_soft = train_s.soft.to(device)
-    log(
-        f"run {cfg.experiment}/{run_id}: {cfg.data.dataset} train {len(train_s)} / val "
-        f"{len(val_s)} / test {len(test_s)} images, {len(class_names)} classes, device {device}"
-        f"{' x' + str(info.world_size) if info.enabled else ''}, bf16 {use_amp}"
+    return splits, time.perf_counter() - t0
+
+
+def _build_state(
+    cfg: Config, info: distributed.DistInfo, device: torch.device, amp: bool,
+    splits: dict[str, FaceTensors],
+) -> TrainState:
+    """Training tensors on the device, the model (seeded), AdamW and the LR schedule."""
+    tcfg, train_s = cfg.train, splits["train"]
+    kind = target_kind(cfg)
+    if kind != "hard" and train_s.soft is None:
+        why = ("train.targets='soft'" if cfg.data.label_mode == "majority"
+               else f"data.label_mode={cfg.data.label_mode!r}")
+        raise ConfigError(f"{why} needs soft labels, but {cfg.data.dataset} has none")
+    images, labels = train_s.images.to(device), train_s.labels.to(device)
+    soft = train_s.soft.to(device) if kind == "soft" else None
+    model, fwd_model, optimizer = _build_model(cfg, info, device, len(train_s.class_names))
+    drop_last = info.enabled or tcfg.compile  # equal shards per rank; one compiled shape
+    n = len(train_s)
+    plan = Plan(epochs=tcfg.epochs,
+                steps_per_epoch=n // tcfg.batch_size if drop_last else math.ceil(n / tcfg.batch_size))
+    warmup = round(tcfg.warmup_epochs * plan.steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(s, plan.steps_per_epoch * plan.epochs, warmup, tcfg.min_lr_ratio),
+    )
+    return TrainState(
+        cfg=cfg, info=info, device=device, amp=amp, splits=splits, model=model,
+        fwd_model=fwd_model, optimizer=optimizer, scheduler=scheduler, plan=plan,
+        train_images=images, train_labels=labels, train_soft=soft, target_kind=kind,
+        eval_tf=make_augment(cfg.data.image_size, train=False, seed=0),
     )
 
-    # ---- model and optimisation
+
+def _build_model(
+    cfg: Config, info: distributed.DistInfo, device: torch.device, num_classes: int
+) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer]:
+    """The model (seeded with ``train.seed``), its DDP/compiled wrapper and AdamW (§4.2)."""
+    tcfg = cfg.train
     torch.manual_seed(tcfg.seed)
-    model = build_model(cfg, len(class_names), cfg.data.image_size).to(device)
+    model = build_model(cfg, num_classes, cfg.data.image_size).to(device)
     if tcfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    n_params = sum(p.numel() for p in model.parameters())
     fwd_model: torch.nn.Module = model
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -408,294 +399,383 @@ def _train(cfg, info, results_root, checkpoint_root, resume, force, log, splits)
         model.parameters(), lr=tcfg.lr, betas=(tcfg.beta1, tcfg.beta2),
         weight_decay=tcfg.weight_decay, fused=device.type == "cuda" or None,
     )
-    n_train = len(train_s)
-    drop_last = info.enabled or tcfg.compile  # equal shards per rank; one compiled shape
-    steps_per_epoch = n_train // tcfg.batch_size if drop_last else math.ceil(n_train / tcfg.batch_size)
-    # ``plan`` holds the epochs the schedule is laid out for; ``train.fit_to_budget`` may shorten
-    # it after the first epoch so that the cosine schedule ends inside ``train.time_budget_s``.
-    plan = {"epochs": tcfg.epochs}
-    warmup = round(tcfg.warmup_epochs * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: lr_factor(s, steps_per_epoch * plan["epochs"], warmup, tcfg.min_lr_ratio),
-    )
-    eval_tf = make_augment(cfg.data.image_size, train=False, seed=0)
+    return model, fwd_model, optimizer
 
-    # ---- resume
-    ckdir = run_checkpoint_dir(cfg, checkpoint_root)
-    last_path, best_path = ckdir / "last.pt", ckdir / "best.pt"
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": -1, "val_accuracy": -1.0, "val_loss": math.inf}
-    start_epoch, prior_wall, resumed_at = 0, 0.0, []
+
+def _log_start(state: TrainState) -> None:
+    cfg, info, s = state.cfg, state.info, state.splits
+    state.log(
+        f"run {cfg.experiment}/{cfg.run_id}: {cfg.data.dataset} train {len(s['train'])} / val "
+        f"{len(s['val'])} / test {len(s['test'])} images, {len(s['train'].class_names)} "
+        f"classes, device {state.device}{' x' + str(info.world_size) if info.enabled else ''}, "
+        f"bf16 {state.amp}"
+    )
+
+
+def _resume(state: TrainState, fresh: bool) -> None:
+    """Continue from ``last.pt`` if there is one; ``fresh`` deletes an earlier attempt's."""
+    info, ckdir = state.info, state.ckdir
     if info.is_main and ckdir.is_dir():  # temp files of a process killed while saving
         for tmp in ckdir.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
-    if force or not resume:  # a fresh start: drop any checkpoints of an earlier attempt
+    if fresh:
         if info.is_main:
-            for p in (last_path, best_path):
+            for p in (state.last_path, state.best_path):
                 p.unlink(missing_ok=True)
         distributed.barrier(info)
-    elif last_path.is_file():
-        ck = torch.load(last_path, map_location=device, weights_only=False)
-        if ck.get("run_id") != run_id:
-            raise RuntimeError(f"{last_path}: checkpoint of run {ck.get('run_id')}, not {run_id}")
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        set_rng_state(ck["rng"], device)
-        history, best = ck["history"], ck["best"]
-        plan["epochs"] = ck.get("plan_epochs", tcfg.epochs)
-        start_epoch, prior_wall = ck["epoch"] + 1, ck["wall_time_s"]
-        resumed_at = ck.get("resumed_at", []) + [start_epoch]
-        log(f"resumed from {last_path} after epoch {start_epoch} of {tcfg.epochs}")
+        return
+    if not state.last_path.is_file():
+        return
+    ck = torch.load(state.last_path, map_location=state.device, weights_only=False)
+    if ck.get("run_id") != state.cfg.run_id:
+        raise RuntimeError(f"{state.last_path}: checkpoint of run {ck.get('run_id')}, "
+                           f"not {state.cfg.run_id}")
+    state.model.load_state_dict(ck["model"])
+    state.optimizer.load_state_dict(ck["optimizer"])
+    state.scheduler.load_state_dict(ck["scheduler"])
+    set_rng_state(ck["rng"], state.device)
+    state.history, state.best = ck["history"], ck["best"]
+    state.plan.epochs = ck.get("plan_epochs", state.cfg.train.epochs)
+    state.start_epoch, state.prior_wall = ck["epoch"] + 1, ck["wall_time_s"]
+    state.resumed_at = ck.get("resumed_at", []) + [state.start_epoch]
+    state.log(f"resumed from {state.last_path} after epoch {state.start_epoch} of "
+              f"{state.cfg.train.epochs}")
 
-    # ---- epochs
-    cut_short, stop_reason = False, "completed"
-    t_run = time.perf_counter()
-    for epoch in range(start_epoch, tcfg.epochs):
-        if epoch >= plan["epochs"]:
+
+# ---- epochs
+def _run_epochs(state: TrainState) -> None:
+    """Train, validate, checkpoint; stop at the planned epochs or the time budget."""
+    tcfg = state.cfg.train
+    state.t_run = time.perf_counter()
+    for epoch in range(state.start_epoch, tcfg.epochs):
+        if epoch >= state.plan.epochs:
             break
-        es = epoch_seed(tcfg.seed, epoch)
-        torch.manual_seed(es)  # dropout and any other global-RNG use in this epoch
-        gen = torch.Generator().manual_seed(es)
-        perm = torch.randperm(n_train, generator=gen).to(device)
-        aug = (make_augment(cfg.data.image_size, train=True, seed=es + info.rank, tcfg=tcfg)
-               if tcfg.augment else eval_tf)
-        stats = _train_epoch(
-            fwd_model, model, optimizer, scheduler, perm, train_images, train_labels, train_soft,
-            aug, cfg, device, use_amp, info, epoch, steps_per_epoch, last_path,
-        )
-        distributed.broadcast_buffers(model, info)  # all ranks evaluate the same weights
-        t_eval = time.perf_counter()
-        val_out = evaluate.infer(
-            model, val_s.images, eval_tf, batch_size=tcfg.eval_batch_size, device=device,
-            amp=use_amp, channels_last=tcfg.channels_last, tta_flip=cfg.eval.tta_flip,
-        )
-        vm = evaluate.split_metrics(val_out["logits"], val_s.labels, class_names)
-        row = {
-            "epoch": epoch + 1,
-            **stats,
-            "val_loss": vm["loss"],
-            "val_accuracy": vm["accuracy"],
-            "val_mean_class_accuracy": vm["mean_class_accuracy"],
-            "eval_time_s": time.perf_counter() - t_eval,
-        }
-        history.append(row)
-        improved = (vm["accuracy"], -vm["loss"]) > (best["val_accuracy"], -best["val_loss"])
-        if improved:
-            best = {"epoch": epoch + 1, "val_accuracy": vm["accuracy"], "val_loss": vm["loss"]}
-        log(
-            f"epoch {epoch + 1}/{tcfg.epochs}  train loss {row['train_loss']:.4f} acc "
-            f"{row['train_accuracy']:.4f} | val loss {vm['loss']:.4f} acc {vm['accuracy']:.4f} "
-            f"mca {vm['mean_class_accuracy']:.4f}{' *' if improved else ''} | lr {row['lr_end']:.2e} "
-            f"grad {row['grad_norm']:.3g} | {row['epoch_time_s']:.1f} s, "
-            f"{row['images_per_s']:.0f} img/s"
-        )
-        # fit the schedule to the budget once, from the first epoch's cost (never lengthen it);
+        row, improved = _run_epoch(state, epoch)
         # done before the checkpoint is saved so that a resumed run keeps the fitted plan
-        if tcfg.time_budget_s and tcfg.fit_to_budget and epoch == 0:
-            elapsed = prior_wall + (time.perf_counter() - t_start)
-            per_epoch = row["epoch_time_s"] + row["eval_time_s"]
-            reserve = row["eval_time_s"] * 3 + 10.0
-            fit = 1 + int((tcfg.time_budget_s - elapsed - reserve) // max(per_epoch, 1e-6))
-            fit = distributed.min_int(max(1, fit), info, device)  # same plan on every rank
-            if fit < plan["epochs"]:
-                plan["epochs"] = fit
-                log(f"time budget {tcfg.time_budget_s:.0f} s: schedule re-planned for "
-                    f"{plan['epochs']} of {tcfg.epochs} epochs ({per_epoch:.1f} s per epoch)")
-        wall = prior_wall + (time.perf_counter() - t_run)
-        if info.is_main:
-            if improved:
-                atomic_torch_save(
-                    inference_checkpoint(model, cfg, class_names, train_s.images.shape[1]),
-                    best_path,
-                )
-            atomic_torch_save(
-                {
-                    "run_id": run_id, "epoch": epoch, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": rng_state(device), "history": history, "best": best,
-                    "wall_time_s": wall, "resumed_at": resumed_at, "config": cfg.to_dict(),
-                    "plan_epochs": plan["epochs"],
-                },
-                last_path,
-            )
-        distributed.barrier(info)
-        # time budget: stop if the next epoch (plus the final evaluation) would not fit
-        if tcfg.time_budget_s and epoch + 1 < plan["epochs"]:
-            elapsed = prior_wall + (time.perf_counter() - t_start)
-            need = row["epoch_time_s"] + row["eval_time_s"] * 3 + 5.0
-            if distributed.any_rank(elapsed + need > tcfg.time_budget_s, info, device):
-                cut_short, stop_reason = True, "time_budget"
-                log(f"time budget {tcfg.time_budget_s:.0f} s: stopping after epoch {epoch + 1}")
-                break
+        _fit_to_budget(state, epoch, row)
+        _save_checkpoints(state, epoch, improved)
+        if _out_of_time(state, epoch, row):
+            state.stop_reason = "time_budget"
+            state.log(f"time budget {tcfg.time_budget_s:.0f} s: stopping after epoch {epoch + 1}")
+            break
+    if state.stop_reason == "completed" and state.plan.epochs < tcfg.epochs:
+        state.stop_reason = "time_budget_fitted"
 
-    if not cut_short and plan["epochs"] < tcfg.epochs:
-        cut_short, stop_reason = True, "time_budget_fitted"
-    # ---- selection on val, then the single test evaluation
-    if not history:
-        raise RuntimeError("no epoch was trained")
-    if best_path.is_file():
-        ck = torch.load(best_path, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
-    val_metrics = evaluate.split_metrics(
-        evaluate.infer(
-            model, val_s.images, eval_tf, batch_size=tcfg.eval_batch_size, device=device,
-            amp=use_amp, channels_last=tcfg.channels_last, tta_flip=cfg.eval.tta_flip,
-        )["logits"],
-        val_s.labels, class_names,
-    )
-    test_metrics, arrays = evaluate.final_evaluation(
-        model, test_s, eval_tf, cfg.eval, device=device, amp=use_amp,
-        channels_last=tcfg.channels_last, batch_size=tcfg.eval_batch_size,
-    )
-    arrays["val_confusion"] = np.asarray(val_metrics["confusion"], dtype=np.int64)
-    train_subset_metrics = None
-    if cfg.eval.train_subset and len(train_s):
-        sub = torch.as_tensor(evaluate.fixed_indices(len(train_s), cfg.eval.train_subset, seed=0))
-        sm = evaluate.split_metrics(
-            evaluate.infer(
-                model, train_s.images[sub], eval_tf, batch_size=tcfg.eval_batch_size,
-                device=device, amp=use_amp, channels_last=tcfg.channels_last,
-                tta_flip=cfg.eval.tta_flip,
-            )["logits"],
-            train_s.labels[sub], class_names,
-        )
-        train_subset_metrics = {
-            "n": len(sub), "accuracy": sm["accuracy"], "loss": sm["loss"],
-            "mean_class_accuracy": sm["mean_class_accuracy"],
-            "note": "selected checkpoint, fixed subset (seed 0), no augmentation",
-        }
-    train_time = prior_wall + (time.perf_counter() - t_run)
-    record = {
-        "schema": SCHEMA_VERSION,
-        "experiment": cfg.experiment,
-        "run_id": run_id,
-        "variant": cfg.variant or cfg.model.get("preset"),
-        "profile": cfg.profile,
-        "seed": tcfg.seed,
-        "config": cfg.to_dict(),
-        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "git": git_at_start,
-        "hardware": {**hardware_info(device), "world_size": info.world_size, "bf16": use_amp},
-        "versions": versions(),
-        "data": {
-            "dataset": cfg.data.dataset,
-            "label_mode": cfg.data.label_mode,
-            "fingerprint": {k: s.fingerprint for k, s in splits.items()},
-            "sizes": {k: len(s) for k, s in splits.items()},
-            "class_names": class_names,
-            "load_time_s": data_time,
-        },
-        "model_info": {"params": n_params, "config": model_config_dict(model)},
-        "history": history,
-        "epochs_planned": tcfg.epochs,
-        "epochs_fitted": plan["epochs"],
-        "epochs_run": len(history),
-        "cut_short": cut_short,
-        "stop_reason": stop_reason,
-        "selection": "best val accuracy, ties broken by lower val loss",
-        "best_epoch": best["epoch"],
-        "val": val_metrics,
-        "test": test_metrics,
-        "train_subset": train_subset_metrics,
-        "train_time_s": train_time,
-        "wall_time_s": prior_wall + (time.perf_counter() - t_start),
-        "resumed_at_epochs": resumed_at,
-        "peak_memory": peak_memory_mb(device),
-        "checkpoint": _relative_checkpoint(best_path, checkpoint_root),
+
+def _run_epoch(state: TrainState, epoch: int) -> tuple[dict[str, Any], bool]:
+    """One epoch of training and its validation; returns the history row and whether it is
+    the best epoch so far (val accuracy, ties broken by lower val loss)."""
+    tcfg = state.cfg.train
+    es = epoch_seed(tcfg.seed, epoch)
+    torch.manual_seed(es)  # dropout and any other global-RNG use in this epoch
+    gen = torch.Generator().manual_seed(es)
+    perm = torch.randperm(len(state.train_labels), generator=gen).to(state.device)
+    targets = _epoch_targets(state, gen)
+    aug = (make_augment(state.cfg.data.image_size, train=True, seed=es + state.info.rank,
+                        tcfg=tcfg)
+           if tcfg.augment else state.eval_tf)
+    stats = _train_epoch(state, epoch, perm, aug, targets)
+    distributed.broadcast_buffers(state.model, state.info)  # all ranks evaluate the same weights
+    t_eval = time.perf_counter()
+    vm = _metrics(state, state.splits["val"].images, state.splits["val"].labels)
+    row = {
+        "epoch": epoch + 1,
+        **stats,
+        "val_loss": vm["loss"],
+        "val_accuracy": vm["accuracy"],
+        "val_mean_class_accuracy": vm["mean_class_accuracy"],
+        "eval_time_s": time.perf_counter() - t_eval,
     }
-    if info.is_main:
-        path = results.save_record(record, arrays, results_root)
-        log(
-            f"test accuracy {test_metrics['accuracy']:.4f} (95% CI "
-            f"{test_metrics['accuracy_ci95'][0]:.4f}-{test_metrics['accuracy_ci95'][1]:.4f}), "
-            f"mean-class {test_metrics['mean_class_accuracy']:.4f}, best epoch {best['epoch']}; "
-            f"record {path}"
-            if "accuracy_ci95" in test_metrics
-            else f"test accuracy {test_metrics['accuracy']:.4f}; record {path}"
+    state.history.append(row)
+    best = state.best
+    improved = (vm["accuracy"], -vm["loss"]) > (best["val_accuracy"], -best["val_loss"])
+    if improved:
+        state.best = {"epoch": epoch + 1, "val_accuracy": vm["accuracy"], "val_loss": vm["loss"]}
+    state.log(
+        f"epoch {epoch + 1}/{tcfg.epochs}  train loss {row['train_loss']:.4f} acc "
+        f"{row['train_accuracy']:.4f} | val loss {vm['loss']:.4f} acc {vm['accuracy']:.4f} "
+        f"mca {vm['mean_class_accuracy']:.4f}{' *' if improved else ''} | lr {row['lr_end']:.2e} "
+        f"grad {row['grad_norm']:.3g} | {row['epoch_time_s']:.1f} s, "
+        f"{row['images_per_s']:.0f} img/s"
+    )
+    return row, improved
+
+
+def _epoch_targets(state: TrainState, gen: torch.Generator) -> torch.Tensor | None:
+    """The loss targets of every training image this epoch (``None``: the labels).
+
+    ``sampled`` draws one label per image from its vote distribution with the epoch's
+    generator, after the permutation; each image is used once per epoch, so this is a fresh
+    draw at every use (the FER+ ``probability`` protocol), the same on every rank and after a
+    resume.
+    """
+    if state.target_kind == "soft":
+        return state.train_soft
+    if state.target_kind == "sampled":
+        from cfdan.data.ferplus import sample_targets
+
+        return sample_targets(state.splits["train"].soft, gen).to(state.device)
+    return None
+
+
+def _metrics(state: TrainState, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Metrics of the model in eval mode on ``images`` (no augmentation; TTA if configured)."""
+    tcfg = state.cfg.train
+    out = evaluate.infer(
+        state.model, images, state.eval_tf, batch_size=tcfg.eval_batch_size,
+        device=state.device, amp=state.amp, channels_last=tcfg.channels_last,
+        tta_flip=state.cfg.eval.tta_flip,
+    )
+    return evaluate.split_metrics(out["logits"], labels, state.splits["train"].class_names)
+
+
+def _fit_to_budget(state: TrainState, epoch: int, row: dict[str, Any]) -> None:
+    """After epoch 1, shorten the schedule to what fits in ``train.time_budget_s`` (never
+    lengthen it), from the first epoch's cost; the same plan on every rank."""
+    tcfg = state.cfg.train
+    if not (tcfg.time_budget_s and tcfg.fit_to_budget and epoch == 0):
+        return
+    elapsed = state.prior_wall + (time.perf_counter() - state.t_start)
+    per_epoch = row["epoch_time_s"] + row["eval_time_s"]
+    reserve = row["eval_time_s"] * 3 + 10.0
+    fit = 1 + int((tcfg.time_budget_s - elapsed - reserve) // max(per_epoch, 1e-6))
+    fit = distributed.min_int(max(1, fit), state.info, state.device)
+    if fit < state.plan.epochs:
+        state.plan.epochs = fit
+        state.log(f"time budget {tcfg.time_budget_s:.0f} s: schedule re-planned for "
+                  f"{fit} of {tcfg.epochs} epochs ({per_epoch:.1f} s per epoch)")
+
+
+def _out_of_time(state: TrainState, epoch: int, row: dict[str, Any]) -> bool:
+    """Whether the next epoch (plus the final evaluation) would overrun the time budget."""
+    tcfg = state.cfg.train
+    if not (tcfg.time_budget_s and epoch + 1 < state.plan.epochs):
+        return False
+    elapsed = state.prior_wall + (time.perf_counter() - state.t_start)
+    need = row["epoch_time_s"] + row["eval_time_s"] * 3 + 5.0
+    return distributed.any_rank(elapsed + need > tcfg.time_budget_s, state.info, state.device)
+
+
+def _save_checkpoints(state: TrainState, epoch: int, improved: bool) -> None:
+    """Rank 0 writes ``best.pt`` (if ``improved``) and the resumable ``last.pt``."""
+    wall = state.prior_wall + (time.perf_counter() - state.t_run)
+    if state.info.is_main:
+        if improved:
+            in_channels = state.splits["train"].images.shape[1]
+            _save(inference_checkpoint(state.model, state.cfg, state.splits["train"].class_names,
+                                       in_channels), state.best_path)
+        _save(
+            {
+                "run_id": state.cfg.run_id, "epoch": epoch, "model": state.model.state_dict(),
+                "optimizer": state.optimizer.state_dict(),
+                "scheduler": state.scheduler.state_dict(), "rng": rng_state(state.device),
+                "history": state.history, "best": state.best, "wall_time_s": wall,
+                "resumed_at": state.resumed_at, "config": state.cfg.to_dict(),
+                "plan_epochs": state.plan.epochs,
+            },
+            state.last_path,
         )
-        if not tcfg.keep_checkpoints:
-            for p in (last_path, best_path):
-                p.unlink(missing_ok=True)
-    return record
+    distributed.barrier(state.info)
+
+
+# ---- one epoch of steps
+@dataclass
+class _EpochMeter:
+    """Running sums of one epoch, kept on the device (no host sync per step)."""
+
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        def zero() -> torch.Tensor:
+            return torch.zeros((), device=self.device, dtype=torch.float64)
+
+        self.loss_sum, self.correct, self.count, self.gnorm_sum = zero(), zero(), zero(), zero()
+        self.bad = torch.zeros((), device=self.device, dtype=torch.bool)
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor,
+            gnorm: torch.Tensor) -> None:
+        n = len(y)
+        self.loss_sum += loss.detach().double() * n
+        self.correct += (logits.detach().argmax(1) == y).sum()
+        self.count += n
+        self.gnorm_sum += gnorm.detach().double()
+
+    def totals(self, info: distributed.DistInfo) -> list[float]:
+        """``[loss_sum, correct, count, gnorm_sum]`` summed over ranks."""
+        t = torch.stack([self.loss_sum, self.correct, self.count, self.gnorm_sum])
+        return distributed.all_reduce_sum(t.to(torch.float64), info).tolist()
 
 
 def _train_epoch(
-    fwd_model, model, optimizer, scheduler, perm, images, labels, soft, aug, cfg, device,
-    use_amp, info, epoch, steps, last_path,
+    state: TrainState, epoch: int, perm: torch.Tensor,
+    aug: Callable[[torch.Tensor], torch.Tensor], targets: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """One epoch over ``perm``; returns the epoch's history fields."""
-    from tqdm import tqdm
+    """One epoch of steps over ``perm``; returns the epoch's history fields.
 
-    tcfg = cfg.train
-    fwd_model.train()
-    B = tcfg.batch_size
-    n_seen = steps * B if info.enabled else len(perm)
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.float64)
-    count = torch.zeros((), device=device, dtype=torch.float64)
-    gnorm_sum = torch.zeros((), device=device, dtype=torch.float64)
-    bad = torch.zeros((), device=device, dtype=torch.bool)
-    max_norm = tcfg.grad_clip if tcfg.grad_clip > 0 else float("inf")
-    lr_first = optimizer.param_groups[0]["lr"]
-    bar = tqdm(
-        total=n_seen, unit="img", unit_scale=False, ascii=True, leave=False,
-        mininterval=tcfg.progress_interval_s, desc=f"epoch {epoch + 1}/{tcfg.epochs}",
-        disable=not (tcfg.progress and info.is_main), file=sys.stderr, dynamic_ncols=False,
-    )
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    ``targets`` holds every training image's loss target (vote distribution or drawn label);
+    ``None`` trains on the labels. Each global batch is split across ranks.
+    """
+    tcfg, info, device = state.cfg.train, state.info, state.device
+    steps, B = state.plan.steps_per_epoch, tcfg.batch_size
+    state.fwd_model.train()
+    meter = _EpochMeter(device)
+    lr_first = state.optimizer.param_groups[0]["lr"]
+    bar = _progress_bar(state, epoch, steps * B if info.enabled else len(perm))
+    _sync(device)
     t0 = time.perf_counter()
-    check_every = 25
     for step in range(steps):
-        gidx = perm[step * B : (step + 1) * B]
-        idx = distributed.shard(gidx, info)
-        x = aug(images[idx])
-        if tcfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = labels[idx]
-        with evaluate.autocast(device, use_amp):
-            logits = fwd_model(x)
-        target = soft[idx] if soft is not None else y
-        loss = F.cross_entropy(logits.float(), target, label_smoothing=tcfg.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        bad |= ~torch.isfinite(loss.detach())
+        idx = distributed.shard(perm[step * B : (step + 1) * B], info)
+        x = aug(state.train_images[idx])
+        y = state.train_labels[idx]
+        logits, loss, gnorm = _forward_backward(state, x, y if targets is None else targets[idx])
+        meter.bad |= ~torch.isfinite(loss.detach())
         # CPU: check every step (free); GPU: every few steps to avoid a sync per step
-        if device.type == "cpu" or step % check_every == check_every - 1 or step == steps - 1:
-            if distributed.any_rank(bool(bad.item()), info, device):
-                bar.close()
-                raise NonFiniteLossError(
-                    f"non-finite training loss in epoch {epoch + 1} (by step {step + 1}); "
-                    f"training stopped. The last good checkpoint is kept: {last_path}"
-                    f"{'' if last_path.is_file() else ' (none written yet)'}"
-                )
-        optimizer.step()
-        scheduler.step()
-        n = len(y)
-        loss_sum += loss.detach().double() * n
-        correct += (logits.detach().argmax(1) == y).sum()
-        count += n
-        gnorm_sum += gnorm.detach().double()
-        bar.update(n * info.world_size)
+        if device.type == "cpu" or step % 25 == 24 or step == steps - 1:
+            _stop_if_not_finite(state, meter, epoch, step, bar)
+        state.optimizer.step()
+        state.scheduler.step()
+        meter.add(loss, logits, y, gnorm)
+        bar.update(len(y) * info.world_size)
         if step % 20 == 0 and bar.n and not bar.disable:
-            bar.set_postfix(loss=f"{(loss_sum / count).item():.3f}", refresh=False)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+            bar.set_postfix(loss=f"{(meter.loss_sum / meter.count).item():.3f}", refresh=False)
+    _sync(device)
     dt = time.perf_counter() - t0
     bar.close()
-    totals = torch.stack([loss_sum, correct, count, gnorm_sum]).to(torch.float64)
-    distributed.all_reduce_sum(totals, info)
-    loss_sum_v, correct_v, count_v, gnorm_v = totals.tolist()
+    loss_sum, correct, count, gnorm_sum = meter.totals(info)
     return {
-        "train_loss": loss_sum_v / max(count_v, 1),
-        "train_accuracy": correct_v / max(count_v, 1),
+        "train_loss": loss_sum / max(count, 1),
+        "train_accuracy": correct / max(count, 1),
         "lr": lr_first,
-        "lr_end": optimizer.param_groups[0]["lr"],
-        "grad_norm": gnorm_v / max(steps * info.world_size, 1),
-        "train_images": int(count_v),
+        "lr_end": state.optimizer.param_groups[0]["lr"],
+        "grad_norm": gnorm_sum / max(steps * info.world_size, 1),
+        "train_images": int(count),
         "epoch_time_s": dt,
-        "images_per_s": count_v / dt if dt > 0 else float("nan"),
+        "images_per_s": count / dt if dt > 0 else float("nan"),
     }
+
+
+def _forward_backward(
+    state: TrainState, x: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward (bf16 autocast if enabled), cross-entropy in fp32, backward, clip; returns
+    ``(logits, loss, gradient norm)``. The optimiser does not step here."""
+    tcfg = state.cfg.train
+    if tcfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with evaluate.autocast(state.device, state.amp):
+        logits = state.fwd_model(x)
+    loss = F.cross_entropy(logits.float(), target, label_smoothing=tcfg.label_smoothing)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    max_norm = tcfg.grad_clip if tcfg.grad_clip > 0 else float("inf")
+    gnorm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), max_norm)
+    return logits, loss, gnorm
+
+
+def _stop_if_not_finite(state: TrainState, meter: _EpochMeter, epoch: int, step: int,
+                        bar: Any) -> None:
+    """Raise :class:`NonFiniteLossError` if any rank has seen a NaN/inf loss this epoch."""
+    if distributed.any_rank(bool(meter.bad.item()), state.info, state.device):
+        bar.close()
+        last = state.last_path
+        raise NonFiniteLossError(
+            f"non-finite training loss in epoch {epoch + 1} (by step {step + 1}); "
+            f"training stopped. The last good checkpoint is kept: {last}"
+            f"{'' if last.is_file() else ' (none written yet)'}"
+        )
+
+
+def _progress_bar(state: TrainState, epoch: int, total: int) -> Any:
+    from tqdm import tqdm
+
+    tcfg = state.cfg.train
+    return tqdm(
+        total=total, unit="img", unit_scale=False, ascii=True, leave=False,
+        mininterval=tcfg.progress_interval_s, desc=f"epoch {epoch + 1}/{tcfg.epochs}",
+        disable=not (tcfg.progress and state.info.is_main), file=sys.stderr, dynamic_ncols=False,
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---- the end of the run
+def _final_evaluation(state: TrainState) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Reload the val-selected checkpoint; its val, test (once) and train-subset metrics."""
+    if not state.history:
+        raise RuntimeError("no epoch was trained")
+    if state.best_path.is_file():
+        ck = torch.load(state.best_path, map_location=state.device, weights_only=False)
+        state.model.load_state_dict(ck["model"])
+    val_s, test_s, tcfg = state.splits["val"], state.splits["test"], state.cfg.train
+    val_metrics = _metrics(state, val_s.images, val_s.labels)
+    test_metrics, arrays = evaluate.final_evaluation(
+        state.model, test_s, state.eval_tf, state.cfg.eval, device=state.device, amp=state.amp,
+        channels_last=tcfg.channels_last, batch_size=tcfg.eval_batch_size,
+    )
+    arrays["val_confusion"] = np.asarray(val_metrics["confusion"], dtype=np.int64)
+    metrics = {"val": val_metrics, "test": test_metrics, "train_subset": _train_subset(state)}
+    return metrics, arrays
+
+
+def _train_subset(state: TrainState) -> dict[str, Any] | None:
+    """Accuracy on a fixed train subset without augmentation (underfitting vs overfitting)."""
+    train_s, k = state.splits["train"], state.cfg.eval.train_subset
+    if not (k and len(train_s)):
+        return None
+    sub = torch.as_tensor(evaluate.fixed_indices(len(train_s), k, seed=0))
+    sm = _metrics(state, train_s.images[sub], train_s.labels[sub])
+    return {
+        "n": len(sub), "accuracy": sm["accuracy"], "loss": sm["loss"],
+        "mean_class_accuracy": sm["mean_class_accuracy"],
+        "note": "selected checkpoint, fixed subset (seed 0), no augmentation",
+    }
+
+
+def _build_record(state: TrainState, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The run's record (:func:`cfdan.results.build_record`) with provenance and timings."""
+    cfg, device, splits = state.cfg, state.device, state.splits
+    train_time = state.prior_wall + (time.perf_counter() - state.t_run)
+    hardware = {**provenance.hardware_info(device), "world_size": state.info.world_size,
+                "bf16": state.amp}
+    prov = {"git": state.git, "hardware": hardware, "versions": provenance.versions(),
+            "peak_memory": provenance.peak_memory_mb(device)}
+    data = {
+        "dataset": cfg.data.dataset,
+        "label_mode": cfg.data.label_mode,
+        "fingerprint": {k: s.fingerprint for k, s in splits.items()},
+        "sizes": {k: len(s) for k, s in splits.items()},
+        "class_names": splits["train"].class_names,
+        "load_time_s": state.data_time,
+    }
+    model_info = {"params": sum(p.numel() for p in state.model.parameters()),
+                  "config": model_config_dict(state.model)}
+    return results.build_record(
+        cfg, provenance=prov, data=data, model_info=model_info, history=state.history,
+        epochs_fitted=state.plan.epochs, stop_reason=state.stop_reason,
+        best_epoch=state.best["epoch"], metrics=metrics, train_time_s=train_time,
+        wall_time_s=state.prior_wall + (time.perf_counter() - state.t_start),
+        resumed_at_epochs=state.resumed_at,
+        checkpoint=_relative_checkpoint(state.best_path, state.checkpoint_root),
+    )
+
+
+def _store(state: TrainState, record: dict[str, Any], arrays: dict[str, np.ndarray],
+           results_root: str | os.PathLike | None) -> None:
+    """Rank 0 stores the record and its arrays; checkpoints go unless ``keep_checkpoints``."""
+    if not state.info.is_main:
+        return
+    path = results.save_record(record, arrays, results_root)
+    test = record["test"]
+    state.log(
+        f"test accuracy {test['accuracy']:.4f} (95% CI {test['accuracy_ci95'][0]:.4f}-"
+        f"{test['accuracy_ci95'][1]:.4f}), mean-class {test['mean_class_accuracy']:.4f}, "
+        f"best epoch {record['best_epoch']}; record {path}"
+        if "accuracy_ci95" in test
+        else f"test accuracy {test['accuracy']:.4f}; record {path}"
+    )
+    if not state.cfg.train.keep_checkpoints:
+        for p in (state.last_path, state.best_path):
+            p.unlink(missing_ok=True)

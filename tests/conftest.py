@@ -12,24 +12,20 @@ machine without the data. A notebook that needs FERPlus says so in its metadata,
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from cfdan import paths
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FERPLUS_SPLITS = ("FER2013Train", "FER2013Valid", "FER2013Test")
 
 
 def ferplus_location() -> Path:
-    """Where FERPlus is looked for: ``$CFDAN_FERPLUS_ROOT`` or ``../shared/data/ferplus``.
-
-    Read at call time (not import time), so a test may change the variable.
-    """
-    env = os.environ.get("CFDAN_FERPLUS_ROOT")
-    if env:
-        return Path(env).expanduser()
-    return REPO_ROOT.parent / "shared" / "data" / "ferplus"
+    """Where FERPlus is looked for: :func:`cfdan.paths.ferplus_root` (``$CFDAN_FERPLUS_ROOT``,
+    else ``../shared/data/ferplus``), read at call time so a test may change the variable."""
+    return paths.ferplus_root().expanduser()
 
 
 def ferplus_available(root: Path) -> bool:

@@ -40,7 +40,8 @@ def test_bad_arguments_give_clear_errors(argv, needle, capsys, tmp_path):
     code = main([*argv] + (["--results-dir", str(tmp_path)] if argv[0] == "train" else []))
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and needle in err
+    assert err.startswith("cfdan: error: ") and needle in err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_argparse_rejects_unknown_command():
@@ -204,4 +205,90 @@ def test_diverged_training_exits_with_status_3(monkeypatch, capsys):
 
     monkeypatch.setattr(train, "train", diverge)
     assert main(["train", "--profile", "smoke"]) == 3
-    assert "error: non-finite training loss" in capsys.readouterr().err
+    assert "cfdan: error: non-finite training loss" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- bad input files
+def _run_cli(*argv):
+    return subprocess.run([sys.executable, "-m", "cfdan", *argv], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_text_file_ends_in_one_line_naming_it(command, tmp_path):
+    text = Path("/etc/passwd") if command == "predict" and Path("/etc/passwd").is_file() else None
+    if text is None:
+        text = tmp_path / "notes.txt"
+        text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    proc = _run_cli(command, str(text))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith(f"cfdan: error: {text}: ")
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("content", [b"", b"hello\n", b"PK\x03\x04 truncated zip"])
+def test_files_that_are_no_checkpoint_are_bad_input(content, tmp_path, capsys):
+    bad = tmp_path / "best.pt"
+    bad.write_bytes(content)
+    photo = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 40)).save(photo)
+    for argv in (["evaluate", str(bad)], ["export", str(bad), str(tmp_path / "o.pt")],
+                 ["predict", str(photo), "--checkpoint", str(bad)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"cfdan: error: {bad}: not a PyTorch checkpoint"), err
+
+
+def test_training_state_and_bad_out_are_bad_input(tmp_path, tiny_checkpoint, capsys):
+    import torch
+
+    last = tmp_path / "last.pt"
+    torch.save({"epoch": 1, "model": {}}, last)
+    assert main(["evaluate", str(last)]) == 2
+    assert f"cfdan: error: {last}: not an inference checkpoint" in capsys.readouterr().err
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (40, 40)).save(photo)
+    out = tmp_path / "annotated.xyz"
+    assert main(["predict", str(photo), "--checkpoint", str(tiny_checkpoint),
+                 "--out", str(out)]) == 2
+    assert f"cfdan: error: {out}: unknown image type" in capsys.readouterr().err
+
+
+def test_exit_status_maps_the_projects_own_errors():
+    from cfdan.cli import CLIError, exit_status
+    from cfdan.config import ConfigError
+    from cfdan.data.types import DataError
+    from cfdan.predict import InputError
+    from cfdan.train import DataRootError, NonFiniteLossError
+
+    for exc in (CLIError("x"), ConfigError("x"), DataError("x"), DataRootError("x"),
+                InputError("x"), FileNotFoundError("x"), PermissionError("x")):
+        assert exit_status(exc) == 2, exc
+    assert exit_status(NonFiniteLossError("x")) == 3
+    for exc in (ValueError("x"), RuntimeError("x"), KeyError("x")):
+        assert exit_status(exc) is None  # a bug: the traceback shows
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    from cfdan import train
+
+    def bug(*_a, **_k):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(train, "train", bug)
+    with pytest.raises(ZeroDivisionError):
+        main(["train", "--profile", "smoke"])
+
+
+def test_train_copies_the_record(store, capsys):
+    dest = store / "copy"
+    assert main(["train", "--profile", "smoke", "--quiet", "--set", "train.epochs=1",
+                 "--copy-to", str(dest)]) == 0
+    (copied,) = (dest / "smoke").glob("*.json")
+    (stored,) = (store / "results" / "smoke").glob("*.json")
+    assert copied.read_bytes() == stored.read_bytes()
+    assert copied.with_suffix(".npz").is_file()

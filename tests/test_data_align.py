@@ -114,8 +114,8 @@ def test_prepare_cli_and_resume(tmp_path, monkeypatch, capsys):
         assert im.size == (64, 64)
     assert main(argv) == 0
     assert "skipped (done) 2" in capsys.readouterr().out
-    assert main(["prepare", "--src", str(tmp_path / "missing"), "--dst", str(dst)]) == 1
-    assert "does not exist" in capsys.readouterr().err
+    assert main(["prepare", "--src", str(tmp_path / "missing"), "--dst", str(dst)]) == 2
+    assert "missing: source folder does not exist" in capsys.readouterr().err
 
 
 def test_data_check_synthetic(capsys):

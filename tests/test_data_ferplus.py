@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -164,6 +163,8 @@ def _edit_label(root: Path, folder: str, fn) -> None:
         ("missing_image", "is missing"),
         ("truncated_image", "unreadable or truncated"),
         ("not_an_image", "unreadable or truncated"),
+        ("binary_label", "not CSV text"),
+        ("label_is_folder", "label file is missing"),
         ("wrong_size", "expected 48x48"),
         ("empty_folder", "label file is missing"),
     ],
@@ -191,6 +192,11 @@ def test_errors_name_the_file_and_problem(fer, breakage, message):
         (val / first).write_bytes(data[: len(data) // 2])
     elif breakage == "not_an_image":
         (val / first).write_text("hello")
+    elif breakage == "binary_label":
+        (val / "label.csv").write_bytes((val / first).read_bytes())  # a PNG as label.csv
+    elif breakage == "label_is_folder":
+        (val / "label.csv").unlink()
+        (val / "label.csv").mkdir()
     elif breakage == "wrong_size":
         from PIL import Image
 
@@ -252,15 +258,85 @@ def test_pack_with_soft_modes(fer, tmp_path):
             assert compare(a, b) == "", (mode, split)
 
 
-def test_corrupt_pack_is_refused(fer, tmp_path):
+def _rewrite_pack(src: Path, dst: Path, **changes) -> None:
+    """Copy the arrays of pack ``src`` to ``dst``, replacing or (value None) dropping some."""
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(changes)
+    np.savez(dst, **{k: v for k, v in arrays.items() if v is not None})
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("truncated", "not an .npz"),
+    ("text", "not an .npz"),
+    ("npy", "not an .npz"),
+    ("other_npz", "lacks the array"),
+    ("format", "not a FERPlus pack of format"),
+    ("meta_json", "unreadable FERPlus pack"),
+    ("meta_keys", "malformed meta"),
+    ("sizes", "inconsistent"),
+    ("votes", "inconsistent"),
+])
+def test_corrupt_pack_is_refused(fer, tmp_path, breakage, message):
     root, _, cache = fer
     out = tmp_path / "fer.npz"
     P.pack(root, out, cache_dir=cache, preset=1)
-    data = out.read_bytes()
     bad = tmp_path / "bad.npz"
-    bad.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match="bad.npz"):
+    if breakage == "truncated":
+        data = out.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    elif breakage == "text":
+        bad.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    elif breakage == "npy":
+        with bad.open("wb") as fh:
+            np.save(fh, np.zeros(3))  # an .npy, not an .npz
+    elif breakage == "other_npz":
+        np.savez(bad, x=np.zeros(3))
+    elif breakage == "format":
+        _rewrite_pack(out, bad, format=np.array("cfdan-ferplus-pack/0"))
+    elif breakage == "meta_json":
+        _rewrite_pack(out, bad, meta=np.array("{not json"))
+    elif breakage == "meta_keys":
+        _rewrite_pack(out, bad, meta=np.array(json.dumps({"image_shape": [48, 48]})))
+    elif breakage == "sizes":
+        _rewrite_pack(out, bad, split_sizes=np.array([1, 2, 3], dtype=np.int64))
+    elif breakage == "votes":
+        with np.load(out) as z:
+            _rewrite_pack(out, bad, votes=z["votes"][:, :9])
+    with pytest.raises(DataError, match=message) as info:
         load_dataset("ferplus", bad, "train")
+    assert str(bad) in str(info.value)
+
+
+def test_pack_and_folder_readers_stay_apart(fer, tmp_path):
+    """load_dataset picks the reader; the folder reader names a file it is handed."""
+    root, _, cache = fer
+    out = tmp_path / "fer.npz"
+    P.pack(root, out, cache_dir=cache, preset=1)
+    with pytest.raises(DataError, match="is a file") as info:
+        F.load(out, "val")
+    assert str(out) in str(info.value)
+    a = load_dataset("ferplus", out, "val", cache_dir=tmp_path / "unused", use_cache=False)
+    assert compare(a, F.load(root, "val", cache_dir=cache)) == ""
+    assert not (tmp_path / "unused").exists()
+    with pytest.raises(TypeError, match="sizes"):
+        load_dataset("ferplus", out, "val", sizes=(1, 1, 1))
+    with pytest.raises(TypeError, match="sizes"):
+        load_dataset("ferplus", root, "val", sizes=(1, 1, 1))
+
+
+def test_default_root_is_read_at_call_time(fer, monkeypatch):
+    root, written, cache = fer
+    monkeypatch.setenv("CFDAN_FERPLUS_ROOT", str(root))
+    ds = load_dataset("ferplus", None, "val", cache_dir=cache)
+    assert ds.ids == list(written["val"]["expected"]) and ds.info["root"] == str(root)
+
+
+def test_default_cache_is_read_at_call_time(fer, tmp_path, monkeypatch):
+    root, _, _ = fer
+    monkeypatch.setenv("CFDAN_CACHE_DIR", str(tmp_path / "env-cache"))
+    load_dataset("ferplus", root, "val")
+    assert len(list((tmp_path / "env-cache" / "ferplus").iterdir())) == 1
 
 
 # --------------------------------------------------------------------------- CLI
@@ -282,17 +358,31 @@ def test_cli_check_and_pack(fer, tmp_path, capsys):
     shutil.rmtree(root / "FER2013Test")
     rc = main(["data", "check", "--dataset", "ferplus", "--root", str(root),
                "--cache-dir", str(cache)])
-    assert rc == 1
-    assert "FER2013Test" in capsys.readouterr().err
+    assert rc == 2  # a DataError: bad input, one line
+    err = capsys.readouterr().err
+    assert "FER2013Test" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("root", ["text_file", "missing"])
+def test_cli_check_names_a_bad_root(root, tmp_path, capsys):
+    from cfdan.cli import main
+
+    path = tmp_path / "passwd" if root == "text_file" else tmp_path / "nonexistent"
+    if root == "text_file":
+        path.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    rc = main(["data", "check", "--dataset", "ferplus", "--root", str(path),
+               "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(path) in err and len(err.strip().splitlines()) == 1
+    assert ("not a FERPlus pack" in err) if root == "text_file" else ("does not exist" in err)
 
 
 # --------------------------------------------------------------------------- real data
 @pytest.mark.ferplus
 def test_real_ferplus_majority_counts(ferplus_root, tmp_path):
-    cache = os.environ.get("CFDAN_CACHE_DIR") or None
     sizes = {}
     for split in ("train", "val", "test"):
-        ds = load_dataset("ferplus", ferplus_root, split, cache_dir=cache)
+        ds = load_dataset("ferplus", ferplus_root, split)  # cache: cfdan.paths.cache_dir()
         sizes[split] = len(ds)
         if split == "test":
             counts = ds.class_counts()

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from data_fixtures import make_affectnet, make_rafdb
 from PIL import Image
 
 from cfdan.data import DataError, load_dataset
-from cfdan.data import affectnet as A
 from cfdan.data import rafdb as R
 
 
@@ -158,14 +155,22 @@ def test_affectnet_errors(aff, breakage, message):
     assert "validation.csv" in str(info.value) or rows["test"][0][0] in str(info.value)
 
 
-def test_balanced_sampler_draws_classes_evenly():
-    labels = torch.tensor([0] * 90 + [1] * 9 + [2] * 1)
-    w = A.balanced_weights(labels)
-    assert torch.allclose(w[labels == 0].sum(), w[labels == 2].sum())
-    g = torch.Generator().manual_seed(0)
-    drawn = labels[list(A.balanced_sampler(labels, num_samples=3000, generator=g))]
-    counts = Counter(drawn.tolist())
-    assert all(800 < counts[c] < 1200 for c in range(3))
+@pytest.mark.parametrize("dataset", ["rafdb", "affectnet"])
+@pytest.mark.parametrize("breakage, message", [
+    ("binary", "not CSV text"),
+    ("folder", "label file is missing"),
+])
+def test_label_file_that_is_not_text(raf, aff, dataset, breakage, message):
+    root = raf[0] if dataset == "rafdb" else aff[0]
+    f = root / ("EmoLabel/list_patition_label.txt" if dataset == "rafdb" else "validation.csv")
+    f.unlink()
+    if breakage == "binary":
+        f.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    else:
+        f.mkdir()
+    with pytest.raises(DataError, match=message) as info:
+        load_dataset(dataset, root, "test", cache_dir=root.parent / "cache")
+    assert str(f) in str(info.value)
 
 
 def test_needs_root():

@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 WORKER = textwrap.dedent(
     """
     import os, sys
+    from pathlib import Path
     import torch
     from cfdan import distributed, train as T
     from cfdan.config import load_config
@@ -40,10 +41,12 @@ WORKER = textwrap.dedent(
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
         perm = torch.randperm(32, generator=torch.Generator().manual_seed(1))
-        steps = 2
-        stats = T._train_epoch(fwd, model, opt, sched, perm, images, labels, None,
-                               lambda u: u.float() / 255 - 0.5, cfg, torch.device("cpu"),
-                               False, info, 0, steps, T.Path(out + ".last"))
+        state = T.TrainState(
+            cfg=cfg, info=info, device=torch.device("cpu"), model=model, fwd_model=fwd,
+            optimizer=opt, scheduler=sched, plan=T.Plan(epochs=1, steps_per_epoch=2),
+            train_images=images, train_labels=labels, ckdir=Path(out).parent,
+        )
+        stats = T._train_epoch(state, 0, perm, lambda u: u.float() / 255 - 0.5)
         if info.is_main:
             torch.save({"params": [p.detach() for p in model.parameters()], "stats": stats}, out)
 

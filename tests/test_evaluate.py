@@ -86,14 +86,3 @@ def test_infer_batches_and_flip_tta():
     assert torch.allclose(tta[:, 0], tta[:, 1], atol=1e-6)
     assert not torch.allclose(out["logits"][:, 0], out["logits"][:, 1])
 
-
-def test_tsne_embedding_separates_two_clusters():
-    rng = np.random.default_rng(0)
-    a = rng.normal(0, 1, (30, 16))
-    b = rng.normal(8, 1, (30, 16))
-    emb = evaluate.tsne_embedding(np.vstack([a, b]), seed=0)
-    assert emb.shape == (60, 2)
-    ca, cb = emb[:30].mean(0), emb[30:].mean(0)
-    spread = max(emb[:30].std(0).max(), emb[30:].std(0).max())
-    assert np.linalg.norm(ca - cb) > 3 * spread
-    assert np.allclose(emb, evaluate.tsne_embedding(np.vstack([a, b]), seed=0))

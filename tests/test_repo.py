@@ -1,4 +1,5 @@
-"""Repository hygiene: lint, no dataset images or large files tracked, conda file in step.
+"""Repository hygiene: lint, no dataset images or large files tracked, conda file in step,
+no import circles in ``cfdan``, and one module (``cfdan/paths.py``) that reads locations.
 
 Also checks the test tooling itself: the nbval kernel is this environment's Python, and the
 sanitize file masks volatile outputs without hiding a real change.
@@ -6,6 +7,7 @@ sanitize file masks volatile outputs without hiding a real change.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -53,6 +55,64 @@ def test_ruff_check_passes() -> None:
         cwd=REPO_ROOT, capture_output=True, text=True,
     )
     assert proc.returncode == 0, f"ruff check {' '.join(targets)}:\n{proc.stdout}{proc.stderr}"
+
+
+def _cfdan_imports() -> dict[str, set[str]]:
+    """{module: cfdan modules it imports anywhere in its body (lazy imports included)}."""
+    files = {}
+    for f in sorted((REPO_ROOT / "cfdan").rglob("*.py")):
+        parts = f.relative_to(REPO_ROOT).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    graph: dict[str, set[str]] = {}
+    for mod, f in files.items():
+        package = mod if f.name == "__init__.py" else mod.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                # "from pkg import sub" imports the submodule, "from pkg import name" the package
+                deps |= {f"{base}.{a.name}" if f"{base}.{a.name}" in files else base
+                         for a in node.names}
+        graph[mod] = {d for d in deps if d in files and d != mod}
+    return graph
+
+
+def test_no_import_circles_in_the_package() -> None:
+    """No module of ``cfdan`` imports, even lazily inside a function, one that imports it back."""
+    graph = _cfdan_imports()
+    circles = []
+
+    def visit(mod: str, path: list[str]) -> None:
+        for dep in sorted(graph[mod]):
+            if dep in path:
+                circles.append(" -> ".join([*path[path.index(dep):], dep]))
+            elif dep not in done:
+                visit(dep, [*path, dep])
+        done.add(mod)
+
+    done: set[str] = set()
+    for mod in sorted(graph):
+        if mod not in done:
+            visit(mod, [mod])
+    assert not circles, "import circles:\n" + "\n".join(sorted(set(circles)))
+
+
+def test_only_paths_reads_location_variables() -> None:
+    """``cfdan/paths.py`` is the one place that reads the environment for locations."""
+    names = {"CFDAN_RESULTS_DIR", "CFDAN_FERPLUS_ROOT", "CFDAN_CACHE_DIR", "CFDAN_CHECKPOINT_DIR"}
+    found = []
+    for f in sorted((REPO_ROOT / "cfdan").rglob("*.py")):
+        if f == REPO_ROOT / "cfdan" / "paths.py":
+            continue
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{f.relative_to(REPO_ROOT)}:{node.lineno}: {node.value}")
+    assert not found, "use the functions of cfdan.paths instead:\n" + "\n".join(found)
 
 
 def test_no_dataset_images_are_tracked() -> None:

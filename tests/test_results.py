@@ -70,18 +70,42 @@ def test_env_var_redirects_store(tmp_path, monkeypatch):
     assert (tmp_path / "e" / "r.json").is_file()
 
 
-def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
-    path = tmp_path / "x.json"
-    results.atomic_write_json(path, {"a": 1})
+def test_failed_write_leaves_old_record_and_no_temp_file(tmp_path, monkeypatch):
+    path = results.save_record(_record("e", "r", "full", 0, 0.5), root=tmp_path)
 
     def boom(*_a, **_k):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
-        results.atomic_write_json(path, {"a": 2})
-    assert json.loads(path.read_text()) == {"a": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temp file left behind
+        results.save_record(_record("e", "r", "full", 0, 0.9), root=tmp_path)
+    assert json.loads(path.read_text())["val"]["accuracy"] == 0.5
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temp file left behind
+
+
+def test_build_record_lays_out_a_run():
+    from cfdan.config import load_config
+
+    cfg = load_config("smoke", {"train.epochs": 4})
+    history = [{"epoch": 1, "val_accuracy": 0.5}, {"epoch": 2, "val_accuracy": 0.6}]
+    rec = results.build_record(
+        cfg, provenance={"git": {"commit": "abc"}, "hardware": {"device": "cpu"},
+                         "versions": {"torch": "x"}, "peak_memory": {"host_max_rss_mb": 1.0}},
+        data={"dataset": "synthetic"}, model_info={"params": 10}, history=history,
+        epochs_fitted=2, stop_reason="time_budget_fitted", best_epoch=2,
+        metrics={"val": {"accuracy": 0.6}, "test": {"accuracy": 0.55}, "train_subset": None},
+        train_time_s=1.0, wall_time_s=2.0, resumed_at_epochs=[], checkpoint="smoke/x/best.pt",
+    )
+    assert list(rec) == [
+        "schema", "experiment", "run_id", "variant", "profile", "seed", "config", "date", "git",
+        "hardware", "versions", "data", "model_info", "history", "epochs_planned",
+        "epochs_fitted", "epochs_run", "cut_short", "stop_reason", "selection", "best_epoch",
+        "val", "test", "train_subset", "train_time_s", "wall_time_s", "resumed_at_epochs",
+        "peak_memory", "checkpoint",
+    ]
+    assert rec["run_id"] == cfg.run_id and rec["variant"] == "full" and rec["seed"] == 0
+    assert rec["epochs_planned"] == 4 and rec["epochs_run"] == 2 and rec["cut_short"] is True
+    assert rec["git"] == {"commit": "abc"} and rec["config"] == cfg.to_dict()
 
 
 def test_bad_names_and_broken_records(tmp_path):

@@ -13,17 +13,24 @@ import torch
 
 from cfdan import predict, results
 from cfdan import train as T
-from cfdan.config import load_config
+from cfdan.config import ConfigError, load_config
+from cfdan.data.types import FaceTensors
 
 NAMES = [f"class{i}" for i in range(4)]
 
 
-def _split(n, seed):
+def _split(n, seed, soft=False):
+    """A toy split whose class sets the brightness; ``soft``: vote distributions too."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 4, (n,), generator=g)
     base = labels[:, None, None, None].to(torch.float32) * 50 + 30
     imgs = (base + torch.rand(n, 1, 16, 16, generator=g) * 40).to(torch.uint8)
-    return T.Split(imgs, labels, None, list(NAMES), f"toy-{seed}-{n}")
+    dist = None
+    if soft:  # half the votes on the label, the rest spread at random
+        dist = 0.5 * torch.nn.functional.one_hot(labels, 4).float()
+        noise = torch.rand(n, 4, generator=g)
+        dist = dist + 0.5 * noise / noise.sum(1, keepdim=True)
+    return FaceTensors(imgs, labels, dist, list(NAMES), f"toy-{seed}-{n}", "toy", "")
 
 
 @pytest.fixture
@@ -138,3 +145,75 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, splits, monkeyp
     assert last["epoch"] == 0 and len(last["history"]) == 1
     assert all(torch.isfinite(v).all() for v in last["model"].values())
     assert not results.has_record("smoke", cfg.run_id, tmp_path / "r")
+
+
+# --------------------------------------------------------------------------- label modes
+@pytest.fixture
+def soft_splits():
+    return {"train": _split(96, 0, soft=True), "val": _split(40, 1, soft=True),
+            "test": _split(40, 2, soft=True)}
+
+
+def _loss_targets(tmp_path, monkeypatch, cfg, splits):
+    """The targets the training loss saw, batch by batch, in a run of ``cfg``."""
+    seen = []
+    cross_entropy = torch.nn.functional.cross_entropy
+
+    def spy(logits, target, *args, **kwargs):
+        if logits.requires_grad:  # training steps only, not evaluation
+            seen.append(target.detach().clone())
+        return cross_entropy(logits, target, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(T.F, "cross_entropy", spy)
+        T.train(cfg, results_root=tmp_path / "r", checkpoint_root=tmp_path / "c",
+                splits=splits, log=lambda m: None)
+    return seen
+
+
+def _perm(cfg, epoch, n):
+    gen = torch.Generator().manual_seed(T.epoch_seed(cfg.train.seed, epoch))
+    return torch.randperm(n, generator=gen), gen
+
+
+def test_label_modes_feed_different_targets_to_the_loss(tmp_path, monkeypatch, soft_splits):
+    from cfdan.data.ferplus import sample_targets
+
+    train = soft_splits["train"]
+    seen, cfgs = {}, {}
+    for mode in ("majority", "crossentropy", "probability"):
+        cfgs[mode] = _cfg(**{"data.label_mode": mode})
+        seen[mode] = _loss_targets(tmp_path / mode, monkeypatch, cfgs[mode], soft_splits)
+    steps = 96 // 16
+    for epoch in range(2):
+        batches = {k: torch.cat(v[epoch * steps:(epoch + 1) * steps]) for k, v in seen.items()}
+        perm, gen = _perm(cfgs["probability"], epoch, 96)
+        # majority: the labels; crossentropy: the vote distributions (FER+ protocols)
+        assert torch.equal(batches["majority"], train.labels[perm])
+        assert torch.equal(batches["crossentropy"], train.soft[perm])
+        # probability: one label per image drawn from its votes with the epoch's generator,
+        # after the permutation (so a resumed run draws the same)
+        drawn = sample_targets(train.soft, gen)
+        assert torch.equal(batches["probability"], drawn[perm])
+        assert batches["probability"].dtype == torch.int64
+        assert not torch.equal(batches["probability"], batches["majority"])
+        assert (train.soft[perm].gather(1, batches["probability"][:, None]) > 0).all()
+    # a fresh draw every epoch
+    assert not torch.equal(torch.cat(seen["probability"][:steps]),
+                           torch.cat(seen["probability"][steps:]))
+
+
+def test_target_kind_follows_the_label_mode():
+    assert T.target_kind(_cfg()) == "hard"
+    assert T.target_kind(_cfg(**{"train.targets": "soft"})) == "soft"
+    assert T.target_kind(_cfg(**{"data.label_mode": "crossentropy"})) == "soft"
+    assert T.target_kind(_cfg(**{"data.label_mode": "probability"})) == "sampled"
+    with pytest.raises(ConfigError, match="contradicts"):
+        T.target_kind(_cfg(**{"data.label_mode": "probability", "train.targets": "soft"}))
+
+
+def test_soft_modes_need_vote_distributions(tmp_path, splits):
+    cfg = _cfg(**{"data.label_mode": "probability"})
+    with pytest.raises(ConfigError, match="label_mode='probability' needs soft labels"):
+        T.train(cfg, results_root=tmp_path / "r", checkpoint_root=tmp_path / "c",
+                splits=splits, log=lambda m: None)

@@ -1,7 +1,8 @@
 """Datasets of §4.1 as uint8 tensors, and the §4.2 input pipeline.
 
 ``load_dataset(name, root, split, ...)`` returns a :class:`FaceTensors` for one split of
-``ferplus`` (:mod:`.ferplus`; ``root`` may also be a file made by ``python -m cfdan data pack``),
+``ferplus`` (:mod:`.ferplus`; ``root`` may also be a file made by ``python -m cfdan data pack``,
+read by :mod:`.pack`),
 ``rafdb`` (:mod:`.rafdb`), ``affectnet`` (:mod:`.affectnet`) or ``synthetic`` (:mod:`.synthetic`,
 procedurally drawn faces, no files). Images stay at native resolution;
 :class:`cfdan.data.pipeline.Augment` resizes, augments and normalises on the training device.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cfdan import paths
 from cfdan.data.types import LABEL_MODES, SPLITS, DataError, FaceTensors, check_split
 
 DATASETS = ("ferplus", "rafdb", "affectnet", "synthetic")
@@ -34,20 +36,28 @@ def load_dataset(
     synthetic set (48 px) are returned at native size and only AffectNet's variable-size face
     crops are stored at ``image_size``. ``label_mode`` applies to FERPlus
     (``majority``/``probability``/``crossentropy``). ``seed`` fixes hold-out validation splits
-    (RAF-DB, AffectNet) and the synthetic draw. ``cache_dir`` defaults to ``CFDAN_CACHE_DIR``
-    or ``cache/``. Extra ``options`` go to the dataset's loader.
+    (RAF-DB, AffectNet) and the synthetic draw. ``cache_dir`` defaults to
+    :func:`cfdan.paths.cache_dir`. Extra ``options`` go to the dataset's loader.
+
+    For FERPlus, ``root`` defaults to :func:`cfdan.paths.ferplus_root`; a folder is read by
+    :func:`cfdan.data.ferplus.load` and a file by :func:`cfdan.data.pack.load_packed` (which
+    needs no cache: ``cache_dir`` and ``use_cache`` are ignored).
     """
     check_split(split)
     if label_mode not in LABEL_MODES:
         raise ValueError(f"unknown label mode {label_mode!r}; expected one of "
                          f"{', '.join(LABEL_MODES)}")
     if name == "ferplus":
+        root = paths.ferplus_root(root)
+        if root.is_file():
+            from cfdan.data import pack
+
+            unknown = sorted(set(options) - {"use_cache"})  # the folder loader's one option
+            if unknown:
+                raise TypeError(f"option(s) {', '.join(unknown)} do not apply to FERPlus")
+            return pack.load_packed(root, split, label_mode=label_mode)
         from cfdan.data import ferplus
 
-        if not root:
-            from cfdan import paths
-
-            root = paths.FERPLUS_ROOT
         return ferplus.load(root, split, label_mode=label_mode, cache_dir=cache_dir, **options)
     if name == "synthetic":
         from cfdan.data import synthetic

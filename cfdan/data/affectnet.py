@@ -11,8 +11,7 @@ Layout (as distributed)::
 8 None, 9 Uncertain, 10 Non-Face. The 8-class protocol drops 8-10, the 7-class one also drops
 Contempt. The face box is cropped and resized to ``image_size``. The official validation set
 is the ``test`` split (the test set is not public); ``val`` is a seeded class-stratified
-hold-out of ``val_fraction`` of ``training.csv``. Because the classes are so unbalanced,
-:func:`balanced_weights` / :func:`balanced_sampler` give a class-balanced sampling option.
+hold-out of ``val_fraction`` of ``training.csv``.
 """
 
 from __future__ import annotations
@@ -25,7 +24,13 @@ import torch
 from PIL import Image
 
 from cfdan.data.cache import cached_decode, content_fingerprint
-from cfdan.data.types import DataError, FaceTensors, check_split, stratified_holdout
+from cfdan.data.types import (
+    DataError,
+    FaceTensors,
+    check_split,
+    reading_label_file,
+    stratified_holdout,
+)
 
 CLASS_NAMES = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt"]
 COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height",
@@ -39,7 +44,7 @@ def read_csv(path: Path, num_classes: int) -> tuple[list[str], np.ndarray, np.nd
     if not path.is_file():
         raise DataError(f"{path}: AffectNet label file is missing")
     paths, boxes, labels = [], [], []
-    with path.open(newline="") as fh:
+    with reading_label_file(path), path.open(newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:
@@ -91,7 +96,7 @@ def decode_face(path: Path, box: np.ndarray | None, size: int) -> np.ndarray:
         raise
     except FileNotFoundError as exc:
         raise DataError(f"{path}: image listed in the labels is missing") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: unreadable or truncated image ({exc})") from exc
     return arr.transpose(2, 0, 1)
 
@@ -142,18 +147,3 @@ def load(root: str | Path, split: str, image_size: int = 112, seed: int = 0,
               "val_fraction": val_fraction, "seed": seed},
     )
 
-
-def balanced_weights(labels: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
-    """Per-sample weights ``1 / count(class)``: every class is drawn equally often."""
-    k = int(num_classes or int(labels.max()) + 1)
-    counts = torch.bincount(labels, minlength=k).double()
-    return (1.0 / counts.clamp(min=1))[labels]
-
-
-def balanced_sampler(labels: torch.Tensor, num_samples: int | None = None,
-                     generator: torch.Generator | None = None
-                     ) -> torch.utils.data.WeightedRandomSampler:
-    """A :class:`torch.utils.data.WeightedRandomSampler` with :func:`balanced_weights`."""
-    return torch.utils.data.WeightedRandomSampler(
-        balanced_weights(labels), num_samples or len(labels), replacement=True,
-        generator=generator)

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cfdan.data.types import DataError, atomic_path
+from cfdan.atomic import atomic_path, write_text
+from cfdan.data.types import DataError
 
 # Five-point template for a 112x112 crop (eye centres, nose tip, mouth corners) — the widely
 # used ArcFace/InsightFace reference; scaled to other sizes.
@@ -162,12 +163,10 @@ def prepare(dataset: str, src: str | Path, dst: str | Path, size: int = 112,
                 counts["aligned"] += 1
             _save(out, dst / rel)
     finally:
-        with atomic_path(manifest, suffix=".txt") as tmp:
-            tmp.write_text("".join(f"{n}\n" for n in sorted(no_face)))
+        write_text(manifest, "".join(f"{n}\n" for n in sorted(no_face)))
         summary = {"dataset": dataset, "src": str(folder), "size": size, "images": len(files),
                    "no_face_total": len(no_face), **counts}
-        with atomic_path(dst / "prepare.json", suffix=".json") as tmp:
-            tmp.write_text(json.dumps(summary, indent=1) + "\n")
+        write_text(dst / "prepare.json", json.dumps(summary, indent=1) + "\n")
     return {**counts, "manifest": str(manifest), "no_face_total": len(no_face)}
 
 

@@ -1,11 +1,12 @@
 """Decoded-tensor cache: a dataset split is decoded once into ``.npy`` files, then memory-mapped.
 
-An entry lives in ``CACHE_DIR/<namespace>/<key>/`` (arrays as ``NAME.npy`` plus ``meta.json``).
-The key is a fingerprint of the *source files* (:func:`stat_key`: label-file bytes, names,
-sizes and modification times), so editing, adding or replacing an image gives a new key and the
-entry is rebuilt. Entries are written into a temporary folder and renamed into place, so a
-crash never leaves a half-written entry behind; a corrupt or mismatching entry is detected on
-load, reported with a warning and rebuilt.
+An entry lives in ``<cache>/<namespace>/<key>/`` (arrays as ``NAME.npy`` plus ``meta.json``);
+``<cache>`` is the caller's ``cache_dir``, else :func:`cfdan.paths.cache_dir`. The key is a
+fingerprint of the *source files* (:func:`stat_key`: label-file bytes, names, sizes and
+modification times), so editing, adding or replacing an image gives a new key and the entry is
+rebuilt. An entry is a folder, written into a temporary folder and renamed into place (the
+folder counterpart of :mod:`cfdan.atomic`), so a crash never leaves a half-written entry
+behind; a corrupt or mismatching entry is detected on load, reported with a warning and rebuilt.
 """
 
 from __future__ import annotations
@@ -21,16 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cfdan import paths
 from cfdan.data.types import DataError
 
 CACHE_FORMAT = 1
-
-
-def default_cache_dir() -> Path:
-    from cfdan import paths
-
-    env = os.environ.get("CFDAN_CACHE_DIR")
-    return Path(env) if env else Path(paths.CACHE_DIR)
 
 
 def stat_key(label_files: Iterable[Path], files: Iterable[Path], extra: str = "") -> str:
@@ -69,8 +64,8 @@ def content_fingerprint(*parts: bytes | np.ndarray | str) -> str:
 
 
 def entry_dir(cache_dir: str | os.PathLike[str] | None, namespace: str, key: str) -> Path:
-    base = Path(cache_dir) if cache_dir else default_cache_dir()
-    return base / namespace / key
+    """``<cache>/<namespace>/<key>``; no ``cache_dir`` means :func:`cfdan.paths.cache_dir`."""
+    return paths.cache_dir(cache_dir) / namespace / key
 
 
 def load_entry(

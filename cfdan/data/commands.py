@@ -1,11 +1,14 @@
 """``prepare`` and ``data {check,pack}`` subcommands, added to the CLI by :func:`register`.
 
-``python -m cfdan data check --dataset NAME --root PATH``: split sizes and class counts; exit
-status 1 with the reason when the layout is wrong. ``--record FILE`` also writes the counts as
-JSON (atomic write).
+``python -m cfdan data check --dataset NAME --root PATH``: split sizes and class counts.
+``--record FILE`` also writes the counts as JSON (atomic write).
 ``python -m cfdan data pack --root PATH --out FILE``: the one-file FERPlus pack (:mod:`.pack`).
 ``python -m cfdan prepare --dataset NAME --src RAW --dst OUT``: MTCNN detection + alignment
 (:mod:`.align`).
+
+A bad dataset raises :class:`~cfdan.data.DataError` (its message names the file and the problem);
+the CLI (:func:`cfdan.cli.main`) turns it into a one-line error with exit status 2. Other
+failures (a missing optional package, an unwritable folder) end with exit status 1.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-from cfdan.data.types import LABEL_MODES, SPLITS, DataError, atomic_path
+from cfdan import paths
+from cfdan.atomic import write_text
+from cfdan.data.types import LABEL_MODES, SPLITS, DataError
 
-EXIT_DATA = 1
+EXIT_FAILURE = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     c = dsub.add_parser("check", help="print split sizes and class counts",
                         description="Load every split (decoding into the cache once) and print "
-                        "its size and class counts; exit 1 with the reason on a bad layout.")
+                        "its size and class counts; exit 2 with the reason on a bad layout.")
     c.add_argument("--dataset", required=True, choices=DATASETS)
     c.add_argument("--root", default=None, help="dataset folder or FERPlus pack "
                    "(FERPlus default: $CFDAN_FERPLUS_ROOT or ../shared/data/ferplus)")
@@ -73,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _fail(exc: Exception) -> int:
     print(f"error: {exc}", file=sys.stderr)
-    return EXIT_DATA
+    return EXIT_FAILURE
 
 
 def check(dataset: str, root: str | None, label_mode: str = "majority",
@@ -97,11 +102,10 @@ def check(dataset: str, root: str | None, label_mode: str = "majority",
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         summary = check(args.dataset, args.root, args.label_mode, args.cache_dir)
-    except (DataError, ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:
         return _fail(exc)
     if args.record:
-        with atomic_path(args.record, suffix=".json") as tmp:
-            tmp.write_text(json.dumps(summary, indent=1) + "\n")
+        write_text(args.record, json.dumps(summary, indent=1) + "\n")
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0
@@ -121,10 +125,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from cfdan import paths
-    from cfdan.data import ferplus, pack
+    from cfdan.data import load_dataset, pack
 
-    root = args.root or str(paths.FERPLUS_ROOT)
+    root = paths.ferplus_root(args.root)
     try:
         t0 = time.perf_counter()
         pack.pack(root, args.out, include_soft=args.include_soft, preset=args.preset,
@@ -137,15 +140,16 @@ def cmd_pack(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             for mode in modes:
                 for split in SPLITS:
-                    a = ferplus.load(args.out, split, label_mode=mode)
-                    b = ferplus.load(root, split, label_mode=mode, cache_dir=args.cache_dir)
+                    a = load_dataset("ferplus", args.out, split, label_mode=mode)
+                    b = load_dataset("ferplus", root, split, label_mode=mode,
+                                     cache_dir=args.cache_dir)
                     problem = compare(a, b)
                     if problem:
                         raise DataError(f"{args.out}: {split}/{mode} differs from {root}: "
                                         f"{problem}")
             print(f"verified: the pack equals the folder ({', '.join(modes)}; "
                   f"{time.perf_counter() - t0:.1f} s)")
-    except (DataError, ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:
         return _fail(exc)
     return 0
 
@@ -176,7 +180,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
         report = align.prepare(args.dataset, args.src, args.dst, size=args.size,
                                device=args.device, progress=not args.quiet)
-    except (DataError, ValueError, OSError, ImportError) as exc:
+    except (ValueError, OSError, ImportError) as exc:
         return _fail(exc)
     print(f"aligned {report['aligned']}, no face found {report['no_face']} (kept as centre "
           f"crops, listed in {report['manifest']}), skipped (done) {report['skipped']}")

@@ -39,7 +39,13 @@ import torch
 from PIL import Image
 
 from cfdan.data import cache as cache_mod
-from cfdan.data.types import LABEL_MODES, DataError, FaceTensors, check_split
+from cfdan.data.types import (
+    LABEL_MODES,
+    DataError,
+    FaceTensors,
+    check_split,
+    reading_label_file,
+)
 
 CLASS_NAMES = [
     "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
@@ -54,8 +60,9 @@ NUM_EMOTIONS = len(CLASS_NAMES)
 def read_label_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
     """Image names and the ``(N, 10)`` uint8 vote counts of one ``label.csv``.
 
-    Raises :class:`DataError` naming the file and line for a missing file, a row without
-    exactly 10 vote counts, a count that is not a non-negative integer, or an empty file.
+    Raises :class:`DataError` naming the file (and line) for a missing or unreadable file, a
+    file that is not CSV text, a row without exactly 10 vote counts, a count that is not an
+    integer in 0..255, a bad image name, or a file without rows.
     """
     path = Path(path)
     if not path.is_file():
@@ -63,30 +70,36 @@ def read_label_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
                         f"{'/'.join(SPLIT_FOLDERS.values())} each with label.csv)")
     names: list[str] = []
     votes: list[list[int]] = []
-    with path.open(newline="") as fh:
+    with reading_label_file(path), path.open(newline="") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             if not row or all(not c.strip() for c in row):
                 continue
-            if len(row) != 2 + len(VOTE_COLUMNS):
-                raise DataError(
-                    f"{path}, line {lineno}: expected image name, face box and "
-                    f"{len(VOTE_COLUMNS)} vote counts, got {len(row)} fields ({len(row) - 2} votes)"
-                )
-            try:
-                counts = [int(c) for c in row[2:]]
-            except ValueError as exc:
-                raise DataError(f"{path}, line {lineno}: vote counts must be integers "
-                                f"({exc})") from exc
-            if min(counts) < 0 or max(counts) > 255:
-                raise DataError(f"{path}, line {lineno}: vote count out of range 0..255: {counts}")
-            name = row[0].strip()
-            if not name or "/" in name or "\\" in name:
-                raise DataError(f"{path}, line {lineno}: bad image name {row[0]!r}")
+            name, counts = _parse_label_row(path, lineno, row)
             names.append(name)
             votes.append(counts)
     if not names:
         raise DataError(f"{path}: label file has no rows")
     return names, np.asarray(votes, dtype=np.uint8)
+
+
+def _parse_label_row(path: Path, lineno: int, row: list[str]) -> tuple[str, list[int]]:
+    """``(image name, 10 vote counts)`` of one ``label.csv`` row, or :class:`DataError`."""
+    if len(row) != 2 + len(VOTE_COLUMNS):
+        raise DataError(
+            f"{path}, line {lineno}: expected image name, face box and "
+            f"{len(VOTE_COLUMNS)} vote counts, got {len(row)} fields ({len(row) - 2} votes)"
+        )
+    try:
+        counts = [int(c) for c in row[2:]]
+    except ValueError as exc:
+        raise DataError(f"{path}, line {lineno}: vote counts must be integers "
+                        f"({exc})") from exc
+    if min(counts) < 0 or max(counts) > 255:
+        raise DataError(f"{path}, line {lineno}: vote count out of range 0..255: {counts}")
+    name = row[0].strip()
+    if not name or "/" in name or "\\" in name:
+        raise DataError(f"{path}, line {lineno}: bad image name {row[0]!r}")
+    return name, counts
 
 
 # ----------------------------------------------------------------------------- label modes
@@ -176,10 +189,15 @@ def sample_targets(soft: torch.Tensor, generator: torch.Generator | None = None)
 
 # ----------------------------------------------------------------------------- decoding
 def split_folder(root: str | Path, split: str) -> Path:
+    """``root/FER2013{Train,Valid,Test}`` of ``split``; :class:`DataError` when it is missing."""
     check_split(split)
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: FERPlus root does not exist")
+    if not root.is_dir():
+        raise DataError(f"{root}: FERPlus root is a file, not a folder in the FER+ layout "
+                        f"(a file packed by `python -m cfdan data pack` is read by "
+                        f"cfdan.data.load_dataset)")
     folder = root / SPLIT_FOLDERS[split]
     if not folder.is_dir():
         raise DataError(
@@ -198,7 +216,7 @@ def decode_image(path: Path, size: int = IMAGE_SIZE) -> np.ndarray:
             arr = np.asarray(im, dtype=np.uint8)
     except FileNotFoundError as exc:
         raise DataError(f"{path}: image listed in label.csv is missing") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: unreadable or truncated image ({exc})") from exc
     if arr.shape != (size, size):
         raise DataError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]}, expected {size}x{size}")
@@ -270,13 +288,13 @@ def load(
     root: str | Path, split: str, label_mode: str = "majority",
     cache_dir: str | Path | None = None, use_cache: bool = True,
 ) -> FaceTensors:
-    """One FERPlus split from a FER+ layout folder or a packed file (:mod:`cfdan.data.pack`)."""
+    """One FERPlus split from a folder in the FER+ layout.
+
+    A packed file is read by :func:`cfdan.data.pack.load_packed`;
+    :func:`cfdan.data.load_dataset` chooses between the two.
+    """
     check_split(split)
     root = Path(root)
-    if root.is_file():
-        from cfdan.data import pack
-
-        return pack.load_packed(root, split, label_mode=label_mode)
     folder = split_folder(root, split)
     d = decode_folder(folder, cache_dir=cache_dir, use_cache=use_cache)
     return select(d["images"], d["votes"], d["names"], split, label_mode, d["fingerprint"],

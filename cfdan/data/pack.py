@@ -14,6 +14,10 @@ per-split sizes, source fingerprints, label modes held), ``pixels_xz`` (uint8 by
 ``names_xz`` (uint8 bytes of a JSON list), ``votes`` (N, 10) uint8, ``split_sizes`` (3,) int64.
 With ``include_soft=True`` the training split also holds the extra images kept by the
 ``crossentropy``/``probability`` rule, so every label mode works from the pack.
+
+``cfdan.data.load_dataset("ferplus", FILE, split)`` reads a pack (through :func:`load_packed`)
+exactly as it reads the folder it was made from. This module builds on :mod:`.ferplus`, never
+the other way round.
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cfdan.atomic import atomic_path
 from cfdan.data import ferplus
-from cfdan.data.types import DataError, FaceTensors, atomic_path, check_split
+from cfdan.data.types import LABEL_MODES, DataError, FaceTensors, check_split
 
 FORMAT = "cfdan-ferplus-pack/1"
 PACK_SPLITS = ("train", "val", "test")
+ARRAYS = ("format", "meta", "pixels_xz", "names_xz", "votes", "split_sizes")
+"""The arrays every pack holds (see the module docstring)."""
 
 
 # ----------------------------------------------------------------------------- codec
@@ -100,7 +107,7 @@ def pack(root: str | Path, out: str | Path, include_soft: bool = False,
         "vote_columns": ferplus.VOTE_COLUMNS,
         "image_shape": list(images.shape[1:]),
         "codec": "MED residuals (JPEG-LS predictor), xz",
-        "label_modes": list(ferplus.LABEL_MODES) if include_soft else ["majority"],
+        "label_modes": list(LABEL_MODES) if include_soft else ["majority"],
         "splits": splits_meta,
         "source": str(root.resolve()),
     }
@@ -121,14 +128,29 @@ _UNPACKED = {}
 
 
 def read_pack(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str], dict, np.ndarray]:
-    """``(images (N,H,W), votes (N,10), names, meta, split_sizes)`` of a pack (memoised)."""
+    """``(images (N,H,W), votes (N,10), names, meta, split_sizes)`` of a pack (memoised).
+
+    Anything that is not a readable pack of :data:`FORMAT` raises :class:`DataError` naming
+    ``path`` and what is wrong with it.
+    """
     path = Path(path)
-    st = path.stat()
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read FERPlus pack ({exc.strerror or exc})") from exc
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key in _UNPACKED:
         return _UNPACKED[key]
+    what = "a FERPlus pack (the .npz written by `python -m cfdan data pack`)"
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not {what}: the file is not an .npz (zip) archive, or it is "
+                        f"truncated")
     try:
         with path.open("rb") as fh, np.load(fh, allow_pickle=False) as z:
+            missing = [a for a in ARRAYS if a not in z.files]
+            if missing:
+                raise DataError(f"{path}: not {what}: it lacks the array(s) "
+                                f"{', '.join(missing)}")
             fmt = str(z["format"])
             if fmt != FORMAT:
                 raise DataError(f"{path}: not a FERPlus pack of format {FORMAT} (found {fmt!r})")
@@ -142,15 +164,34 @@ def read_pack(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str], dict
     except (OSError, ValueError, KeyError, lzma.LZMAError, EOFError,
             zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: unreadable FERPlus pack ({exc})") from exc
+    _check_pack(path, meta, sizes, votes, names, len(pixels))
     h, w = meta["image_shape"]
     n = int(sizes.sum())
-    if len(pixels) != n * h * w or len(votes) != n or len(names) != n:
-        raise DataError(f"{path}: pack is inconsistent ({n} images announced, "
-                        f"{len(pixels) // (h * w)} stored, {len(votes)} vote rows)")
     images = med_decode(np.frombuffer(pixels, dtype=np.uint8).reshape(n, h, w))
     _UNPACKED.clear()
     _UNPACKED[key] = (images, votes, names, meta, sizes)
     return _UNPACKED[key]
+
+
+def _check_pack(path: Path, meta: dict, sizes: np.ndarray, votes: np.ndarray, names: list,
+                n_pixels: int) -> None:
+    """:class:`DataError` unless the arrays and the meta of a pack agree with each other."""
+    try:
+        h, w = (int(v) for v in meta["image_shape"])
+        if not all({"fingerprint", "rows"} <= set(meta["splits"][s]) for s in PACK_SPLITS):
+            raise KeyError("splits.<split>.fingerprint / rows")
+        if not isinstance(meta["label_modes"], list):
+            raise TypeError("label_modes is not a list")
+    except (TypeError, KeyError, ValueError) as exc:
+        raise DataError(f"{path}: FERPlus pack has malformed meta ({exc!r})") from exc
+    if sizes.shape != (len(PACK_SPLITS),) or sizes.dtype.kind not in "iu" or (sizes < 0).any():
+        raise DataError(f"{path}: FERPlus pack has bad split sizes {sizes.tolist()}")
+    n = int(sizes.sum())
+    if (h <= 0 or w <= 0 or n_pixels != n * h * w or not isinstance(names, list)
+            or len(names) != n or votes.shape != (n, len(ferplus.VOTE_COLUMNS))):
+        raise DataError(f"{path}: pack is inconsistent ({n} images announced, "
+                        f"{n_pixels // max(h * w, 1)} stored, {len(votes)} vote rows, "
+                        f"{len(names) if isinstance(names, list) else 'no'} names)")
 
 
 def load_packed(path: str | Path, split: str, label_mode: str = "majority") -> FaceTensors:
@@ -158,7 +199,7 @@ def load_packed(path: str | Path, split: str, label_mode: str = "majority") -> F
     check_split(split)
     images, votes, names, meta, sizes = read_pack(path)
     if label_mode not in meta["label_modes"] and not (split != "train" and
-                                                       label_mode in ferplus.LABEL_MODES):
+                                                       label_mode in LABEL_MODES):
         raise DataError(f"{path}: pack holds the images of label modes {meta['label_modes']}, "
                         f"not {label_mode!r}; re-pack with `data pack --include-soft`")
     i = PACK_SPLITS.index(split)

@@ -22,7 +22,13 @@ import torch
 from PIL import Image
 
 from cfdan.data.cache import cached_decode, content_fingerprint
-from cfdan.data.types import DataError, FaceTensors, check_split, stratified_holdout
+from cfdan.data.types import (
+    DataError,
+    FaceTensors,
+    check_split,
+    reading_label_file,
+    stratified_holdout,
+)
 
 CLASS_NAMES = ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"]
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
@@ -35,7 +41,9 @@ def read_labels(path: Path) -> tuple[list[str], np.ndarray]:
     if not path.is_file():
         raise DataError(f"{path}: RAF-DB label file is missing (expected ROOT/{LABEL_FILE})")
     names, labels = [], []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    with reading_label_file(path):
+        text = path.read_text()
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
@@ -68,7 +76,7 @@ def decode_rgb(path: Path, size: int) -> np.ndarray:
             arr = np.asarray(im, dtype=np.uint8)
     except FileNotFoundError as exc:
         raise DataError(f"{path}: image listed in the labels is missing") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: unreadable or truncated image ({exc})") from exc
     return arr.transpose(2, 0, 1)
 

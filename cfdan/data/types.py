@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import csv
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -71,6 +70,21 @@ class FaceTensors:
         )
 
 
+@contextmanager
+def reading_label_file(path: Path) -> Iterator[None]:
+    """Turn a failure to read ``path`` as a text label file into a :class:`DataError` naming it.
+
+    Covers an unreadable file (permissions, a folder) and one that is not text (e.g. an image
+    saved under the label file's name); errors raised inside the block pass through unchanged.
+    """
+    try:
+        yield
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: label file is not CSV text ({exc})") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read label file ({exc.strerror or exc})") from exc
+
+
 def check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -94,26 +108,3 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.nda
             k = 1
         mask[rng.choice(rows, size=k, replace=False)] = True
     return mask
-
-
-@contextmanager
-def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; on success move it into place atomically.
-
-    Nothing half-written is ever visible at ``target``: on an exception the temporary file
-    is removed and ``target`` is left as it was.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600 files
-        os.replace(tmp_path, target)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise

@@ -40,10 +40,6 @@ class SpatialDistill(nn.Module):
         g = self.pool(self.conv_up(self.conv_down(tokens_to_grid(x, hw))))
         return grid_to_tokens(g), (g.shape[-2], g.shape[-1])
 
-    @staticmethod
-    def out_hw(hw: tuple[int, int], pool: int) -> tuple[int, int]:
-        return (-(-hw[0] // pool), -(-hw[1] // pool))
-
 
 class ChannelDistill(nn.Module):
     """Eq. (5): Dist_c(X) = Conv3(Conv1(X)) per channel group; (N, P, C) -> (N, P, C / r)."""

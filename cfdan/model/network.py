@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -13,25 +16,55 @@ from .ilm import Fusion
 from .trunk import ResNetTrunk, load_pretrained
 
 
-class CFDAN(nn.Module):
-    """The cross-fusion dual-attention network; ``forward`` returns logits (N, num_classes)."""
+def component_seed(init_seed: int, name: str) -> int:
+    """The seed of component ``name``'s initial weights under paired initialisation."""
+    digest = hashlib.sha256(f"{init_seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (2**63 - 1)
 
-    def __init__(self, cfg: CFDANConfig | None = None) -> None:
+
+@contextmanager
+def _init_rng(init_seed: int | None, name: str) -> Iterator[None]:
+    """Draw the weights built inside from ``(init_seed, name)``; global RNG when None."""
+    if init_seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(component_seed(init_seed, name))
+        yield
+
+
+class CFDAN(nn.Module):
+    """The cross-fusion dual-attention network; ``forward`` returns logits (N, num_classes).
+
+    ``init_seed`` (not part of the architecture) pairs ablation variants: when given, each
+    component (trunk, positions, attention, fusion, head) draws its initial weights from its
+    own generator seeded by ``(init_seed, component)``, so two variants built with the same
+    seed start from identical weights in every component they share. ``None`` draws everything
+    from torch's global generator in construction order.
+    """
+
+    def __init__(self, cfg: CFDANConfig | None = None, init_seed: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or CFDANConfig()
-        self.trunk = ResNetTrunk(cfg.trunk_width, cfg.trunk_blocks, cfg.trunk_stem, cfg.in_chans)
+        with _init_rng(init_seed, "trunk"):
+            self.trunk = ResNetTrunk(cfg.trunk_width, cfg.trunk_blocks, cfg.trunk_stem,
+                                     cfg.in_chans)
         if cfg.pretrained:
             load_pretrained(self.trunk, cfg.pretrained)
         self.grid = (cfg.grid, cfg.grid)
         self.pos_embed = (nn.Parameter(torch.zeros(1, cfg.grid * cfg.grid, cfg.dim))
                           if cfg.pos_embed else None)
         if self.pos_embed is not None:
-            nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self.attention = DualAttention(cfg)
-        self.fusion = Fusion(cfg) if cfg.attention == "dual" else None
-        self.head_norm = nn.LayerNorm(cfg.dim)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(cfg.dim, cfg.num_classes)
+            with _init_rng(init_seed, "pos_embed"):
+                nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        with _init_rng(init_seed, "attention"):
+            self.attention = DualAttention(cfg)
+        with _init_rng(init_seed, "fusion"):
+            self.fusion = Fusion(cfg) if cfg.attention == "dual" else None
+        with _init_rng(init_seed, "head"):
+            self.head_norm = nn.LayerNorm(cfg.dim)
+            self.dropout = nn.Dropout(cfg.dropout)
+            self.head = nn.Linear(cfg.dim, cfg.num_classes)
 
     def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Trunk feature map reshaped to P x C tokens (§3.1), with positional coding."""

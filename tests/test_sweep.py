@@ -1,0 +1,131 @@
+"""The experiment queue (cfdan.sweep): states, claims, resumption, commands, paired seeds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cfdan import results, sweep
+from cfdan.config import load_experiment
+from cfdan.model import CFDAN, preset
+
+EXP = "smoke_sweep"
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("CFDAN_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("CFDAN_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("CFDAN_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_fresh_queue_is_all_pending(store):
+    items = sweep.runs([EXP])
+    assert [r.cfg.variant for r in items] == list(load_experiment(EXP).variants)
+    assert {r.state for r in items} == {"pending"}
+    st = sweep.status([EXP])
+    assert st.loc[0, "pending"] == len(items) and st.loc[0, "done"] == 0
+    assert st.loc[0, "hours_left"] == "?"  # nothing similar has finished yet
+
+
+def test_work_runs_pending_then_everything_is_done(store):
+    assert sweep.work([EXP], max_runs=1) == 1
+    states = [r.state for r in sweep.runs([EXP])]
+    assert states.count("done") == 1 and states.count("pending") == 1
+    st = sweep.status([EXP])
+    assert isinstance(st.loc[0, "hours_left"], float)  # estimated from the finished run
+    assert sweep.work([EXP]) == 1
+    assert {r.state for r in sweep.runs([EXP])} == {"done"}
+    assert sweep.work([EXP]) == 0
+    assert sweep.commands([EXP]) == []
+
+
+def test_live_claim_means_running_and_is_skipped(store):
+    first = sweep.runs([EXP])[0]
+    with sweep.claim(first.cfg) as mine:
+        assert mine
+        assert sweep.runs([EXP])[0].state == "running"
+        with sweep.claim(first.cfg) as again:
+            assert not again  # exclusive
+        sweep.work([EXP], max_runs=1)  # takes the second run instead
+    items = sweep.runs([EXP])
+    assert [r.state for r in items] == ["pending", "done"]
+
+
+def test_claim_of_a_dead_process_is_taken_over(store):
+    first = sweep.runs([EXP])[0]
+    claim = store / "checkpoints" / EXP / first.run_id / "claim"
+    claim.parent.mkdir(parents=True)
+    claim.write_text(json.dumps({"pid": 2**22 + 12345, "since": 0}))  # no such process
+    assert sweep.runs([EXP])[0].state == "pending"
+    with sweep.claim(first.cfg) as mine:
+        assert mine
+
+
+def test_partial_run_resumes_from_its_checkpoint(store):
+    cfg = load_experiment(EXP).configs(["train.epochs=2"])[0]
+    from cfdan import train
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_second_epoch(msg: str) -> None:
+        if msg.startswith("epoch 2/"):  # logged after epoch 2, before its checkpoint
+            raise Stop
+
+    with pytest.raises(Stop):
+        train.train(cfg, log=stop_in_second_epoch)
+    item = sweep.runs([EXP], overrides=["train.epochs=2"])[0]
+    assert item.state == "partial" and item.epochs_done == 1
+    assert sweep.work([EXP], overrides=["train.epochs=2"], only=[cfg.run_id]) == 1
+    rec = results.read_record(results.record_path(EXP, cfg.run_id))
+    assert rec["resumed_at_epochs"] == [1]
+
+
+def test_commands_name_every_pending_run(store):
+    cmds = sweep.commands([EXP], overrides=["train.epochs=1"])
+    ids = [r.run_id for r in sweep.runs([EXP], overrides=["train.epochs=1"])]
+    assert len(cmds) == len(ids)
+    for cmd, rid in zip(cmds, ids, strict=True):
+        assert f"sweep run {EXP} --only {rid}" in cmd and "--set train.epochs=1" in cmd
+
+
+def test_paired_init_shares_weights_of_shared_components():
+    small = dict(image_size=32, trunk_width=4, trunk_blocks=(1, 1, 1, 1), trunk_stem="cifar")
+    base = CFDAN(preset("baseline", **small), init_seed=3)
+    full = CFDAN(preset("full", **small), init_seed=3)
+    other = CFDAN(preset("full", **small), init_seed=4)
+    sd_b, sd_f, sd_o = base.state_dict(), full.state_dict(), other.state_dict()
+    shared = [k for k in sd_b if k.startswith(("trunk.", "head.", "pos_embed"))]
+    assert shared and all(torch.equal(sd_b[k], sd_f[k]) for k in shared)
+    assert not torch.equal(sd_f["trunk.conv1.weight"], sd_o["trunk.conv1.weight"])
+    # the spatial branch is built first, so baseline and full share its initial weights too
+    spatial = [k for k in sd_b if k.startswith("attention.spatial.")]
+    assert spatial and all(torch.equal(sd_b[k], sd_f[k]) for k in spatial)
+
+
+def test_unpaired_init_is_the_global_stream():
+    small = dict(image_size=32, trunk_width=4, trunk_blocks=(1, 1, 1, 1), trunk_stem="cifar")
+    torch.manual_seed(0)
+    a = CFDAN(preset("full", **small)).state_dict()
+    torch.manual_seed(0)
+    b = CFDAN(preset("full", **small), init_seed=None).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_status_run_and_commands(store, capsys):
+    from cfdan.cli import main
+
+    assert main(["sweep", "status", EXP]) == 0
+    out = capsys.readouterr().out
+    assert EXP in out and "pending" in out
+    assert main(["sweep", EXP, "--print-commands"]) == 0
+    cmds = capsys.readouterr().out.strip().splitlines()
+    assert len(cmds) == len(load_experiment(EXP).variants)
+    assert main(["sweep", "run", EXP, "--only", cmds[0].split("--only ")[1].split()[0],
+                 "--quiet"]) == 0
+    assert [r.state for r in sweep.runs([EXP])] == ["done", "pending"]
+    assert main(["sweep", "run"]) == 2  # no experiment named: a one-line error
