@@ -79,8 +79,14 @@ class TrainConfig:
     """Random rotation, uniform in +-degrees; ours."""
     aug_erase_p: float = 0.25
     """Probability of random erasing per image; ours."""
-    amp: bool = True
-    """bf16 autocast (CUDA: used when supported; CPU: used when this is true)."""
+    amp: bool | str = True
+    """bf16 autocast: true (CUDA: where supported; CPU: always), false, or "auto" (only where
+    the device computes bf16 natively: CUDA with bf16, a CPU with avx512_bf16 or amx_bf16).
+    "auto" is resolved to true or false when the config is loaded, so the numerics a run used
+    are part of its resolved config and its run id."""
+    paired_init: bool = False
+    """Seed each model component's initial weights from ``(seed, component)``, so that the
+    variants of an ablation start from the same weights wherever they share a component."""
     channels_last: bool = True
     compile: bool = False
     compile_mode: str = ""
@@ -109,6 +115,11 @@ class EvalConfig:
 
     tta_flip: bool = False
     """Average the logits of the image and its mirror, at validation (selection) and test."""
+    feature_snapshots: int = 0
+    """Store pooled test features of a fixed subsample at this many evenly spaced points of
+    training (4: at 25, 50, 75 and 100 % of the epochs), float16, for the t-SNE of Fig. 7."""
+    snapshot_samples: int = 1000
+    """Test images in each feature snapshot (a fixed, seeded subsample)."""
     train_subset: int = 5000
     """Accuracy on a fixed subset of this many train images, without augmentation, at the end
     of the run (0 = skip): tells underfitting from overfitting, which the running train
@@ -142,6 +153,9 @@ ADDED_LATER: dict[str, Any] = {
     "train.aug_degrees": 10.0,
     "train.aug_erase_p": 0.25,
     "eval.train_subset": 5000,
+    "train.paired_init": False,
+    "eval.feature_snapshots": 0,
+    "eval.snapshot_samples": 1000,
 }
 
 
@@ -366,6 +380,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"train.aug_crop_scale must be in (0, 1], got {t.aug_crop_scale}")
     if not 0 <= t.aug_erase_p <= 1:
         raise ConfigError(f"train.aug_erase_p must be in [0, 1], got {t.aug_erase_p}")
+    t.amp = resolve_amp(t.amp, t.device)
     if t.targets not in ("hard", "soft"):
         raise ConfigError(f"train.targets must be 'hard' or 'soft', got {t.targets!r}")
     if t.device != "auto" and not t.device.startswith(("cpu", "cuda", "mps")):
@@ -378,6 +393,28 @@ def validate(cfg: Config) -> Config:
                 f"model.{key} is taken from the data; set data.image_size / the dataset instead"
             )
     return cfg
+
+
+def resolve_amp(amp: bool | str, device: str) -> bool:
+    """``train.amp`` as a bool; "auto" asks :func:`cfdan.provenance.native_bf16` of the device
+    that ``train.device`` names (``auto``: CUDA when available, else the CPU)."""
+    if isinstance(amp, bool):
+        return amp
+    text = str(amp).strip().lower()
+    if text in ("true", "1", "yes", "false", "0", "no"):
+        return text in ("true", "1", "yes")
+    if text != "auto":
+        raise ConfigError(f"train.amp must be true, false or \"auto\", got {amp!r}")
+    import torch
+
+    from cfdan.provenance import native_bf16
+
+    name = device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        return False
+    return native_bf16(torch.device(name.split(":")[0]))
 
 
 def load_config(

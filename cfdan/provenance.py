@@ -52,6 +52,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: on CUDA, what torch reports; on a CPU, the
+    ``avx512_bf16`` or ``amx_bf16`` flag (without them bf16 autocast is emulated and was
+    measured 3x slower than fp32 on 2 cores)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return False
+
+
 def hardware_info(device: torch.device) -> dict[str, Any]:
     """Device type, CPU, thread counts, a hash of the host name and, on CUDA, the GPU."""
     info: dict[str, Any] = {

@@ -98,7 +98,7 @@ def build_model(cfg: Config, num_classes: int, image_size: int) -> torch.nn.Modu
         mcfg = preset(cfg.model["preset"], num_classes=num_classes, image_size=image_size, **fields)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[model]: {exc}") from exc
-    return CFDAN(mcfg)
+    return CFDAN(mcfg, init_seed=cfg.train.seed if cfg.train.paired_init else None)
 
 
 def model_config_dict(model: torch.nn.Module) -> dict[str, Any] | None:
@@ -254,6 +254,8 @@ class TrainState:
     """Wall time of the attempts before a resume."""
     resumed_at: list[int] = field(default_factory=list)
     stop_reason: str = "completed"
+    snapshots: dict[int, np.ndarray] = field(default_factory=dict)
+    """Epoch -> float16 pooled test features of the fixed subsample (``eval.feature_snapshots``)."""
     git: dict[str, Any] = field(default_factory=dict)
     data_time: float = 0.0
     t_start: float = 0.0
@@ -436,6 +438,7 @@ def _resume(state: TrainState, fresh: bool) -> None:
     set_rng_state(ck["rng"], state.device)
     state.history, state.best = ck["history"], ck["best"]
     state.plan.epochs = ck.get("plan_epochs", state.cfg.train.epochs)
+    state.snapshots = ck.get("snapshots", {})
     state.start_epoch, state.prior_wall = ck["epoch"] + 1, ck["wall_time_s"]
     state.resumed_at = ck.get("resumed_at", []) + [state.start_epoch]
     state.log(f"resumed from {state.last_path} after epoch {state.start_epoch} of "
@@ -451,6 +454,7 @@ def _run_epochs(state: TrainState) -> None:
         if epoch >= state.plan.epochs:
             break
         row, improved = _run_epoch(state, epoch)
+        _snapshot_features(state, epoch)
         # done before the checkpoint is saved so that a resumed run keeps the fitted plan
         _fit_to_budget(state, epoch, row)
         _save_checkpoints(state, epoch, improved)
@@ -556,6 +560,48 @@ def _out_of_time(state: TrainState, epoch: int, row: dict[str, Any]) -> bool:
     return distributed.any_rank(elapsed + need > tcfg.time_budget_s, state.info, state.device)
 
 
+def snapshot_epochs(epochs: int, n: int) -> list[int]:
+    """The epochs (1-based) at ``n`` evenly spaced fractions of ``epochs``: k/n, k = 1..n."""
+    return sorted({max(1, round(k * epochs / n)) for k in range(1, n + 1)}) if n else []
+
+
+def snapshot_index(n_test: int, k: int) -> np.ndarray:
+    """The fixed test subsample of the feature snapshots (seeded, the same for every run)."""
+    return evaluate.fixed_indices(n_test, k, seed=1)
+
+
+def _snapshot_features(state: TrainState, epoch: int) -> None:
+    """Pooled test features after ``epoch`` if it is a snapshot epoch (Fig. 7 over training).
+
+    Only features are kept, never predictions or accuracy: selection stays on val and the
+    test split is evaluated once, at the end.
+    """
+    ecfg = state.cfg.eval
+    if epoch + 1 not in snapshot_epochs(state.cfg.train.epochs, ecfg.feature_snapshots):
+        return
+    test = state.splits["test"]
+    idx = torch.as_tensor(snapshot_index(len(test), ecfg.snapshot_samples))
+    out = evaluate.infer(
+        state.model, test.images[idx], state.eval_tf, batch_size=state.cfg.train.eval_batch_size,
+        device=state.device, amp=state.amp, channels_last=state.cfg.train.channels_last,
+        features=True,
+    )
+    state.snapshots[epoch + 1] = out["features"].numpy().astype(np.float16)
+
+
+def snapshot_arrays(state: TrainState) -> dict[str, np.ndarray]:
+    """The record's snapshot arrays: features (n, S, D) float16, their epochs and test index."""
+    if not state.snapshots:
+        return {}
+    epochs = sorted(state.snapshots)
+    return {
+        "snapshot_features": np.stack([state.snapshots[e] for e in epochs]),
+        "snapshot_epochs": np.asarray(epochs, dtype=np.int64),
+        "snapshot_index": snapshot_index(len(state.splits["test"]),
+                                         state.cfg.eval.snapshot_samples),
+    }
+
+
 def _save_checkpoints(state: TrainState, epoch: int, improved: bool) -> None:
     """Rank 0 writes ``best.pt`` (if ``improved``) and the resumable ``last.pt``."""
     wall = state.prior_wall + (time.perf_counter() - state.t_run)
@@ -571,7 +617,7 @@ def _save_checkpoints(state: TrainState, epoch: int, improved: bool) -> None:
                 "scheduler": state.scheduler.state_dict(), "rng": rng_state(state.device),
                 "history": state.history, "best": state.best, "wall_time_s": wall,
                 "resumed_at": state.resumed_at, "config": state.cfg.to_dict(),
-                "plan_epochs": state.plan.epochs,
+                "plan_epochs": state.plan.epochs, "snapshots": state.snapshots,
             },
             state.last_path,
         )
@@ -716,6 +762,7 @@ def _final_evaluation(state: TrainState) -> tuple[dict[str, Any], dict[str, np.n
         channels_last=tcfg.channels_last, batch_size=tcfg.eval_batch_size,
     )
     arrays["val_confusion"] = np.asarray(val_metrics["confusion"], dtype=np.int64)
+    arrays.update(snapshot_arrays(state))
     metrics = {"val": val_metrics, "test": test_metrics, "train_subset": _train_subset(state)}
     return metrics, arrays
 
