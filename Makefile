@@ -1,6 +1,8 @@
 # CF-DAN companion: set-up, notebooks, book, tests.
 #   make book   -> .venv + MathJax + re-executed notebooks + HTML book in book/_build/html
 #   make test   -> .venv + MathJax + pytest --nbval over tests/ and notebooks/
+#   make publish [PUSH=1] -> the built book (book/_build/html) onto the gh-pages branch
+#   make lock   -> constraints.txt: the exact versions in .venv (make venv installs with it)
 # Every tool is called through .venv/bin explicitly; nothing is installed outside .venv,
 # node_modules/ and book/_extra/ (all three are git-ignored).
 
@@ -14,6 +16,11 @@ BIN := $(VENV)/bin
 # Torch comes first and pinned, so pip takes the wheels that lie on local disk.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.cfdan-installed
+# Exact versions of everything in .venv (pip freeze; `make lock` rewrites it). Every install goes
+# through it, so a new release of pandas or matplotlib cannot change what the stored outputs show.
+# pyproject.toml keeps its ranges for those who install the package alone.
+LOCK := constraints.txt
+LOCK_ARG := $(if $(wildcard $(LOCK)),-c $(LOCK))
 # html_extra_path (book/_extra) copies this to _build/html/_static/mathjax/. It must not live in
 # book/_static: jupyter-book adds every .js found there as a <script> to every page.
 MATHJAX_DIR := book/_extra/_static/mathjax
@@ -21,25 +28,47 @@ MATHJAX := $(MATHJAX_DIR)/tex-chtml.js
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 KERNEL := python3
 
-.PHONY: help venv mathjax notebooks book test lint clean clean-all
+# make publish: ghp-import commits HTML (with .nojekyll) to PAGES_BRANCH of this repository;
+# only PUSH=1 pushes it to REMOTE. GHP_IMPORT may name another ghp-import (the tests do).
+HTML ?= book/_build/html
+PAGES_BRANCH ?= gh-pages
+REMOTE ?= origin
+PUSH ?=
+GHP_IMPORT ?= $(BIN)/ghp-import
+PUBLISH_MESSAGE ?= Book built from $(shell git describe --always --dirty 2>/dev/null || echo "an unknown commit")
+
+.PHONY: help venv lock mathjax notebooks book publish test lint clean clean-all
 
 help:
 	@echo "make book       install (once), re-execute notebooks with papermill, build the book"
 	@echo "make test       install (once), run pytest --nbval over tests/ and notebooks/"
-	@echo "make venv       only install .venv (stamp: $(STAMP))"
+	@echo "make venv       only install .venv, versions from $(LOCK) (stamp: $(STAMP))"
+	@echo "make lock       rewrite $(LOCK) from what .venv holds now (pip freeze)"
 	@echo "make mathjax    only fetch MathJax 3 (pinned in package.json) from npm for the offline book"
 	@echo "make notebooks  re-execute every notebook in place (cwd notebooks/)"
+	@echo "make publish    commit the built book ($(HTML)) to the $(PAGES_BRANCH) branch; PUSH=1 also pushes"
 	@echo "make lint       ruff check"
 	@echo "make clean      remove build outputs (keeps .venv; 'make clean-all' removes it too)"
 
 venv: $(STAMP)
 
-# Re-runs only when pyproject.toml changes (or the stamp is deleted).
-$(STAMP): pyproject.toml
+# Re-runs only when pyproject.toml or the lock changes (or the stamp is deleted).
+$(STAMP): pyproject.toml $(wildcard $(LOCK))
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
-	$(BIN)/python -m pip install --quiet -e ".[book,test]"
+	$(BIN)/python -m pip install --quiet $(LOCK_ARG) $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet $(LOCK_ARG) -e ".[book,test]"
 	@touch $@
+
+# The lock is what .venv holds: to move a version, pip install it into .venv, run the tests,
+# then `make lock`. The package itself (editable) and pip are left out; setuptools and wheel,
+# which some dependencies need at run time, stay in.
+lock: $(STAMP)
+	@{ echo "# Exact versions that made the stored outputs: pip freeze of .venv (Python $$($(BIN)/python -c 'import platform; print(platform.python_version())'))."; \
+	   echo "# Written by \`make lock\`; \`make venv\` installs with -c $(LOCK). Do not edit by hand."; \
+	   $(BIN)/python -m pip freeze --all --exclude-editable | grep -viE '^(cfdan|pip)( *==| @)' | LC_ALL=C sort -f; \
+	 } > $(LOCK).tmp
+	@mv $(LOCK).tmp $(LOCK)
+	@echo "wrote $(LOCK): $$(grep -c '==' $(LOCK)) pinned packages"
 
 mathjax: $(MATHJAX)
 
@@ -61,6 +90,14 @@ notebooks: $(STAMP)
 
 book: $(STAMP) $(MATHJAX) notebooks
 	$(BIN)/jupyter-book build book/
+
+# Publishes what is built (stored notebook outputs; nothing is re-executed). Without PUSH=1 it
+# only writes the local branch; PUSH=1 force-pushes it (ghp-import -p -f), as Jupyter Book's
+# guide does. The venv's ghp-import needs the install; one named with GHP_IMPORT= does not.
+publish: $(if $(filter $(BIN)/ghp-import,$(GHP_IMPORT)),$(STAMP))
+	@test -f "$(HTML)/index.html" || { echo "no $(HTML)/index.html: build the book first (make book, or jupyter-book build book/)" >&2; exit 1; }
+	$(GHP_IMPORT) -n -b $(PAGES_BRANCH) -m "$(PUBLISH_MESSAGE)" $(if $(filter 1 yes true,$(PUSH)),-p -f -r $(REMOTE)) "$(HTML)"
+	@echo "$(HTML) is on branch $(PAGES_BRANCH)$(if $(filter 1 yes true,$(PUSH)), and pushed to $(REMOTE),; not pushed (make publish PUSH=1 pushes it))"
 
 test: $(STAMP) $(MATHJAX)
 	$(BIN)/pytest --nbval

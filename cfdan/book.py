@@ -1,0 +1,367 @@
+"""What the book's chapters 4 and 5 show, built on :mod:`cfdan.report` and the results store.
+
+Three rules hold for everything here:
+
+* only the book's experiments (:data:`EXPERIMENTS`) are shown; other experiments in the store
+  (searches in progress, smoke runs) are not;
+* every number the paper reports carries the label ``paper``;
+* every run that was refitted to a time budget or cut short says so beside its number
+  (:func:`schedule`).
+
+:func:`facts` collects the numbers that the chapters' prose quotes, and :func:`glue_all` hands
+them to myst-nb, so the prose never types a measurement.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cfdan import paper, report, results
+
+EXPERIMENTS = ("cpu", "paper", "table3", "table4", "table5", "fig10")
+"""The experiments whose records the book shows (in the store's folder order)."""
+
+PROFILE_EXPERIMENTS = ("paper", "cpu")
+"""The two training profiles of Table 1, in the order the chapters draw them."""
+
+
+# --------------------------------------------------------------------------- records
+def records(experiment: str | None = None) -> list[dict]:
+    """The records of ``experiment``, or of every experiment in :data:`EXPERIMENTS`."""
+    exps = EXPERIMENTS if experiment is None else (experiment,)
+    return [rec for exp in exps for _p, rec in results.iter_records(exp)]
+
+
+def record(experiment: str, variant: str = "full") -> dict | None:
+    """The lowest-seed record of ``variant`` in ``experiment`` (None if there is none)."""
+    recs = [r for r in records(experiment) if r.get("variant") == variant]
+    return min(recs, key=lambda r: r.get("seed", 0)) if recs else None
+
+
+def schedule(rec: Mapping[str, Any], short: bool = False) -> str:
+    """How a run's schedule was shortened ('' if it ran the epochs it planned).
+
+    A run is *refitted* when ``epochs_fitted < epochs_planned`` (``train.fit_to_budget``) and
+    *cut short* when it stopped before its fitted schedule ended (``cut_short``).
+    """
+    planned, run = rec.get("epochs_planned"), rec.get("epochs_run")
+    fitted = rec.get("epochs_fitted", planned)
+    budget = (rec.get("config", {}).get("train", {}) or {}).get("time_budget_s")
+    notes = []
+    if planned and fitted and fitted < planned:
+        if short:
+            notes.append(f"{fitted}/{planned} epochs, time budget")
+        else:
+            per = f" to a {budget:.0f} s time budget" if budget else " to a time budget"
+            notes.append(f"refitted{per}: {fitted} of {planned} planned epochs")
+    if rec.get("cut_short") or (run is not None and fitted and run < fitted):
+        why = rec.get("stop_reason") or "stopped"
+        notes.append(f"cut short: {run}/{fitted} epochs" if short
+                     else f"cut short ({why}) after {run} of {fitted} epochs")
+    return "; ".join(notes)
+
+
+def schedule_note(experiment: str, variant: str | None = None) -> str:
+    """The :func:`schedule` notes of the runs of ``experiment`` (and ``variant``), merged."""
+    recs = [r for r in records(experiment) if variant is None or r.get("variant") == variant]
+    notes = {r.get("seed"): schedule(r) for r in recs}
+    distinct = {n for n in notes.values() if n}
+    if not distinct:
+        return ""
+    if len(distinct) == 1 and all(notes.values()):
+        return distinct.pop()
+    return "; ".join(f"seed {s}: {n}" for s, n in sorted(notes.items()) if n)
+
+
+def marked(text: str, note: str, sep: str = " ") -> str:
+    """``text`` with ``note`` appended in brackets (``text`` alone when there is no note)."""
+    return f"{text}{sep}[{note}]" if note else text
+
+
+def run_label(experiment: str, variant: str = "full", short: bool = False) -> str:
+    """The report's label of a profile, marked with its run's schedule when it was shortened."""
+    rec = record(experiment, variant)
+    label = report.PROFILE_LABELS.get(experiment, experiment)
+    return marked(label, schedule(rec, short=short) if rec else "")
+
+
+# --------------------------------------------------------------------------- tables
+def _concat(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _per_experiment(fn, experiment: str | None) -> pd.DataFrame:
+    return _concat(fn(e) for e in (EXPERIMENTS if experiment is None else (experiment,)))
+
+
+def _schedule_by_run(experiment: str | None) -> dict[str, str]:
+    return {r["run_id"]: schedule(r) or "as planned" for r in records(experiment)}
+
+
+def table1() -> pd.DataFrame:
+    """Table 1 (test accuracy %): the paper's rows, then ours marked with their schedules."""
+    df = report.table1()
+    for exp, label in report.PROFILE_LABELS.items():
+        note = schedule_note(exp, "full")
+        rows = df["source"] == label
+        df.loc[rows, "FERPlus"] = df.loc[rows, "FERPlus"].map(lambda v, n=note: marked(v, n))
+    return df
+
+
+def gap_to_paper(experiment: str, variant: str = "full") -> str:
+    """:func:`cfdan.report.gap_to_paper`, marked with the run's schedule."""
+    return marked(report.gap_to_paper(experiment, variant), schedule_note(experiment, variant))
+
+
+def ablation_table(experiment: str, table: str) -> pd.DataFrame:
+    """Tables 3-5: every paper column labelled ``paper``, our cells marked with schedules."""
+    df = paper.label_columns(report.ablation_table(experiment, table), table)
+    ours = [c for c in df.columns if str(c).startswith("ours")]
+    if "preset" in df:
+        notes = df["preset"].map(lambda p: schedule_note(experiment, p))
+        for col in ours:
+            df[col] = [marked(str(v), n) for v, n in zip(df[col], notes, strict=True)]
+    return df
+
+
+def provenance(experiment: str | None = None) -> pd.DataFrame:
+    """:func:`cfdan.report.provenance` of the book's runs, with each run's schedule."""
+    df = _per_experiment(report.provenance, experiment)
+    if not df.empty:
+        df["schedule"] = df["run_id"].map(_schedule_by_run(experiment))
+    return df
+
+
+def hardware_table(experiment: str | None = None) -> pd.DataFrame:
+    """:func:`cfdan.report.hardware_table` of the book's runs, with each run's schedule."""
+    df = _per_experiment(report.hardware_table, experiment)
+    if df.empty:
+        return df
+    cols = list(df.columns)
+    at = cols.index("epochs run / planned") + 1 if "epochs run / planned" in cols else len(cols)
+    df.insert(at, "schedule", df["run_id"].map(_schedule_by_run(experiment)))
+    return df
+
+
+def speed_table(experiment: str | None = None) -> pd.DataFrame:
+    """:func:`cfdan.report.speed_table` of the book's runs."""
+    return _per_experiment(report.speed_table, experiment)
+
+
+def fingerprint_table(experiment: str | None = None) -> pd.DataFrame:
+    """:func:`cfdan.report.fingerprint_table` of the book's runs."""
+    return _per_experiment(report.fingerprint_table, experiment)
+
+
+def per_class_table(shown: Mapping[str, str]) -> pd.DataFrame:
+    """:func:`cfdan.report.per_class_table` with each run's label marked by its schedule."""
+    df = report.per_class_table(shown)
+    names = {report.PROFILE_LABELS.get(e, e): run_label(e, _variant(e, r))
+             for e, r in shown.items()}
+    return df.rename(columns=names, level="run") if not df.empty else df
+
+
+def _variant(experiment: str, run_id: str) -> str:
+    rec = results.get_record(run_id, experiment)
+    return str(rec.get("variant"))
+
+
+# --------------------------------------------------------------------------- facts for prose
+def run_facts(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """Numbers of one record that prose quotes: time, schedule, input, hardware, speed."""
+    cfg, hw = rec.get("config", {}), rec.get("hardware", {})
+    hist = rec.get("history") or []
+    out: dict[str, Any] = {
+        "wall_min": rec["wall_time_s"] / 60,
+        "epochs_run": rec.get("epochs_run"),
+        "epochs_planned": rec.get("epochs_planned"),
+        "epochs_fitted": rec.get("epochs_fitted", rec.get("epochs_planned")),
+        "budget_s": (cfg.get("train") or {}).get("time_budget_s") or 0.0,
+        "image_px": (cfg.get("data") or {}).get("image_size"),
+        "batch": (cfg.get("train") or {}).get("batch_size"),
+        "trunk_width": (cfg.get("model") or {}).get("trunk_width", 64),
+        "hardware": hw.get("gpu") or hw.get("cpu"),
+        "cpu_count": hw.get("cpu_count"),
+        "train_s": rec.get("train_time_s"),
+        "schedule": schedule(rec) or "as planned",
+    }
+    if hist:
+        out["img_per_s"] = statistics.median(h["images_per_s"] for h in hist)
+        out["first_epoch_s"] = hist[0]["epoch_time_s"]
+        out["epoch_s"] = statistics.median(h["epoch_time_s"] for h in hist)
+    for name, st in ((rec.get("test") or {}).get("per_class") or {}).items():
+        out[f"test_support_{name}"] = st["support"]
+    return out
+
+
+def facts(experiments: Sequence[str] = ("cpu", "paper", "table3")) -> dict[str, Any]:
+    """:func:`run_facts` of each experiment's lowest-seed ``full`` run, keys prefixed by it.
+
+    ``<exp>_seeds`` counts the seeds of that run's variant; experiments without runs are left out.
+    """
+    out: dict[str, Any] = {}
+    for exp in experiments:
+        rec = record(exp, "full")
+        if rec is None:
+            continue
+        out.update({f"{exp}_{k}": v for k, v in run_facts(rec).items()})
+        out[f"{exp}_seeds"] = len([r for r in records(exp) if r.get("variant") == "full"])
+    return out
+
+
+def glue_all(values: Mapping[str, Any], prefix: str = "") -> None:
+    """Glue every value (as a plain Python scalar) for myst-nb's ``{glue:text}`` roles."""
+    from myst_nb import glue
+
+    for key, v in values.items():
+        glue(prefix + key, v.item() if isinstance(v, np.generic) else v, display=False)
+
+
+# --------------------------------------------------------------------------- figures
+def history_figure(experiments: Sequence[str] = PROFILE_EXPERIMENTS):
+    """Validation accuracy per epoch, one panel per profile, titled with its schedule."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(experiments), figsize=(5.5 * len(experiments), 3.6),
+                             squeeze=False)
+    for ax, exp in zip(axes[0], experiments, strict=True):
+        report.plot_history(ax, exp, title=run_label(exp, short=True))
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(shown: Mapping[str, str]):
+    """Fig. 5: the row-normalised test confusion matrix of each shown run."""
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(shown))
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.6), squeeze=False)
+    for ax, (exp, run_id) in zip(axes[0], shown.items(), strict=False):
+        report.plot_confusion(ax, run_id, exp, title=run_label(exp, _variant(exp, run_id),
+                                                               short=True))
+    fig.tight_layout()
+    return fig
+
+
+def tsne_figure(n: int = 1000):
+    """Fig. 7: the t-SNE panels of :func:`cfdan.report.tsne_panels` (None if none is stored)."""
+    import matplotlib.pyplot as plt
+
+    panels = report.tsne_panels()
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    for ax, (title, (exp, run_id)) in zip(axes[0], panels.items(), strict=True):
+        note = schedule(results.get_record(run_id, exp), short=True)
+        report.plot_tsne(ax, run_id, exp, title=marked(title, note, sep="\n"), n=n)
+    axes[0, -1].legend(markerscale=4, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def attention_figures(shown: Mapping[str, str], k: int = 4) -> list:
+    """Fig. 8: one figure per shown run (face, spatial, channel and fused maps of ``k`` faces)."""
+    import matplotlib.pyplot as plt
+
+    figs = []
+    for exp, run_id in shown.items():
+        fig, axes = plt.subplots(k, 4, figsize=(7, 1.85 * k))
+        report.plot_attention(axes, run_id, exp, k=k)
+        fig.suptitle(run_label(exp, _variant(exp, run_id), short=True))
+        fig.tight_layout()
+        figs.append(fig)
+    return figs
+
+
+def pcp_grid_curves(grid: Mapping[str, Sequence[float]] | None = None,
+                    best: Mapping[str, float] | None = None,
+                    x: np.ndarray | None = None) -> dict[str, dict[float, np.ndarray]]:
+    """PCP over the Fig. 10 grid: per parameter, the curve of each of its values with the other
+    two parameters at the paper's best setting (on ``x``, default 601 points in [-1.5, 1.5])."""
+    import torch
+
+    from cfdan.pcp import pcp
+
+    grid = paper.FIG10_GRID if grid is None else grid
+    best = paper.BEST_PCP if best is None else best
+    xs = torch.as_tensor(np.linspace(-1.5, 1.5, 601) if x is None else x, dtype=torch.float64)
+    out: dict[str, dict[float, np.ndarray]] = {}
+    for name, values in grid.items():
+        out[name] = {}
+        for v in values:
+            prm = {**best, name: v}
+            out[name][v] = pcp(xs, prm["x_L"], prm["P1"], prm["s_L"]).numpy()
+    return out
+
+
+def pcp_grid_spread(grid: Mapping[str, Sequence[float]] | None = None,
+                    best: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Per parameter of the Fig. 10 grid: the largest gap between two of its PCP curves."""
+    curves = pcp_grid_curves(grid, best)
+    return {name: float(np.ptp(np.stack(list(c.values())), axis=0).max())
+            for name, c in curves.items()}
+
+
+def pcp_grid_figure(grid: Mapping[str, Sequence[float]] | None = None,
+                    best: Mapping[str, float] | None = None):
+    """PCP over the Fig. 10 grid: one panel per parameter, the others at the paper's best."""
+    import matplotlib.pyplot as plt
+
+    best = paper.BEST_PCP if best is None else best
+    x = np.linspace(-1.5, 1.5, 601)
+    curves = pcp_grid_curves(grid, best, x)
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2), sharey=True)
+    for ax, (name, by_value) in zip(np.atleast_1d(axes), curves.items(), strict=True):
+        for v, y in by_value.items():
+            ax.plot(x, y, lw=1.4,
+                    label=f"{name} = {v:g}" + (" (best)" if v == best[name] else ""))
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set(title=f"varying {name}", xlabel="x")
+        ax.legend(fontsize=7)
+    np.atleast_1d(axes)[0].set_ylabel("PCP(x)")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- chapter 4, 5 runs
+def predict_example() -> tuple[Any, pd.DataFrame]:
+    """``python -m cfdan predict`` on scikit-image's astronaut: the annotated picture and, per
+    face, its box and three most probable classes."""
+    import tempfile
+    from pathlib import Path
+
+    import skimage.data
+    from PIL import Image
+
+    from cfdan.predict import predict_photo
+
+    with tempfile.TemporaryDirectory() as tmp:
+        photo = Path(tmp) / "astronaut.png"
+        Image.fromarray(skimage.data.astronaut()).save(photo)
+        faces = predict_photo(photo, out=Path(tmp) / "annotated.png")
+        annotated = Image.open(Path(tmp) / "annotated.png").copy()
+    rows = []
+    for face in faces:
+        top = sorted(face["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+        rows.append({"box": [round(v) for v in face["box"]],
+                     **{f"top {i + 1}": f"{k} {p:.2f}" for i, (k, p) in enumerate(top)}})
+    return annotated, pd.DataFrame(rows)
+
+
+def bench_training(profile: str = "cpu", steps: int = 4) -> str:
+    """The report of ``benchmarks/bench_training.py`` for ``profile``, run now on this machine."""
+    import subprocess
+    import sys
+
+    from cfdan.paths import REPO_ROOT
+
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_training.py"),
+                          "--profile", profile, "--steps", str(steps)],
+                         capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    return out.stdout
