@@ -329,6 +329,99 @@ def pcp_grid_figure(grid: Mapping[str, Sequence[float]] | None = None,
     return fig
 
 
+# --------------------------------------------------------------------------- §4.4-4.5 ledger
+def _book_source(full: tuple[str, str]) -> tuple[str, str]:
+    if full[0] not in EXPERIMENTS:
+        raise ValueError(f"the full model's source {full[0]!r} is not one of the book's "
+                         f"experiments {EXPERIMENTS}")
+    return full
+
+
+def claims_ledger(full: tuple[str, str] = report.FULL_SOURCE) -> pd.DataFrame:
+    """The claims ledger of §4.4-4.5 (:func:`cfdan.report.claims_ledger`) as the chapter
+    shows it; ``full`` is where the full model's runs are read (default Table 3's)."""
+    return report.ledger_display(report.claims_ledger(_book_source(full)))
+
+
+def ledger_facts(ledger: pd.DataFrame) -> dict[str, int]:
+    """How many claims of a displayed ledger have each verdict, for the prose
+    (``ledger_claims``, ``ledger_supported``, ``ledger_contradicted``, ``ledger_not_resolved``,
+    ``ledger_not_run``)."""
+    counts = ledger["verdict"].value_counts()
+    keys = {"supported": "supported", "contradicted": "contradicted",
+            "not resolved at this n": "not_resolved", "not run": "not_run"}
+    out = {"ledger_claims": len(ledger)}
+    out.update({f"ledger_{k}": int(counts.get(v, 0)) for v, k in keys.items()})
+    return out
+
+
+def val_curves_figure(band: str = "minmax", full: tuple[str, str] = report.FULL_SOURCE):
+    """Fig. 6: validation accuracy per epoch of Table 3's four variants, mean and band over
+    seeds (:func:`cfdan.report.plot_val_curves`)."""
+    import matplotlib.pyplot as plt
+
+    curves = report.val_curves(full=_book_source(full))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    report.plot_val_curves(ax, curves, band=band,
+                           title=f"Table 3 variants, FERPlus val (band: "
+                                 f"{'min–max' if band == 'minmax' else '± 1 sd'} over seeds)")
+    fig.tight_layout()
+    return fig
+
+
+def tsne_training_figure(n: int = 1000, full: tuple[str, str] = report.FULL_SOURCE):
+    """Fig. 7 over training: t-SNE of the stored test-feature snapshots of baseline, dam and
+    full (seed 0) at 25, 50, 75 and 100 % of training, one shared t-SNE setting
+    (:data:`cfdan.report.TSNE_SETTING`). None when no run has stored snapshots."""
+    import matplotlib.pyplot as plt
+
+    found = report.snapshot_runs(full=_book_source(full))
+    panels: dict[str, list | None] = {}
+    epochs: dict[str, int] = {}
+    names: list[str] = []
+    for variant, where in found.items():
+        if where is None:
+            panels[variant] = None
+            continue
+        exp, run_id = where
+        rec = results.get_record(run_id, exp)
+        try:
+            arrays = results.load_arrays(run_id, exp)
+        except FileNotFoundError:
+            arrays = {}
+        if "snapshot_features" not in arrays:
+            panels[variant] = [None] * len(report.FIG7_FRACTIONS)
+            continue
+        epochs[variant] = int(rec.get("epochs_fitted") or rec.get("epochs_planned"))
+        panels[variant] = report.tsne_snapshots(arrays, epochs[variant], n=n)
+        names = [str(c) for c in arrays["class_names"]]
+    if not epochs:
+        return None
+    k = len(report.FIG7_FRACTIONS)
+    fig, axes = plt.subplots(len(panels), k, figsize=(3.0 * k, 3.0 * len(panels)),
+                             squeeze=False)
+    report.plot_tsne_over_training(axes, panels, names, epochs)
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes.flat),
+                          key=lambda hl: len(hl[0]))
+    axes[0, -1].legend(handles, labels, markerscale=4, fontsize=7, loc="center left",
+                       bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity_figure(full: tuple[str, str] = report.FULL_SOURCE):
+    """Fig. 10: accuracy over the PCP grid with the full model's seed spread as a band
+    (:func:`cfdan.report.plot_sensitivity`)."""
+    import matplotlib.pyplot as plt
+
+    full = _book_source(full)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    report.plot_sensitivity(axes, report.sensitivity_points(full),
+                            report.full_seed_spread(full))
+    fig.tight_layout()
+    return fig
+
+
 # --------------------------------------------------------------------------- chapter 4, 5 runs
 def predict_example() -> tuple[Any, pd.DataFrame]:
     """``python -m cfdan predict`` on scikit-image's astronaut: the annotated picture and, per

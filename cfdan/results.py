@@ -150,6 +150,30 @@ def save_record(
     return path
 
 
+def drop_arrays(json_path: str | os.PathLike, keys: Iterable[str], note: str) -> list[str]:
+    """Remove ``keys`` from a stored record's ``.npz`` and append ``note`` to its
+    ``provenance_note``; returns the keys removed (nothing is written if none was there).
+
+    For amending records after the fact (e.g. pixels that must not be stored); the outcome
+    fields are never touched.
+    """
+    path = Path(json_path)
+    npz = path.with_suffix(".npz")
+    if not npz.is_file():
+        return []
+    with np.load(npz, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    gone = [k for k in keys if k in arrays]
+    if not gone:
+        return []
+    rec = read_record(path)
+    old = rec.get("provenance_note")
+    rec["provenance_note"] = f"{old} | {note}" if old else note
+    _write_npz(npz, {k: v for k, v in arrays.items() if k not in gone})
+    _write_json(path, rec)
+    return gone
+
+
 def has_record(experiment: str, run_id: str, root: str | os.PathLike | None = None) -> bool:
     """Whether the store already holds ``run_id`` under ``experiment``."""
     return record_path(experiment, run_id, root).is_file()

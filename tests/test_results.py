@@ -115,3 +115,20 @@ def test_bad_names_and_broken_records(tmp_path):
     (tmp_path / "e" / "broken.json").write_text("{not json")
     with pytest.raises(ValueError, match="broken.json"):
         results.load("e", root=tmp_path)
+
+
+def test_drop_arrays_removes_keys_and_notes_it(tmp_path):
+    import numpy as np
+
+    from cfdan import results as R
+
+    rec = {"experiment": "e", "run_id": "r1", "test": {"accuracy": 0.5}}
+    path = R.save_record(rec, {"keep": np.arange(3), "attention_images": np.zeros((2, 1, 4, 4))},
+                         root=tmp_path)
+    assert R.drop_arrays(path, ["attention_images"], "pixels removed") == ["attention_images"]
+    with np.load(path.with_suffix(".npz")) as z:
+        assert z.files == ["keep"]
+    after = R.read_record(path)
+    assert after["provenance_note"] == "pixels removed" and after["test"] == rec["test"]
+    assert R.drop_arrays(path, ["attention_images"], "again") == []  # nothing left: no write
+    assert R.read_record(path)["provenance_note"] == "pixels removed"

@@ -1,0 +1,338 @@
+"""The claims ledger of §4.4-4.5 (cfdan.report.claims_ledger) on a store of hand-made records.
+
+The experiment files are replaced by temporary ones (smoke profile, five seeds for Table 3 and
+4, three for Fig. 10), and every record is written with :func:`cfdan.results.save_record` from
+the run configs those files resolve to, so the ledger sees records exactly as a sweep leaves
+them.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from cfdan import book, config, paper, report, results
+
+SEEDS = [0, 1, 2, 3, 4]
+FIG10_SEEDS = [0, 1, 2]
+BASE = [60.0, 70.0, 80.0, 65.0, 75.0]  # per-seed level: a large between-seed spread
+TOMLS = {
+    "table3": ("Table 3", SEEDS, ["baseline", "dam", "dam_ilm", "full"]),
+    "table5": ("Table 5", SEEDS, ["no_distill"]),
+    "table4": ("Table 4", SEEDS, [f"act_{a}{s}" for a in ("pcp", "sigmoid", "relu", "tanh")
+                                  for s in ("", "_no_ilm")]),
+}
+
+
+def fig10_name(pt: tuple[float, float, float]) -> str:
+    return f"sL{pt[0]}_xL{pt[1]}_P1{pt[2]}"
+
+
+def write_plans(folder: Path) -> Path:
+    """Experiment files like configs/experiments/, on the smoke profile."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (desc, seeds, variants) in TOMLS.items():
+        lines = [f'description = "{desc}"', 'profile = "smoke"', f"seeds = {seeds}",
+                 "", "[variants]"]
+        lines += [f'{v} = {{ "model.preset" = "{v}" }}' for v in variants]
+        (folder / f"{name}.toml").write_text("\n".join(lines) + "\n")
+    lines = ['description = "Fig. 10"', 'profile = "smoke"', f"seeds = {FIG10_SEEDS}", "",
+             "[variants]"]
+    for pt in report.fig10_points():
+        lines.append(f'"{fig10_name(pt)}" = {{ "model.pcp_s_L" = {pt[0]}, '
+                     f'"model.pcp_x_L" = {pt[1]}, "model.pcp_P1" = {pt[2]} }}')
+    (folder / "fig10.toml").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+_CONFIGS: dict[tuple[str, str], list[config.Config]] = {}
+
+
+def run_config(experiment: str, variant: str, seed: int) -> config.Config:
+    """The resolved config of one run of the (temporary) experiment file, as a fresh copy."""
+    key = (str(config.EXPERIMENTS_DIR), experiment)
+    if key not in _CONFIGS:
+        _CONFIGS[key] = config.load_experiment(experiment).configs()
+    cfg = next(c for c in _CONFIGS[key] if c.variant == variant and c.seed == seed)
+    return copy.deepcopy(cfg)
+
+
+def save_run(root: Path, experiment: str, variant: str, seed: int, acc: float,
+             history: list[float] | None = None, arrays: dict | None = None,
+             cfg: config.Config | None = None, date: str = "2026-01-01T00:00:00+00:00") -> dict:
+    """Store one run of ``experiment`` (test accuracy ``acc`` in %) as a sweep would."""
+    cfg = cfg or run_config(experiment, variant, seed)
+    rec = {
+        "experiment": experiment, "run_id": cfg.run_id, "variant": variant, "seed": seed,
+        "config": cfg.to_dict(), "date": date,
+        "epochs_planned": cfg.train.epochs, "epochs_fitted": cfg.train.epochs,
+        "epochs_run": len(history or []),
+        "history": [{"epoch": e + 1, "val_accuracy": v / 100} for e, v in
+                    enumerate(history or [])],
+        "test": {"accuracy": acc / 100},
+    }
+    results.save_record(rec, arrays, root=root)
+    return rec
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty results store and temporary experiment files."""
+    monkeypatch.setattr(config, "EXPERIMENTS_DIR", write_plans(tmp_path / "experiments"))
+    root = tmp_path / "results"
+    root.mkdir()
+    monkeypatch.setenv("CFDAN_RESULTS_DIR", str(root))
+    return root
+
+
+def row(ledger, claim: str):
+    got = ledger[ledger["claim"] == claim]
+    assert len(got) == 1, claim
+    return got.iloc[0]
+
+
+# --------------------------------------------------------------------------- statistics
+def test_detectable_difference_has_the_stated_power():
+    """At the returned difference a simulated paired t-test rejects in 80 % of trials."""
+    rng = np.random.default_rng(0)
+    for n in (3, 5):
+        delta = report.detectable_difference(1.0, n)
+        d = rng.normal(delta, 1.0, size=(40_000, n))
+        t = d.mean(1) / (d.std(1, ddof=1) / np.sqrt(n))
+        rate = np.mean(np.abs(t) > stats.t.ppf(0.975, n - 1))
+        assert rate == pytest.approx(0.80, abs=0.012), n
+    # textbook values (one-sample/paired t, alpha 0.05 two-sided, power 0.8): d = 0.996 at
+    # n = 10 and 0.529 at n = 30; the result scales with sd
+    assert report.detectable_difference(1.0, 10) == pytest.approx(0.996, abs=0.002)
+    assert report.detectable_difference(2.0, 30) == pytest.approx(2 * 0.529, abs=0.004)
+    assert report.detectable_difference(0.0, 5) == 0.0
+    assert np.isnan(report.detectable_difference(1.0, 1))
+    assert report.detectable_difference(1.0, 2) > 10  # two seeds detect almost nothing
+
+
+def test_paired_summary_verdicts_follow_the_ci():
+    up = [0.9, 1.1, 1.0, 0.95]
+    s = report.paired_summary(up, side=1.0)
+    half = stats.t.ppf(0.975, 3) * np.std(up, ddof=1) / 2
+    assert s["ci_low"] == pytest.approx(np.mean(up) - half)
+    assert s["ci_high"] == pytest.approx(np.mean(up) + half)
+    assert s["verdict"] == "supported" and s["n"] == 4
+    assert report.paired_summary(up, side=-1.0)["verdict"] == "contradicted"
+    down = [-x for x in up]
+    assert report.paired_summary(down, side=-1.0)["verdict"] == "supported"
+    assert report.paired_summary(down, side=1.0)["verdict"] == "contradicted"
+    assert report.paired_summary([1.0, -1.0, 0.5], side=1.0)["verdict"] == \
+        "not resolved at this n"
+    one = report.paired_summary([5.0], side=1.0)
+    assert one["verdict"] == "not resolved at this n" and one["mean"] == 5.0
+    assert np.isnan(one["ci_low"]) and np.isnan(one["detectable"])
+
+
+# --------------------------------------------------------------------------- the ledger
+def test_ledger_rows_and_paper_differences(store):
+    ledger = report.claims_ledger()
+    claims = list(ledger["claim"])
+    assert claims[:5] == ["DAM beats single-dimension attention",
+                          "ILM adds about 1 point on FERPlus", "cross-fusion helps",
+                          "distillation helps accuracy", "distillation lowers cost"]
+    assert sum(c.startswith("PCP beats") for c in claims) == 6
+    assert sum(r == "§4.5, Fig. 10" for r in ledger["where"]) == 4
+    assert row(ledger, "DAM beats single-dimension attention")["paper"] == \
+        pytest.approx(90.92 - 89.69)
+    assert row(ledger, "ILM adds about 1 point on FERPlus")["paper"] == pytest.approx(0.63)
+    assert row(ledger, "distillation helps accuracy")["paper"] == pytest.approx(0.15)
+    assert row(ledger, "PCP beats ReLU (without ILM)")["paper"] == pytest.approx(92.54 - 91.98)
+    assert row(ledger, "PCP beats Tanh (with ILM)")["paper"] == \
+        pytest.approx(paper.value("table4", "RAF-DB", "act_pcp", by="preset") - 91.97)
+
+
+def test_empty_store_says_not_run_and_which_runs_are_missing(store):
+    ledger = report.claims_ledger()
+    acc = ledger[ledger["unit"] == "points"]
+    assert set(acc["verdict"]) == {"not run"}
+    dam = row(ledger, "DAM beats single-dimension attention")
+    assert dam["runs"] == "table3/dam: 0 of 5 seeds; table3/baseline: 0 of 5 seeds"
+    fig = row(ledger, "best setting beats the other 12")
+    assert "fig10: 0 of 36 runs" in fig["runs"] and "centre = table3/full: 0 of 5" in fig["runs"]
+    shown = report.ledger_display(ledger)
+    assert (shown.loc[acc.index, ["ours: FERPlus, paired mean", "95 % CI", "n"]] == "-").all().all()
+    # the cost claim is a property of the architecture: measured, exact, needs no run
+    cost = row(ledger, "distillation lowers cost")
+    assert cost["verdict"] == "supported" and cost["mean"] < 0 and cost["unit"] == "GMACs"
+    assert row(shown, "distillation lowers cost")["95 % CI"] == "exact"
+
+
+def test_pairing_by_seed_resolves_what_an_unpaired_comparison_cannot(store):
+    """Seeds differ by up to 20 points; dam - baseline is 1 point in every seed."""
+    noise = [0.05, -0.05, 0.1, -0.1, 0.0]
+    for s in SEEDS:
+        save_run(store, "table3", "baseline", s, BASE[s])
+        save_run(store, "table3", "dam", s, BASE[s] + 1.0 + noise[s])
+    # a pairing by store order instead of seed would mix seeds: the two variants' files
+    # (named by a hash of the config) do not list the seeds in the same order
+    order = {v: [r["seed"] for _p, r in results.iter_records("table3") if r["variant"] == v]
+             for v in ("baseline", "dam")}
+    assert order["baseline"] != order["dam"]
+
+    r = row(report.claims_ledger(), "DAM beats single-dimension attention")
+    assert r["verdict"] == "supported" and r["n"] == 5
+    assert r["mean"] == pytest.approx(1.0) and 0 < r["ci_low"] < 1 < r["ci_high"] < 2
+    assert r["sd"] == pytest.approx(np.std(noise, ddof=1))
+    assert r["detectable"] == pytest.approx(report.detectable_difference(r["sd"], 5))
+    assert r["paper in CI"] is False  # paper: +1.23, ours [0.9, 1.1]
+    # the same numbers compared as two independent samples: nowhere near resolved
+    dam = [BASE[s] + 1.0 + noise[s] for s in SEEDS]
+    assert stats.ttest_ind(dam, BASE).pvalue > 0.5
+
+
+def test_contradicted_and_unresolved(store):
+    for s in SEEDS:
+        save_run(store, "table3", "dam", s, BASE[s])
+        save_run(store, "table3", "dam_ilm", s, BASE[s] - 1.0 + 0.1 * (s % 2))  # ILM costs 1
+        save_run(store, "table3", "full", s, BASE[s] + [1.0, -1.0, 0.5, -0.5, 0.2][s])
+    ledger = report.claims_ledger()
+    assert row(ledger, "ILM adds about 1 point on FERPlus")["verdict"] == "contradicted"
+    r = row(ledger, "cross-fusion helps")
+    assert r["verdict"] == "not resolved at this n" and r["ci_low"] < 0 < r["ci_high"]
+    assert r["runs"] == "table3/full: 5 of 5 seeds; table3/dam_ilm: 5 of 5 seeds"
+
+
+def test_one_seed_is_not_resolved_and_sized_against_the_seed_noise(store):
+    for s in SEEDS:
+        save_run(store, "table3", "full", s, BASE[s])
+    save_run(store, "table5", "no_distill", 0, BASE[0] - 3.0)
+    ledger = report.claims_ledger()
+    r = row(ledger, "distillation helps accuracy")
+    assert r["verdict"] == "not resolved at this n" and r["n"] == 1
+    assert r["mean"] == pytest.approx(3.0)
+    assert r["comparison"] == "table3/full − table5/no_distill"  # full comes from Table 3
+    assert r["runs"] == "table3/full: 5 of 5 seeds; table5/no_distill: 1 of 5 seeds"
+    sd = np.std(BASE, ddof=1)
+    assert f"{3.0 / sd:+.1f} x the full model's seed-to-seed sd" in r["note"]
+    shown = report.ledger_display(ledger)
+    assert row(shown, "distillation helps accuracy")["detectable at 80 % power"] == \
+        "n too small"
+    # Table 4's act_pcp is the full model too
+    pcp = row(ledger, "PCP beats Sigmoid (with ILM)")
+    assert pcp["comparison"] == "table3/full − table4/act_sigmoid"
+
+
+def test_records_of_an_older_config_do_not_count(store):
+    old = run_config("table3", "dam", 0)
+    old.train.epochs += 1  # another schedule: another run_id, not in table3.toml today
+    save_run(store, "table3", "dam", 0, 99.0, cfg=old)
+    save_run(store, "table3", "baseline", 0, 50.0)
+    r = row(report.claims_ledger(), "DAM beats single-dimension attention")
+    assert r["verdict"] == "not run"
+    assert "table3/dam: 0 of 5 seeds (+1 of an older config, not counted)" in r["runs"]
+    # without the filter the old record counts, but it is not paired: its recipe differs
+    r = row(report.claims_ledger(current=False), "DAM beats single-dimension attention")
+    assert r["n"] == 0 and "seeds [0] not paired: recipes differ" in r["note"]
+
+
+def test_full_source_is_a_parameter(store):
+    for s in SEEDS:
+        save_run(store, "table3", "dam_ilm", s, BASE[s])
+        save_run(store, "table3", "full", s, BASE[s] + 0.5 + 0.01 * s)
+        # cpu-profile records of the full model on the same recipe, 2 points better
+        cfg = run_config("table3", "full", s)
+        cfg.experiment = "cpu"
+        save_run(store, "cpu", "full", s, BASE[s] + 2.0 + 0.01 * s, cfg=cfg)
+    default = row(report.claims_ledger(), "cross-fusion helps")
+    assert default["mean"] == pytest.approx(0.52) and default["verdict"] == "supported"
+    cpu = row(report.claims_ledger(full=("cpu", "full")), "cross-fusion helps")
+    assert cpu["comparison"] == "cpu/full − table3/dam_ilm"
+    assert cpu["mean"] == pytest.approx(2.02) and cpu["runs"].startswith("cpu/full: 5 seeds")
+    # the book reads only its own experiments
+    with pytest.raises(ValueError, match="not one of the book's experiments"):
+        book.claims_ledger(full=("cpu_search", "full"))
+
+
+def _fig10_runs(store: Path, accuracy) -> None:
+    """Fig. 10's grid (seeds 0-2) and the full model (its centre, seeds 0-4)."""
+    for s in SEEDS:
+        save_run(store, "table3", "full", s, BASE[s] + accuracy(report.FIG10_CENTRE, s))
+    for pt in report.fig10_points():
+        if pt != report.FIG10_CENTRE:
+            for s in FIG10_SEEDS:
+                save_run(store, "fig10", fig10_name(pt), s, BASE[s] + accuracy(pt, s))
+
+
+def paper_pattern(pt: tuple[float, float, float], seed: int) -> float:
+    """§4.5's pattern: the centre best; s_L 1.75 poor at x_L 0.19; s_L 1.85 poor at x_L 0.21;
+    s_L 1.95 flat; a small seed-dependent wobble."""
+    s_l, x_l, p1 = pt
+    wobble = 0.05 * ((seed * 7 + int(1000 * (s_l + x_l - p1))) % 3 - 1)
+    if pt == report.FIG10_CENTRE:
+        return 2.0 + wobble
+    if s_l == 1.75:
+        return (-1.0 if x_l == 0.19 else 0.0) + wobble
+    if s_l == 1.85 and p1 == -0.24:
+        return (-1.0 if x_l == 0.21 else 0.0) + wobble
+    if s_l == 1.95:
+        return 0.5 + 0.02 * seed * (x_l == 0.2) + wobble
+    return wobble  # the P1 line
+
+
+def test_fig10_pattern_as_the_paper_describes_it_is_supported(store):
+    _fig10_runs(store, paper_pattern)
+    ledger = report.claims_ledger()
+    rows = ledger[ledger["where"] == "§4.5, Fig. 10"]
+    assert list(rows["verdict"]) == ["supported"] * 4, rows[["claim", "verdict", "note"]]
+    best = rows.iloc[0]
+    assert best["n"] == 3 and "12 of 12 comparisons supported" in best["note"]
+    assert "fig10: 36 of 36 runs" in best["runs"]
+    assert "centre = table3/full: 5 of 5 seeds" in best["runs"]
+
+
+def test_fig10_a_better_setting_contradicts_the_best_point(store):
+    def better_p1(pt, seed):
+        return 3.0 + 0.01 * seed if pt == (1.85, 0.19, -0.26) else paper_pattern(pt, seed)
+
+    _fig10_runs(store, better_p1)
+    best = row(report.claims_ledger(), "best setting beats the other 12")
+    assert best["verdict"] == "contradicted" and best["mean"] < 0
+    assert "closest: s_L 1.85, x_L 0.19, P1 -0.26" in best["note"]
+
+
+def test_fig10_single_seed_is_not_resolved(store, monkeypatch):
+    for s in SEEDS:
+        save_run(store, "table3", "full", s, BASE[s] + 2.0)
+    for pt in report.fig10_points()[:5]:  # part of the grid, seed 0 only
+        if pt != report.FIG10_CENTRE:
+            save_run(store, "fig10", fig10_name(pt), 0, BASE[0])
+    ledger = report.claims_ledger()
+    best = row(ledger, "best setting beats the other 12")
+    assert best["verdict"] == "not resolved at this n" and best["n"] == 1
+    assert "fig10: 4 of 36 runs" in best["runs"]
+    assert row(ledger, "at s_L = 1.95 accuracy is the most stable over x_L")["verdict"] == \
+        "not run"
+
+
+def test_book_ledger_facts_count_verdicts(store):
+    for s in SEEDS:
+        save_run(store, "table3", "baseline", s, BASE[s])
+        save_run(store, "table3", "dam", s, BASE[s] + 1.0 + 0.01 * s)
+    shown = book.claims_ledger()
+    facts = book.ledger_facts(shown)
+    assert facts["ledger_claims"] == len(shown) == 15
+    assert facts["ledger_supported"] == 2  # dam > baseline, and the measured cost
+    assert facts["ledger_not_run"] == 13 and facts["ledger_contradicted"] == 0
+    assert sum(v for k, v in facts.items() if k != "ledger_claims") == 15
+
+
+def test_latest_record_of_a_seed_wins(store):
+    save_run(store, "table3", "baseline", 0, 50.0)
+    save_run(store, "table3", "baseline", 1, 50.0)
+    save_run(store, "table3", "dam", 0, 40.0)
+    save_run(store, "table3", "dam", 1, 41.0)
+    # the same run again, later (e.g. after a rerun): same run_id, the file is replaced
+    save_run(store, "table3", "dam", 0, 51.0,
+             date=dt.datetime(2026, 2, 1, tzinfo=dt.UTC).isoformat())
+    r = row(report.claims_ledger(), "DAM beats single-dimension attention")
+    assert r["n"] == 2 and r["mean"] == pytest.approx((1.0 - 9.0) / 2)

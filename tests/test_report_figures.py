@@ -1,0 +1,199 @@
+"""The figures that come with the ablation runs (cfdan.report): Fig. 6 validation curves,
+Fig. 7 over training (t-SNE of stored feature snapshots) and Fig. 10 with its noise band, on
+hand-made records and synthetic arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from test_claims import BASE, SEEDS, fig10_name, run_config, save_run, write_plans
+
+from cfdan import book, config, paper, report
+
+matplotlib.use("Agg")
+
+CLASSES = ("neutral", "happiness", "surprise")
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(config, "EXPERIMENTS_DIR", write_plans(tmp_path / "experiments"))
+    root = tmp_path / "results"
+    root.mkdir()
+    monkeypatch.setenv("CFDAN_RESULTS_DIR", str(root))
+    return root
+
+
+# --------------------------------------------------------------------------- Fig. 6
+def test_val_curves_mean_and_band_over_seeds(store):
+    hist = {0: [50.0, 60.0, 65.0], 1: [52.0, 58.0, 67.0], 2: [51.0, 62.0, 66.0]}
+    for s, h in hist.items():
+        save_run(store, "table3", "baseline", s, 70.0, history=h)
+        save_run(store, "table3", "full", s, 70.0, history=[v + 1 for v in h])
+    curves = report.val_curves()
+    assert set(curves["variant"]) == {"baseline", "full"}  # dam, dam_ilm: not run
+    b = curves[curves["variant"] == "baseline"].set_index("epoch")
+    arr = np.array(list(hist.values()))
+    assert np.allclose(b["mean"], arr.mean(0)) and np.allclose(b["std"], arr.std(0, ddof=1))
+    assert np.allclose(b["min"], arr.min(0)) and np.allclose(b["max"], arr.max(0))
+    assert list(b["seeds"]) == [3, 3, 3]
+
+    fig, ax = plt.subplots()
+    report.plot_val_curves(ax, curves)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["baseline (n=3)", "dam (not run)", "dam_ilm (not run)", "full (n=3)"]
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(arr.min()) and band.max() == pytest.approx(arr.max())
+    assert "min–max" in ax.get_title()
+    ax.clear()
+    report.plot_val_curves(ax, curves, band="std")
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.max() == pytest.approx((arr.mean(0) + arr.std(0, ddof=1)).max())
+    with pytest.raises(ValueError, match="band"):
+        report.plot_val_curves(ax, curves, band="iqr")
+    plt.close("all")
+    assert book.val_curves_figure() is not None
+
+
+# --------------------------------------------------------------------------- Fig. 7
+@pytest.fixture(autouse=True)
+def one_thread():
+    """t-SNE on one OpenMP thread: on a busy 2-core machine its threads otherwise spin."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
+def snapshot_arrays(epochs: list[int], n_test: int = 300, s: int = 90, d: int = 16,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """Snapshots of ``s`` test images whose features cluster by their true class."""
+    rng = np.random.default_rng(seed)
+    test_labels = rng.integers(0, len(CLASSES), n_test)
+    index = np.sort(rng.choice(n_test, size=s, replace=False))
+    centres = 6.0 * np.eye(len(CLASSES), d)
+    feats = np.stack([centres[test_labels[index]] + rng.normal(0, 0.5, (s, d))
+                      for _e in epochs])
+    return {"snapshot_features": feats.astype(np.float16),
+            "snapshot_epochs": np.asarray(epochs), "snapshot_index": index,
+            "test_labels": test_labels, "class_names": np.asarray(CLASSES)}
+
+
+SMALL_TSNE = {**report.TSNE_SETTING, "perplexity": 10.0, "max_iter": 250}
+
+
+def knn_accuracy(emb: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    dist = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    near = np.argsort(dist, axis=1)[:, :k]
+    votes = np.array([np.bincount(labels[r], minlength=len(CLASSES)).argmax() for r in near])
+    return float(np.mean(votes == labels))
+
+
+def test_tsne_snapshots_take_labels_at_the_snapshot_index():
+    arrays = snapshot_arrays([2, 4, 6, 8])
+    panels = report.tsne_snapshots(arrays, 8, n=60, setting=SMALL_TSNE)
+    assert [p["epoch"] for p in panels] == [2, 4, 6, 8]
+    truth = arrays["test_labels"][arrays["snapshot_index"]][:60]
+    for p in panels:
+        assert p["embedding"].shape == (60, 2)
+        assert np.array_equal(p["labels"], truth)
+        # features cluster by the true class, so neighbours in the embedding share labels;
+        # labels read from the wrong images (e.g. test_labels[:S]) would score about 1/3
+        assert knn_accuracy(p["embedding"], p["labels"]) > 0.9
+    again = report.tsne_snapshots(arrays, 8, n=60, setting=SMALL_TSNE)
+    assert np.array_equal(again[0]["embedding"], panels[0]["embedding"])  # seeded
+
+
+def test_tsne_columns_follow_the_fraction_of_training():
+    from cfdan.train import snapshot_epochs
+
+    for total in (5, 12, 18, 40):  # the epochs train.py stores: k/4 of the schedule
+        arrays = snapshot_arrays(snapshot_epochs(total, 4), s=40)
+        panels = report.tsne_snapshots(arrays, total, n=40, setting=SMALL_TSNE)
+        assert all(p is not None for p in panels), total
+        assert panels[-1]["epoch"] == total
+    gap = report.tsne_snapshots(snapshot_arrays([2, 4, 8], s=40), 8, n=40, setting=SMALL_TSNE)
+    assert gap[2] is None and [p["epoch"] for p in gap if p] == [2, 4, 8]
+
+
+def test_snapshot_runs_and_the_figure(store):
+    from cfdan.train import snapshot_epochs
+
+    epochs = snapshot_epochs(3, 4)  # the smoke profile's 3 epochs: snapshots after 1, 2, 3
+    for v in ("baseline", "full"):
+        save_run(store, "table3", v, 0, 70.0, history=[60.0] * 3,
+                 arrays=snapshot_arrays(epochs, s=40))
+        save_run(store, "table3", v, 1, 70.0, history=[60.0] * 3)
+    found = report.snapshot_runs()
+    assert found["dam"] is None and found["baseline"][0] == "table3"
+    assert found["full"] == ("table3", run_config("table3", "full", 0).run_id)
+
+    fig, axes = plt.subplots(3, 4, squeeze=False)
+    arrays = snapshot_arrays([2, 4, 6, 8], s=40)
+    panels = {"baseline": report.tsne_snapshots(arrays, 8, n=40, setting=SMALL_TSNE),
+              "dam": None, "full": [None] * 4}
+    report.plot_tsne_over_training(axes, panels, CLASSES, {"baseline": 8})
+    assert [t.get_text() for t in axes[1, 0].texts] == ["not run"]
+    assert [t.get_text() for t in axes[2, 3].texts] == ["no snapshot"]
+    assert axes[0, 1].get_title() == "epoch 4/8" and len(axes[0, 0].collections) == 3
+    assert axes[2, 0].get_ylabel() == "full"
+    plt.close("all")
+    fig = book.tsne_training_figure(n=40)
+    assert len(fig.axes) == 12 and fig.axes[0].get_title() == "epoch 1/3"
+    assert "no snapshot" in [t.get_text() for t in fig.axes[1].texts]  # 50 %: none near
+    assert fig.axes[3].get_title() == "epoch 3/3"
+    assert [t.get_text() for t in fig.axes[4].texts] == ["not run"]  # dam
+    plt.close("all")
+
+
+def test_book_tsne_figure_is_none_without_snapshots(store):
+    save_run(store, "table3", "baseline", 0, 70.0)
+    assert book.tsne_training_figure() is None
+
+
+# --------------------------------------------------------------------------- Fig. 10
+def test_sensitivity_points_and_noise_band(store):
+    full = [BASE[s] + 2.0 for s in SEEDS]
+    for s in SEEDS:
+        save_run(store, "table3", "full", s, full[s])
+    for k, pt in enumerate(report.fig10_points()):
+        if pt != report.FIG10_CENTRE:
+            save_run(store, "fig10", fig10_name(pt), 0, BASE[0] + 0.1 * k)
+    pts = report.sensitivity_points()
+    assert len(pts) == 13 and pts["centre"].sum() == 1
+    centre = pts[pts["centre"]].iloc[0]
+    # the centre shares the grid's seeds (seed 0), not the mean over all of its own
+    assert centre["accuracy"] == pytest.approx(full[0]) and centre["seeds"] == 1
+    assert centre["source"] == "table3/full"
+    spread = report.full_seed_spread()
+    assert spread[1] == pytest.approx(np.std(full, ddof=1)) and spread[2] == 5
+
+    fig, axes = plt.subplots(1, 2)
+    report.plot_sensitivity(axes, pts, spread)
+    for ax in axes:
+        band = [p for p in ax.patches if "1 sd" in p.get_label()]
+        assert len(band) == 1
+        ys = band[0].get_path().transformed(band[0].get_patch_transform()).vertices[:, 1]
+        lo, hi = ys.min(), ys.max()
+        assert (lo, hi) == pytest.approx((full[0] - spread[1], full[0] + spread[1]))
+    assert len(axes[0].get_lines()) == 3 and len(axes[1].get_lines()) == 1
+    assert len(axes[1].get_lines()[0].get_xdata()) == 5  # P1: five values
+    plt.close("all")
+
+
+def test_sensitivity_figure_when_nothing_ran(store):
+    pts = report.sensitivity_points()
+    assert pts["accuracy"].isna().all()
+    fig = book.sensitivity_figure()
+    assert [t.get_text() for t in fig.axes[0].texts] == ["not run"]
+    assert list(fig.axes[1].get_xticks()) == pytest.approx(sorted(paper.FIG10_GRID["P1"]))
+    plt.close("all")
+    save_run(store, "table3", "full", 0, 70.0)
+    fig = book.sensitivity_figure()
+    assert fig.axes[0].texts[0].get_text().startswith("grid not run")
+    plt.close("all")
