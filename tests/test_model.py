@@ -185,3 +185,32 @@ def test_cost_matches_the_paper_within_5_percent() -> None:
     d = measure(CFDANConfig())["attention"]
     assert abs(d.params_m / 4.22 - 1) < 0.05
     assert d.gmacs < nd.gmacs  # distillation saves FLOPs (paper: 0.14G; see chapter 2)
+
+
+def test_channel_conv3_equals_the_one_channel_convolution():
+    from cfdan.model.distillation import ChannelDistill, channel_conv3
+
+    torch.manual_seed(0)
+    d = ChannelDistill(32, 4, 2)
+    z = torch.randn(3, 5, 4, 4, requires_grad=True)
+    ref = d.conv3(z.reshape(-1, 1, 4)).reshape(z.shape)
+    out = channel_conv3(z, d.conv3.weight)
+    torch.testing.assert_close(out, ref)
+    g_out = torch.autograd.grad(out.square().sum(), [z, d.conv3.weight])
+    g_ref = torch.autograd.grad(ref.square().sum(), [z, d.conv3.weight])
+    for a, b in zip(g_out, g_ref, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", ["full", "baseline", "no_distill", "no_grouping"])
+def test_fused_attention_equals_the_explicit_weights(name):
+    """Training runs the fused kernel (no weights kept); maps use the explicit softmax."""
+    torch.manual_seed(0)
+    m = _small(name)
+    x = torch.randn(2, 3, SMALL["image_size"], SMALL["image_size"], requires_grad=True)
+    fused = m(x)
+    explicit = m(x, return_attention=True)["logits"]
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-6)
+    g1 = torch.autograd.grad(fused.sum(), x)[0]
+    g2 = torch.autograd.grad(explicit.sum(), x)[0]
+    torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-6)

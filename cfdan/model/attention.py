@@ -49,8 +49,10 @@ class SpatialGroupAttention(nn.Module):
         return dist(proj(h), hw)
 
     def forward(self, x: torch.Tensor, x_k: torch.Tensor, hw: tuple[int, int],
-                k_proj: nn.Linear | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the block output (N, P, C) and the attention weights.
+                k_proj: nn.Linear | None = None, need_weights: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return the block output (N, P, C) and the attention weights (None unless
+        ``need_weights``: the fused kernel then computes the same output without them).
 
         ``k_proj`` is the key projection to use (the other branch's under cross-fusion).
         """
@@ -58,12 +60,13 @@ class SpatialGroupAttention(nn.Module):
         q = self.q(h)
         k, khw = self._kv(self.norm_k(x_k), k_proj or self.k, self.dist_k, hw)
         v, _ = self._kv(h, self.v, self.dist_v, hw)
-        out, weights = self._attend(q, hw, k, v, khw)
+        out, weights = self._attend(q, hw, k, v, khw, need_weights)
         out = self.o(out)
         return (out + x if self.closed_loop else out), weights
 
     def _attend(self, q: torch.Tensor, hw: tuple[int, int], k: torch.Tensor, v: torch.Tensor,
-                khw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+                khw: tuple[int, int], need_weights: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         n, p, c = q.shape
         heads, d = self.heads, c // self.heads
         if self.window is None:
@@ -81,11 +84,17 @@ class SpatialGroupAttention(nn.Module):
             qw, kw, vw = (t.reshape(*t.shape[:3], heads, d) for t in (qw, kw, vw))
         # (N, windows, L, heads, d) -> (N, windows, heads, L, d)
         qw, kw, vw = (t.transpose(2, 3) for t in (qw, kw, vw))
-        scores = (qw @ kw.transpose(-1, -2)) * (1.0 / math.sqrt(d))
-        if mask is not None:
-            scores = scores.masked_fill(~mask[None, :, None, None, :], float("-inf"))
-        weights = scores.softmax(dim=-1)
-        out = (weights @ vw).transpose(2, 3).reshape(n, nh * nw, -1, c)
+        if need_weights:
+            scores = (qw @ kw.transpose(-1, -2)) * (1.0 / math.sqrt(d))
+            if mask is not None:
+                scores = scores.masked_fill(~mask[None, :, None, None, :], float("-inf"))
+            weights = scores.softmax(dim=-1)
+            out = weights @ vw
+        else:  # the same attention, fused (scale 1/sqrt(d) is the kernel's default)
+            weights = None
+            out = F.scaled_dot_product_attention(
+                qw, kw, vw, attn_mask=None if mask is None else mask[None, :, None, None, :])
+        out = out.transpose(2, 3).reshape(n, nh * nw, -1, c)
         if self.window is None:
             return out.reshape(n, p, c), weights
         return _unwindow(out, hw, wq, nh, nw), weights
@@ -135,7 +144,8 @@ class ChannelGroupAttention(nn.Module):
         self.dist_v = ChannelDistill(dim, groups, reduction) if distill else None
 
     def forward(self, x: torch.Tensor, x_k: torch.Tensor, hw: tuple[int, int],
-                k_proj: nn.Linear | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                k_proj: nn.Linear | None = None, need_weights: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         n, p, c = x.shape
         g = self.groups
         h = self.norm_qv(x)

@@ -33,7 +33,7 @@ class DualAttention(nn.Module):
                                   cfg.distill_reduction, cfg.norm, cfg.closed_loop)
             for _ in range(cfg.num_layers if use_c else 0))
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]
+    def forward(self, x: torch.Tensor, hw: tuple[int, int], need_weights: bool = True
                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, dict[str, list[torch.Tensor]]]:
         """Return the last spatial output, the last channel output and per-layer weights."""
         s = x if len(self.spatial) else None
@@ -49,9 +49,11 @@ class DualAttention(nn.Module):
                     out[name] = None
                     continue
                 if exchange:  # K from the other branch's output and key projection (eq. 3)
-                    out[name], w = blocks[layer](own, other, hw, k_proj=other_blocks[layer].k)
+                    out[name], w = blocks[layer](own, other, hw, k_proj=other_blocks[layer].k,
+                                                 need_weights=need_weights)
                 else:
-                    out[name], w = blocks[layer](own, own, hw)
-                weights[name].append(w)
+                    out[name], w = blocks[layer](own, own, hw, need_weights=need_weights)
+                if w is not None:
+                    weights[name].append(w)
             s, c = out["spatial"], out["channel"]
         return s, c, weights

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -52,10 +53,19 @@ class ChannelDistill(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, p, _ = x.shape
-        y = self.conv1(x.transpose(1, 2))  # (N, C/r, P)
-        c_low = y.shape[1]
-        cw = c_low // self.groups
-        # (N, C/r, P) -> (N * P * G, 1, C_w / r): convolve along the channels of each group
-        z = y.permute(0, 2, 1).reshape(n * p * self.groups, 1, cw)
-        z = self.conv3(z).reshape(n, p, c_low)
-        return z
+        y = self.conv1(x.transpose(1, 2)).transpose(1, 2)  # (N, P, C/r)
+        c_low = y.shape[-1]
+        z = y.reshape(n, p, self.groups, c_low // self.groups)
+        return channel_conv3(z, self.conv3.weight).reshape(n, p, c_low)
+
+
+def channel_conv3(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``Conv1d(1, 1, 3, padding=1, bias=False)`` along the last axis of ``z``, as three taps.
+
+    Equal to running ``conv3`` over ``z.reshape(-1, 1, C_w)`` up to float rounding, without a
+    convolution over N x P x G one-channel rows of length C_w (its backward dominated the
+    distillation's cost on the CPU: 18,432 rows of 8 at batch 64).
+    """
+    w = weight.reshape(3).to(z.dtype)
+    zp = F.pad(z, (1, 1))
+    return zp[..., :-2] * w[0] + zp[..., 1:-1] * w[1] + zp[..., 2:] * w[2]

@@ -82,7 +82,7 @@ class CFDAN(nn.Module):
     def forward(self, x: torch.Tensor, return_features: bool = False,
                 return_attention: bool = False) -> Any:
         t, hw = self.tokens(x)
-        a_s, a_c, weights = self.attention(t, hw)
+        a_s, a_c, weights = self.attention(t, hw, need_weights=return_attention)
         if self.fusion is not None:
             fused = self.fusion(a_s, a_c)
         elif a_s is not None or a_c is not None:
