@@ -52,7 +52,7 @@ def test_parse_value():
         ("model.not_a_field=1", "valid model fields"),
         ("model.preset=nope", "presets"),
         ("train.epochs=abc", "expected an integer"),
-        ("train.amp=maybe", "true/false"),
+        ("train.amp=maybe", "true, false or \"auto\""),
         ("data.dataset=imagenet", "unknown dataset"),
         ("model.image_size=64", "taken from the data"),
         ("train.epochs", "section.field=value"),
