@@ -265,16 +265,23 @@ def tsne_figure(n: int = 1000):
     return fig
 
 
-def attention_figures(shown: Mapping[str, str], k: int = 4) -> list:
-    """Fig. 8: one figure per shown run (face, spatial, channel and fused maps of ``k`` faces)."""
+def attention_figures(shown: Mapping[str, str], k: int = 4,
+                      root: str | None = None) -> list:
+    """Fig. 8: one figure per shown run (face, spatial, channel and fused maps of ``k`` faces,
+    :func:`cfdan.report.plot_attention`), with a line under it that says where the faces come
+    from (read from the dataset at build time, or absent and why) and which map definition
+    the record holds. The layout is the same with and without the faces."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     figs = []
     for exp, run_id in shown.items():
-        fig, axes = plt.subplots(k, 4, figsize=(7, 1.85 * k))
-        report.plot_attention(axes, run_id, exp, k=k)
+        fig, axes = plt.subplots(k, 4, figsize=(7, 1.85 * k + 0.6), squeeze=False)
+        caption = report.plot_attention(axes, run_id, exp, k=k, root=root)
         fig.suptitle(run_label(exp, _variant(exp, run_id), short=True))
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.5 / (1.85 * k + 0.6), 1, 1))
+        fig.text(0.01, 0.005, textwrap.fill(caption, 120), ha="left", va="bottom", fontsize=6.5)
         figs.append(fig)
     return figs
 
@@ -458,3 +465,63 @@ def bench_training(profile: str = "cpu", steps: int = 4) -> str:
                           "--profile", profile, "--steps", str(steps)],
                          capture_output=True, text=True, check=True, cwd=REPO_ROOT)
     return out.stdout
+
+
+# ---- the cpu v2 search (chapter 5): validation only
+SEARCH_EXPERIMENT = "cpu_search"
+
+
+def search_table(experiment: str = SEARCH_EXPERIMENT) -> pd.DataFrame:
+    """Every candidate of the cpu-profile search with what it changes, its validation
+    accuracy (the selection criterion), train-subset accuracy and time; test is not shown.
+
+    Candidates listed in ``configs/experiments/<experiment>.toml`` without a record of their
+    current config are shown as "not run". ``wall min`` is the run's wall time as it ran
+    (other jobs may have shared the CPU); ``epoch s (fastest)`` is its fastest epoch,
+    training plus validation, the best estimate of an uncontended epoch.
+    """
+    from cfdan.config import load_experiment
+
+    exp = load_experiment(experiment)
+    stored = {rec["run_id"]: rec for _, rec in results.iter_records(experiment)}
+    rows = []
+    for cfg in exp.configs():
+        changes = exp.variants.get(cfg.variant, {})
+        rec = stored.get(cfg.run_id)
+        row: dict[str, Any] = {
+            "candidate": cfg.variant,
+            "changes": ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in changes.items())
+            or "(common settings only)",
+            "epochs": cfg.train.epochs,
+        }
+        if rec is None:
+            row.update({"val acc %": "not run"})
+        else:
+            hist = rec.get("history", [])
+            fastest = min((h["epoch_time_s"] + h.get("eval_time_s", 0.0) for h in hist),
+                          default=float("nan"))
+            sub = rec.get("train_subset") or {}
+            row.update({
+                "val acc %": round(100 * rec["val"]["accuracy"], 2),
+                "best epoch": rec.get("best_epoch"),
+                "train-subset acc %": (round(100 * sub["accuracy"], 2) if sub else None),
+                "wall min": round(rec["wall_time_s"] / 60, 1),
+                "epoch s (fastest)": round(fastest, 1),
+                "threads": rec.get("hardware", {}).get("torch_threads"),
+                "commit": str(rec.get("git", {}).get("commit") or "")[:7],
+            })
+        rows.append(row)
+    return pd.DataFrame(rows).astype(object).fillna("")
+
+
+def search_facts(experiment: str = SEARCH_EXPERIMENT) -> dict[str, Any]:
+    """Counts and the leader of the search, for the chapter's prose (by val accuracy only)."""
+    t = search_table(experiment)
+    done = t[t["val acc %"] != "not run"]
+    out: dict[str, Any] = {"search_candidates": len(t), "search_done": len(done)}
+    if len(done):
+        best = done.loc[done["val acc %"].astype(float).idxmax()]
+        out.update(search_leader=best["candidate"], search_leader_val=f"{best['val acc %']:.2f}")
+    else:
+        out.update(search_leader="none yet", search_leader_val="n/a")
+    return out
