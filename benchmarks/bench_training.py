@@ -107,6 +107,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     ap.add_argument("--channels", type=int, default=1, help="channels of the stored images")
     ap.add_argument("--amp", choices=("profile", "on", "off", "both"), default="profile")
+    ap.add_argument("--compile", choices=("off", "on", "both"), default="off",
+                    help="also time torch.compile'd models (compilation is in the warm-up)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,21 +125,31 @@ def main(argv=None) -> None:
     print(f"profile {args.profile}: {size} px, batch {batch}, device {device}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     cl = cfg.train.channels_last
+    compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    speed: dict[tuple[bool, bool, str], float] = {}
     for amp in amps[args.amp]:
         amp = amp and device.type in ("cpu", "cuda")
-        full = build_model(cfg, k, size).to(device)
-        bare = BareTrunk(full.trunk, full.trunk.out_channels, k).to(device)
-        for name, model in (("cf-dan", full), ("bare trunk", bare)):
-            if cl:
-                model = model.to(memory_format=torch.channels_last)
-            params = sum(p.numel() for p in model.parameters())
-            tr = bench_train(model, images, labels, aug_train, args.steps, batch, device, amp, cl)
-            inf = bench_infer(model, images, aug_eval, device, amp, cl)
-            print(f"  bf16={str(amp):<5} {name:<10} {params / 1e6:6.2f} M params | train "
-                  f"{tr['images_per_s']:8.1f} img/s (augment {100 * tr['augment_share']:4.1f} % "
-                  f"of step time) | inference {inf['latency_ms']:7.2f} ms/image at batch 1, "
-                  f"{inf['infer_images_per_s']:8.1f} img/s at batch 256")
-
+        for comp in compiles:
+            full = build_model(cfg, k, size).to(device)
+            bare = BareTrunk(full.trunk, full.trunk.out_channels, k).to(device)
+            for name, model in (("cf-dan", full), ("bare trunk", bare)):
+                if cl:
+                    model = model.to(memory_format=torch.channels_last)
+                params = sum(p.numel() for p in model.parameters())
+                run = torch.compile(model) if comp else model
+                tr = bench_train(run, images, labels, aug_train, args.steps, batch, device, amp,
+                                 cl)
+                inf = bench_infer(run, images, aug_eval, device, amp, cl)
+                speed[amp, comp, name] = tr["images_per_s"]
+                print(f"  bf16={str(amp):<5} compile={str(comp):<5} {name:<10} "
+                      f"{params / 1e6:6.2f} M params | train {tr['images_per_s']:8.1f} img/s "
+                      f"(augment {100 * tr['augment_share']:4.1f} % of step time) | inference "
+                      f"{inf['latency_ms']:7.2f} ms/image at batch 1, "
+                      f"{inf['infer_images_per_s']:8.1f} img/s at batch 256")
+    for (amp, comp, name), ips in speed.items():
+        if name == "cf-dan":
+            print(f"  ratio cf-dan / bare trunk, training img/s, bf16={amp} compile={comp}: "
+                  f"{ips / speed[amp, comp, 'bare trunk']:.2f}")
 
 if __name__ == "__main__":
     main()
