@@ -266,7 +266,7 @@ def tsne_figure(n: int = 1000):
 
 
 def attention_figures(shown: Mapping[str, str], k: int = 4,
-                      root: str | None = None) -> list:
+                      root: str | None = None, show_faces: bool = True) -> list:
     """Fig. 8: one figure per shown run (face, spatial, channel and fused maps of ``k`` faces,
     :func:`cfdan.report.plot_attention`), with a line under it that says where the faces come
     from (read from the dataset at build time, or absent and why) and which map definition
@@ -278,7 +278,8 @@ def attention_figures(shown: Mapping[str, str], k: int = 4,
     figs = []
     for exp, run_id in shown.items():
         fig, axes = plt.subplots(k, 4, figsize=(7, 1.85 * k + 0.6), squeeze=False)
-        caption = report.plot_attention(axes, run_id, exp, k=k, root=root)
+        caption = report.plot_attention(axes, run_id, exp, k=k, root=root,
+                                        show_faces=show_faces)
         fig.suptitle(run_label(exp, _variant(exp, run_id), short=True))
         fig.tight_layout(rect=(0, 0.5 / (1.85 * k + 0.6), 1, 1))
         fig.text(0.01, 0.005, textwrap.fill(caption, 120), ha="left", va="bottom", fontsize=6.5)

@@ -174,7 +174,8 @@ def attention_maps(
     """Attention maps (Fig. 8) of a few images via ``model(x, return_attention=True)``.
 
     Returns ``attention_<name>`` float32 arrays for each map the model exposes
-    (``spatial``, ``channel``, ``fused``); an empty dict if the model has none.
+    (``spatial``, ``channel``, ``fused``), ``attention_definition`` (a string array) when the
+    model names the definition of its maps, and an empty dict if the model has none.
     """
     device = torch.device(device)
     was_training = model.training
@@ -192,6 +193,8 @@ def attention_maps(
     for name, t in (att or {}).items():
         if isinstance(t, torch.Tensor):
             res[f"attention_{name}"] = t.detach().float().cpu().numpy()
+        elif isinstance(t, str):
+            res[f"attention_{name}"] = np.asarray(t)
     return res
 
 
@@ -217,7 +220,9 @@ def final_evaluation(
     ``test`` is a :class:`cfdan.data.FaceTensors`; ``eval_cfg`` a :class:`cfdan.config.EvalConfig`.
     Returns ``(metrics, arrays)``; arrays hold ``test_logits``, ``test_labels``, ``confusion``,
     a seeded subsample of pooled features for t-SNE (``tsne_features``, ``tsne_labels``,
-    ``tsne_preds``, ``tsne_index``) and attention maps of fixed test images.
+    ``tsne_preds``, ``tsne_index``) and the Fig. 8 maps of fixed test images with their
+    ``attention_index`` into ``test``, labels and predictions. No pixels are stored: the
+    book reads the faces from the dataset by index (:func:`cfdan.report.attention_faces`).
     """
     out = infer(
         model, test.images, transform, batch_size=batch_size, device=device, amp=amp,
@@ -246,14 +251,13 @@ def final_evaluation(
         )
     if eval_cfg.attention_images and len(labels):
         idx = fixed_indices(len(labels), eval_cfg.attention_images, eval_cfg.attention_seed)
-        imgs = test.images[torch.as_tensor(idx)]
         maps = attention_maps(
-            model, imgs, transform, device=device, amp=amp, channels_last=channels_last
+            model, test.images[torch.as_tensor(idx)], transform, device=device, amp=amp,
+            channels_last=channels_last,
         )
         if maps:
             arrays.update(maps)
             arrays["attention_index"] = idx
-            arrays["attention_images"] = imgs.numpy()
             arrays["attention_labels"] = labels.numpy()[idx]
             arrays["attention_preds"] = preds[idx]
     return metrics, arrays

@@ -140,31 +140,170 @@ def plot_tsne(ax, run_id: str, experiment: str | None = None, title: str = "",
     ax.set(title=title, xticks=[], yticks=[])
 
 
-def plot_attention(axes, run_id: str, experiment: str | None = None, k: int = 4) -> None:
-    """Fig. 8: input face, spatial, channel and fused maps for ``k`` fixed test images."""
+ATTENTION_V2 = "v2"
+"""The Fig. 8 definition of :func:`cfdan.model.network.attention_maps` (chapter 2)."""
+ATTENTION_OLD = "token norms (old records)"
+"""What records without ``attention_definition`` hold: min-max-scaled token norms."""
+DATASET_NAMES = {"ferplus": "FERPlus", "rafdb": "RAF-DB", "affectnet": "AffectNet",
+                 "synthetic": "the synthetic set"}
+
+
+def attention_definition(arrays: Mapping[str, np.ndarray]) -> str:
+    """Which definition made a record's Fig. 8 maps: ``"v2"`` or :data:`ATTENTION_OLD`."""
+    d = arrays.get("attention_definition")
+    return str(d) if d is not None else ATTENTION_OLD
+
+
+def _test_split(rec: Mapping[str, Any], root: str | os.PathLike[str] | None):
+    """The run's test split as it was evaluated (dataset, label mode, ``max_eval`` subset)."""
+    from pathlib import Path
+
+    from cfdan import paths
+    from cfdan.data import load_dataset
+    from cfdan.data.splits import subsample
+
+    dcfg = (rec.get("config") or {}).get("data") or {}
+    dataset = (rec.get("data") or {}).get("dataset") or dcfg.get("dataset", "")
+    name = DATASET_NAMES.get(dataset, dataset)
+    if dataset == "ferplus":
+        where: Path | None = paths.ferplus_root(root)
+    elif dataset == "synthetic":
+        where = None
+    else:
+        given = root or dcfg.get("root")
+        where = Path(given) if given else None
+        if where is None:
+            return None, f"{name} has no root folder here"
+    if where is not None and not where.exists():
+        return None, f"{name} is not at {where}"
+    ft = load_dataset(dataset, where, "test", image_size=int(dcfg.get("image_size", 224)),
+                      label_mode=dcfg.get("label_mode", "majority"), seed=0,
+                      **(dcfg.get("options") or {}))
+    return subsample(ft, int(dcfg.get("max_eval") or 0)), name
+
+
+def attention_faces(run_id: str, experiment: str | None = None,
+                    root: str | os.PathLike[str] | None = None) -> tuple[np.ndarray | None, str]:
+    """Fig. 8's faces: the ``attention_index`` rows of the run's test split, read from its
+    dataset now (records hold indices, never pixels), as uint8 (k, C, H, W).
+
+    Returns ``(faces, note)``; ``faces`` is None, and ``note`` says why, when the dataset is
+    not here or its test split differs from the run's (fingerprint or labels). ``root``
+    overrides where the dataset is read (default: :func:`cfdan.paths.ferplus_root` for
+    FERPlus, the record's ``data.root`` otherwise).
+    """
+    from cfdan.data.types import DataError
+
+    rec = results.get_record(run_id, experiment)
+    arr = results.load_arrays(run_id, experiment)
+    if "attention_index" not in arr:
+        return None, "the record names no faces (no attention_index)"
+    dataset = (rec.get("data") or {}).get("dataset", "")
+    name = DATASET_NAMES.get(dataset, dataset)
+    try:
+        split, why = _test_split(rec, root)
+    except (DataError, OSError, ValueError, TypeError) as exc:
+        return None, f"{name} could not be read ({exc})"
+    if split is None:
+        return None, why
+    want = ((rec.get("data") or {}).get("fingerprint") or {}).get("test")
+    if want is not None and str(split.fingerprint) != str(want):
+        return None, (f"the {name} test split here (fingerprint {split.fingerprint}) is not "
+                      f"the run's ({want})")
+    idx = np.asarray(arr["attention_index"], dtype=np.int64)
+    if len(idx) and idx.max() >= len(split):
+        return None, f"the {name} test split here has {len(split)} images, fewer than the run's"
+    labels = arr.get("attention_labels")
+    if labels is not None and not np.array_equal(split.labels.numpy()[idx], labels):
+        return None, f"the labels of the {name} test faces here differ from the run's"
+    return split.images[idx].numpy(), f"read from the {name} test split at build time"
+
+
+def _attention_caption(faces_note: str, definition: str, has_faces: bool) -> str:
+    """The line under Fig. 8: where the faces come from and what the maps are."""
+    where = (f"Faces {faces_note} (records keep their indices, never pixels)." if has_faces
+             else f"Maps alone: {faces_note}; records keep the faces' indices, never pixels.")
+    if definition == ATTENTION_V2:
+        what = ("Maps (v2, chapter 2): spatial = attention each cell receives in the last "
+                "layer, scaled to its maximum; channel, fused = each cell's share of the "
+                "predicted class's logit (red for, blue against).")
+    else:
+        what = ("Maps: token norms after the residual, min-max scaled per face (old records, "
+                "made before the v2 definition of chapter 2; not attention).")
+    return f"{where} {what}"
+
+
+def _upsample(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
+    t = torch.as_tensor(np.asarray(m, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def _map_style(name: str, m: np.ndarray, definition: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """The map as drawn and its imshow colour scale: sequential for attention received and
+    old maps, diverging around 0 for class-activation maps."""
+    if definition != ATTENTION_V2:
+        return m, {"cmap": "jet", "vmin": 0.0, "vmax": 1.0}
+    if name == "spatial":
+        top = float(m.max())
+        return m / top if top > 0 else m, {"cmap": "inferno", "vmin": 0.0, "vmax": 1.0}
+    lim = float(np.abs(m).max()) or 1.0
+    return m, {"cmap": "RdBu_r", "vmin": -lim, "vmax": lim}
+
+
+def plot_attention(axes, run_id: str, experiment: str | None = None, k: int = 4,
+                   root: str | os.PathLike[str] | None = None, show_faces: bool = True) -> str:
+    """Fig. 8 on a (k, 4) grid of axes: face, spatial, channel and fused maps of ``k`` fixed
+    test faces, the maps upsampled onto the face. The faces are read from the dataset now
+    (:func:`attention_faces`); without it the maps are drawn alone. Returns the caption line
+    (where the faces come from, which map definition the record holds). ``show_faces=False``
+    draws the maps alone (the book's committed outputs: dataset faces are not redistributed)."""
+    rec = results.get_record(run_id, experiment)
     arr = results.load_arrays(run_id, experiment)
     names = [str(c) for c in arr["class_names"]]
-    imgs = arr["attention_images"]
-    cols = [("input", None), ("spatial", "attention_spatial"), ("channel", "attention_channel"),
+    definition = attention_definition(arr)
+    if show_faces:
+        faces, note = attention_faces(run_id, experiment, root)
+    else:
+        faces, note = None, "dataset faces are not redistributed with this book; rerun the chapter with `-p show_ferplus_images True` (papermill) to see them on your machine"
+    side = int(((rec.get("config") or {}).get("data") or {}).get("image_size", 48))
+    v2 = definition == ATTENTION_V2
+    cols = [("face", None),
+            ("spatial", "attention_spatial"), ("channel", "attention_channel"),
             ("fused", "attention_fused")]
-    for i in range(min(k, len(imgs))):
-        img = imgs[i].astype(float).mean(0) / 255.0
-        for j, (title, key) in enumerate(cols):
+    titles = {"face": "face", "spatial": "spatial" + (": received" if v2 else " (norm)"),
+              "channel": "channel" + (": CAM" if v2 else " (norm)"),
+              "fused": "fused" + (": CAM" if v2 else " (norm)")}
+    n = len(arr.get("attention_index", arr.get("attention_labels", [])))
+    for i in range(min(k, n)):
+        face = None
+        if faces is not None:
+            face = faces[i].astype(float).mean(0) / 255.0
+        size = face.shape if face is not None else (side, side)
+        for j, (name, key) in enumerate(cols):
             ax = axes[i, j]
-            ax.imshow(img, cmap="gray")
-            if key is not None and key in arr:
-                m = torch.as_tensor(arr[key][i], dtype=torch.float32)[None, None]
-                up = F.interpolate(m, size=img.shape, mode="bilinear", align_corners=False)[0, 0]
-                ax.imshow(up.numpy(), cmap="jet", alpha=0.45)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(title)
+                ax.set_title(titles[name], fontsize=8)
+            if face is not None:
+                ax.imshow(face, cmap="gray", vmin=0, vmax=1)
+            if key is None:
+                if face is None:
+                    ax.text(0.5, 0.5, "face not\nread here", ha="center", va="center",
+                            fontsize=7, transform=ax.transAxes)
+                continue
+            if key not in arr:
+                ax.text(0.5, 0.5, f"no {name}\nbranch", ha="center", va="center", fontsize=7,
+                        transform=ax.transAxes)
+                continue
+            m, style = _map_style(name, _upsample(arr[key][i], size), definition)
+            ax.imshow(m, alpha=0.5 if face is not None else 1.0, **style)
         true, pred = names[arr["attention_labels"][i]], names[arr["attention_preds"][i]]
         axes[i, 0].set_ylabel(f"{true}\n(pred {pred})", fontsize=8)
+    return _attention_caption(note, definition, faces is not None)
 
 
 def history(experiment: str) -> pd.DataFrame:

@@ -86,3 +86,29 @@ def test_infer_batches_and_flip_tta():
     assert torch.allclose(tta[:, 0], tta[:, 1], atol=1e-6)
     assert not torch.allclose(out["logits"][:, 0], out["logits"][:, 1])
 
+
+
+def test_final_evaluation_stores_indices_and_maps_but_no_pixels():
+    """Records keep ``attention_index`` into the test split, never the faces (book issue 12)."""
+    from cfdan.config import EvalConfig
+    from cfdan.data import synthetic
+    from cfdan.model import CFDAN, preset
+
+    torch.manual_seed(0)
+    model = CFDAN(preset("full", image_size=48, trunk_stem="cifar", trunk_width=8,
+                         trunk_blocks=(1, 1, 1, 1), channel_groups=4))
+    test = synthetic.load("test", sizes=(8, 8, 24))
+
+    def tf(u):
+        return u.float().expand(-1, 3, -1, -1) / 255
+
+    cfg = EvalConfig(bootstrap=0, tsne_samples=5, attention_images=4)
+    _, arrays = evaluate.final_evaluation(model, test, tf, cfg, device=torch.device("cpu"),
+                                          amp=False, channels_last=False, batch_size=16)
+    assert not [k for k in arrays if "image" in k]
+    assert not [k for k, v in arrays.items() if v.dtype == np.uint8 and v.ndim >= 2]
+    idx = arrays["attention_index"]
+    assert len(idx) == 4 and np.array_equal(arrays["attention_labels"], test.labels.numpy()[idx])
+    for key in ("attention_spatial", "attention_channel", "attention_fused"):
+        assert arrays[key].shape == (4, 6, 6)
+    assert str(arrays["attention_definition"]) == "v2"

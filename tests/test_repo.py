@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -261,3 +262,165 @@ def test_nbval_sanitizes_volatile_output_but_not_real_changes(tmp_path: Path) ->
     assert ok.returncode == 0, ok.stdout[-4000:] + ok.stderr[-2000:]
     bad = run("changed.ipynb")
     assert bad.returncode == 1 and "41" in bad.stdout, bad.stdout[-4000:]
+
+
+# --------------------------------------------------------------------------- no face in a record
+FACE_MIN_SIDE = 32
+"""Arrays whose trailing (H, W) are both at least this are face-shaped (FERPlus is 48 x 48)."""
+RAW_IMAGE_MAX_SIDE = 128
+"""An image output no larger than this on both sides is a raw picture, not a plotted figure."""
+
+
+def face_like_arrays(arrays: dict) -> list[str]:
+    """Names of arrays that could hold faces: any key naming an image, any uint8 array whose
+    trailing (H, W) are >= 32 x 32, and any array of >= 3 dims ending in a square >= 32 x 32
+    (faces as floats); features, logits and attention maps pass."""
+    hits = []
+    for key, a in arrays.items():
+        shape = getattr(a, "shape", ())
+        trailing = len(shape) >= 2 and min(shape[-2:]) >= FACE_MIN_SIDE
+        if "image" in key.lower():
+            hits.append(f"{key}: its name says image")
+        elif trailing and a.dtype == np.uint8:
+            hits.append(f"{key}: uint8 {shape}")
+        elif trailing and len(shape) >= 3 and shape[-1] == shape[-2]:
+            hits.append(f"{key}: {a.dtype} {shape}, square trailing dims")
+    return hits
+
+
+def face_like_npz(path: Path) -> list[str]:
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return [f"{path.parent.name}/{path.name}: {hit}" for hit in face_like_arrays(arrays)]
+
+
+_ARRAY_REPR = re.compile(r"(?:array|tensor)\(\[\[.*?dtype=(?:torch\.)?uint8", re.DOTALL)
+_NUMBER_ROW = re.compile(r"^[\s\[(]*-?\d+(?:\.\d*)?(?:[\s,]+-?\d+(?:\.\d*)?){31,}[\s\]),]*$")
+
+
+def _text_has_raw_array(text: str) -> bool:
+    """A printed uint8 array/tensor of >= 2 dims, or >= 32 consecutive rows of >= 32 numbers."""
+    if _ARRAY_REPR.search(text):
+        return True
+    run = 0
+    for line in text.splitlines():
+        run = run + 1 if _NUMBER_ROW.match(line) else 0
+        if run >= FACE_MIN_SIDE:
+            return True
+    return False
+
+
+def _json_has_raw_array(obj) -> bool:
+    """A nested list of >= 32 rows of >= 32 numbers anywhere in a JSON output."""
+    if isinstance(obj, dict):
+        return any(_json_has_raw_array(v) for v in obj.values())
+    if isinstance(obj, list):
+        rows = [r for r in obj if isinstance(r, list)]
+        if len(rows) >= FACE_MIN_SIDE and all(
+                len(r) >= FACE_MIN_SIDE and all(isinstance(v, int | float) for v in r)
+                for r in rows):
+            return True
+        return any(_json_has_raw_array(v) for v in obj)
+    return False
+
+
+def _image_size(mime: str, b64: str) -> tuple[int, int] | None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - an unreadable image is reported by its size as None
+        return None
+
+
+def face_like_outputs(nb: dict) -> list[str]:
+    """Notebook outputs that embed a raw face-shaped array: a printed one, one in JSON, or a
+    raw picture shown as an image (<= 128 px a side). Plotted figures (PNG) are fine."""
+    hits = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        for out in cell.get("outputs", []) or []:
+            texts = [out.get("text", "")]
+            for mime, value in (out.get("data") or {}).items():
+                if mime.startswith("image/") and mime != "image/svg+xml":
+                    size = _image_size(mime, "".join(value) if isinstance(value, list) else value)
+                    if size is not None and max(size) <= RAW_IMAGE_MAX_SIDE:
+                        hits.append(f"cell {i}: a raw {size[0]}x{size[1]} {mime}")
+                elif mime == "application/json" or mime.endswith("+json"):
+                    if _json_has_raw_array(value):
+                        hits.append(f"cell {i}: {mime} holds a raw array")
+                elif mime.startswith("text/"):
+                    texts.append(value)
+            for text in texts:
+                text = "".join(text) if isinstance(text, list) else text
+                if text and _text_has_raw_array(text):
+                    hits.append(f"cell {i}: a printed array shaped like an image")
+    return hits
+
+
+def _tracked_under(folder: str, suffix: str) -> list[Path]:
+    """Tracked files under ``folder`` ending in ``suffix`` (all such files outside git)."""
+    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
+        return sorted((REPO_ROOT / folder).rglob(f"*{suffix}"))
+    return [REPO_ROOT / p for p in _tracked_files()
+            if p.startswith(f"{folder}/") and p.endswith(suffix) and (REPO_ROOT / p).is_file()]
+
+
+def test_no_record_holds_a_face() -> None:
+    """Records keep indices into the test split (attention_index, tsne_index), never pixels."""
+    hits = [h for p in _tracked_under("results", ".npz") for h in face_like_npz(p)]
+    assert not hits, "face-shaped arrays in committed records:\n" + "\n".join(hits)
+
+
+def test_no_notebook_output_embeds_a_face_array() -> None:
+    hits = []
+    for p in _tracked_under("notebooks", ".ipynb"):
+        nb = json.loads(p.read_text(encoding="utf-8"))
+        hits += [f"{p.name}: {h}" for h in face_like_outputs(nb)]
+    assert not hits, "raw face-shaped arrays in notebook outputs:\n" + "\n".join(hits)
+
+
+def test_the_face_checks_can_fail(tmp_path: Path) -> None:
+    """The two checks above catch a face in an .npz and in each kind of notebook output, and
+    pass what the records and figures legitimately hold."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    face = np.random.default_rng(0).integers(0, 256, (2, 1, 48, 48), dtype=np.uint8)
+    np.savez(tmp_path / "bad.npz", pixels=face, faces_float=face.astype(np.float32)[:, 0],
+             attention_images=np.zeros(3))
+    hits = face_like_npz(tmp_path / "bad.npz")
+    assert len(hits) == 3 and "pixels" in hits[0], hits
+    np.savez(tmp_path / "good.npz", attention_spatial=np.zeros((8, 7, 7), np.float32),
+             tsne_features=np.zeros((2000, 128), np.float16), confusion=np.eye(8, dtype=int),
+             snapshot_features=np.zeros((4, 500, 64), np.float16),
+             attention_index=np.arange(8), class_names=np.asarray(["a", "b"]))
+    assert face_like_npz(tmp_path / "good.npz") == []
+
+    def png(side: int) -> str:
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((side, side), np.uint8)).save(buf, format="PNG")
+        return base64.b64encode(buf.getvalue()).decode()
+
+    with np.printoptions(threshold=10**6, linewidth=10**6):
+        full = str(face[0, 0].astype(int))  # every number printed, no dtype
+    bad = [
+        {"output_type": "execute_result", "data": {"text/plain": repr(face[0, 0])}},
+        {"output_type": "stream", "name": "stdout", "text": full},
+        {"output_type": "display_data", "data": {"image/png": png(48)}},
+        {"output_type": "display_data", "data": {"application/json": face[0, 0].tolist()}},
+    ]
+    for out in bad:
+        nb = {"cells": [{"cell_type": "code", "outputs": [out]}]}
+        assert face_like_outputs(nb), out["output_type"]
+    good = [
+        {"output_type": "display_data",
+         "data": {"image/png": png(400), "text/plain": "<Figure size 700x800 with 16 Axes>"}},
+        {"output_type": "execute_result", "data": {"text/plain": repr(np.zeros((8, 8)))}},
+    ]
+    assert face_like_outputs({"cells": [{"cell_type": "code", "outputs": good}]}) == []

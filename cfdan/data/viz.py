@@ -1,6 +1,8 @@
-"""Figures for the data chapter: image grids of datasets and augmented batches."""
+"""Figures for the data chapter: image grids of datasets (Fig. 4) and augmented batches."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,13 +29,18 @@ def to_display(x: torch.Tensor) -> np.ndarray:
     return img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
 
 
-def class_grid(ds: FaceTensors, per_class: int = 6, title: str | None = None):
-    """A figure with one row per class and ``per_class`` examples each."""
+def class_grid(ds: FaceTensors, per_class: int = 6, title: str | None = None,
+               note: str | None = None):
+    """A figure with one row per class and ``per_class`` examples each (and ``note``, a line
+    under the grid)."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     rows = per_class_indices(ds, per_class)
-    fig, axes = plt.subplots(len(rows), per_class, figsize=(per_class * 0.9, len(rows) * 0.95),
-                             squeeze=False)
+    foot = 0.45 if note else 0.0
+    fig, axes = plt.subplots(len(rows), per_class,
+                             figsize=(per_class * 0.9, len(rows) * 0.95 + foot), squeeze=False)
     for r, idx in enumerate(rows):
         for c in range(per_class):
             ax = axes[r, c]
@@ -46,8 +53,48 @@ def class_grid(ds: FaceTensors, per_class: int = 6, title: str | None = None):
                               fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(pad=0.2)
+    top = 1 - (0.25 / fig.get_figheight() if title else 0.0)
+    fig.tight_layout(pad=0.2, rect=(0, foot / fig.get_figheight(), 1, top))
+    if note:
+        fig.text(0.01, 0.005, textwrap.fill(note, int(per_class * 14)), ha="left",
+                 va="bottom", fontsize=6.5)
     return fig
+
+
+def fig4_faces(root: str | Path | None = None, synthetic_seed: int = 0,
+               show_ferplus: bool = True) -> tuple[FaceTensors, str]:
+    """Fig. 4's faces: the FERPlus test split (majority vote, 48 px) read from ``root``
+    (default :func:`cfdan.paths.ferplus_root`) at call time, or, when FERPlus is not there,
+    the synthetic test set (:mod:`cfdan.data.synthetic`). Returns the split and a note that
+    says which, and why. ``show_ferplus=False`` always takes the synthetic set (the book's
+    committed outputs: FER2013 images are not redistributed with it)."""
+    from cfdan import paths
+    from cfdan.data import DataError, load_dataset, synthetic
+
+    where = paths.ferplus_root(root)
+    if not show_ferplus:
+        why = "FER2013 faces are not redistributed with this book; rerun the chapter with `-p show_ferplus_images True` (papermill) to see them on your machine"
+    elif where.exists():
+        try:
+            return (load_dataset("ferplus", where, "test", image_size=48),
+                    "FERPlus test faces (majority vote), read from the dataset when this "
+                    "page was built.")
+        except DataError as exc:
+            why = f"FERPlus could not be read ({exc})"
+    else:
+        why = f"FERPlus is not at {where}"
+    return (synthetic.load("test", seed=synthetic_seed),
+            f"Synthetic faces (cfdan.data.synthetic, seed {synthetic_seed}) stand in: {why}.")
+
+
+def fig4(root: str | Path | None = None, per_class: int = 8, synthetic_seed: int = 0,
+         show_ferplus: bool = True):
+    """Fig. 4 (samples per class): :func:`fig4_faces` in a :func:`class_grid`, one row per
+    class, with the note under it. The layout is the same with either source."""
+    faces, note = fig4_faces(root, synthetic_seed, show_ferplus)
+    title = ("FERPlus test split, per class" if faces.name == "ferplus"
+             else "synthetic set (FERPlus not shown), per class")
+    return class_grid(faces, per_class, title=title, note=note)
 
 
 def batch_rows(rows: dict[str, torch.Tensor], ncols: int = 8):

@@ -97,30 +97,111 @@ class CFDAN(nn.Module):
         if return_features:
             out["features"] = features
         if return_attention:
-            out["attention"] = attention_maps(a_s, a_c, fused, hw, weights)
+            out["attention"] = attention_maps(self, a_s, a_c, fused, hw, weights, logits)
         return out
 
 
-def _energy(t: torch.Tensor | None, hw: tuple[int, int]) -> torch.Tensor | None:
-    """Per-position L2 norm of a token map, min-max normalised per image: (N, H, W)."""
-    if t is None:
-        return None
-    e = t.detach().float().norm(dim=-1).reshape(t.shape[0], *hw)
-    lo = e.flatten(1).min(1).values[:, None, None]
-    hi = e.flatten(1).max(1).values[:, None, None]
-    return (e - lo) / (hi - lo).clamp_min(1e-12)
+ATTENTION_DEFINITION = "v2"
+"""Which definition made the Fig. 8 maps (chapter 2, "What Fig. 8 shows"); records store it as
+``attention_definition``. Records without it hold v1 maps: min-max-scaled token norms."""
 
 
-def attention_maps(a_s: torch.Tensor | None, a_c: torch.Tensor | None, fused: torch.Tensor,
-                   hw: tuple[int, int], weights: dict[str, list[torch.Tensor]]
+def received_attention(weights: torch.Tensor, hw: tuple[int, int], window: int | None,
+                       pool: int | None) -> torch.Tensor:
+    """Fig. 8, spatial: the attention each grid cell receives, (N, H, W), summing to 1.
+
+    ``weights`` (N, windows, heads, Lq, Lk) are one layer's eq. (1) weights over ``window`` x
+    ``window`` query windows of the ``hw`` grid (``None``: one group); with distillation
+    (``pool``) the keys are the ``pool`` x ``pool`` max-pooled cells (eq. 4, ceil mode), in
+    windows of ``window / pool``. The received attention of a key is its weight averaged over
+    heads and over the image's *valid* queries (padded queries are left out; padded keys get
+    no weight); a pooled key's share is spread evenly over the grid cells it pools.
+    """
+    from .attention import _windows
+
+    w = weights.detach().float()
+    n, g, _, lq, lk = w.shape
+    p = hw[0] * hw[1]
+    khw = hw if not pool else (-(-hw[0] // pool), -(-hw[1] // pool))
+    kcells = khw[0] * khw[1]
+    if window is None:
+        qvalid = torch.ones(1, lq, dtype=torch.bool, device=w.device)
+        key_id = torch.arange(lk, device=w.device)[None]
+    else:
+        nh, nw = -(-hw[0] // window), -(-hw[1] // window)
+        wk = window // pool if pool else window
+        _, qvalid = _windows(w.new_zeros(1, p, 1), hw, window, nh, nw)
+        ids = torch.arange(kcells, device=w.device).view(1, kcells, 1)
+        kid, kvalid = _windows(ids, khw, wk, nh, nw)
+        key_id = torch.where(kvalid, kid[0, ..., 0], kcells)
+    if qvalid.shape != (g, lq) or key_id.shape != (g, lk):
+        raise ValueError(f"weights of shape {tuple(w.shape)} do not fit a {hw} grid with "
+                         f"window={window}, pool={pool}")
+    share = (w.mean(2) * qvalid[None, :, :, None]).sum(2) / qvalid.sum()  # (N, windows, Lk)
+    mass = w.new_zeros(n, kcells + 1).index_add_(1, key_id.flatten(), share.flatten(1))
+    rows, cols = torch.meshgrid(torch.arange(hw[0], device=w.device),
+                                torch.arange(hw[1], device=w.device), indexing="ij")
+    f = pool or 1
+    cell_key = ((rows // f) * khw[1] + cols // f).flatten()
+    cells = torch.bincount(cell_key, minlength=kcells).to(w.dtype)
+    return (mass[:, cell_key] / cells[cell_key]).reshape(n, *hw)
+
+
+def class_activation(tokens: torch.Tensor, norm: nn.LayerNorm, head: nn.Linear,
+                     cls: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Fig. 8, channel and fused: each position's exact share of class ``cls``'s logit, (N, H, W).
+
+    The head is ``logits = W LN(mean_p a_p) + b``; with the pooled LayerNorm statistics
+    (mu, sigma) of ``mean_p a_p``, ``logit_k = sum_p (1/P) W_k (gamma * (a_p - mu) / sigma)
+    + W_k beta + b_k``. The map holds the summands, so it sums to the logit minus
+    ``W_k beta + b_k`` (:func:`cam_constant`); positive cells speak for the class.
+    """
+    a = tokens.detach().float()
+    pooled = a.mean(dim=1, keepdim=True)
+    mu = pooled.mean(-1, keepdim=True)
+    sigma = (pooled.var(-1, unbiased=False, keepdim=True) + norm.eps).sqrt()
+    z = (a - mu) / sigma
+    if norm.weight is not None:
+        z = z * norm.weight.detach().float()
+    w_cls = head.weight.detach().float()[cls]  # (N, C)
+    return (z @ w_cls[:, :, None])[..., 0].div(a.shape[1]).reshape(a.shape[0], *hw)
+
+
+def cam_constant(norm: nn.LayerNorm, head: nn.Linear, cls: torch.Tensor) -> torch.Tensor:
+    """The position-free part ``W_k beta + b_k`` of class ``cls``'s logit (N,)."""
+    w = head.weight.detach().float()[cls]
+    beta = norm.bias.detach().float() if norm.bias is not None else w.new_zeros(w.shape[-1])
+    bias = head.bias.detach().float()[cls] if head.bias is not None else 0.0
+    return w @ beta + bias
+
+
+def attention_maps(model: CFDAN, a_s: torch.Tensor | None, a_c: torch.Tensor | None,
+                   fused: torch.Tensor, hw: tuple[int, int],
+                   weights: dict[str, list[torch.Tensor]], logits: torch.Tensor
                    ) -> dict[str, Any]:
-    """Maps for Fig. 8: per-position response of the spatial branch, the channel branch and
-    the fused (ILM) features, each (N, H, W) in [0, 1], plus the raw attention weights of every
-    layer (``spatial_weights``: (N, windows, heads, Lq, Lk); ``channel_weights``: (N, G, Cw, Cw'))."""
+    """Maps for Fig. 8, each (N, H, W) on the token grid (definitions in chapter 2):
+
+    * ``spatial``: attention received per cell in the last spatial layer
+      (:func:`received_attention`; sums to 1);
+    * ``channel``: class-activation map of the channel branch's output for the predicted
+      class (:func:`class_activation`, the head applied to the branch with its own statistics);
+    * ``fused``: the same on the ILM output (eq. 16): exact shares of the predicted logit;
+
+    plus ``definition`` (:data:`ATTENTION_DEFINITION`) and the raw weights of every layer
+    (``spatial_weights``: (N, windows, heads, Lq, Lk); ``channel_weights``: (N, G, Cw, Cw')).
+    """
+    cls = logits.detach().argmax(1)
+    spatial = None
+    if weights["spatial"]:
+        blk = model.attention.spatial[-1]
+        pool = blk.pool if blk.dist_k is not None else None
+        spatial = received_attention(weights["spatial"][-1], hw, blk.window, pool)
+    cam = (model.head_norm, model.head, cls, hw)
     return {
-        "spatial": _energy(a_s, hw),
-        "channel": _energy(a_c, hw),
-        "fused": _energy(fused, hw),
+        "spatial": spatial,
+        "channel": None if a_c is None else class_activation(a_c, *cam),
+        "fused": class_activation(fused, *cam),
+        "definition": ATTENTION_DEFINITION,
         "spatial_weights": [w.detach() for w in weights["spatial"]],
         "channel_weights": [w.detach() for w in weights["channel"]],
     }
