@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from cfdan import pcp as P  # noqa: E402
 from cfdan.atomic import write_text  # noqa: E402
 from cfdan.pcp_bench import ACTIVATIONS, benchmark_activations, benchmark_pcp_kernels  # noqa: E402
+from cfdan.pcp_kernels import jiterator_kernels  # noqa: E402
 
 
 def _gradcheck(fn, inputs) -> bool | str:
@@ -84,7 +85,7 @@ def cuda_check(n: int = 1 << 20) -> dict:
     xr = x64.clone().requires_grad_()
     ref = P.pcp(xr)
     (ref_g,) = torch.autograd.grad(ref, xr, g64)
-    report: dict = {"jiterator_available": P._jit_fns() is not None}
+    report: dict = {"jiterator_available": jiterator_kernels() is not None}
     for fast in (True, False):
         P.FAST_KERNELS = fast
         for dtype in (torch.float64, torch.float32, torch.bfloat16):

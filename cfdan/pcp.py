@@ -26,9 +26,6 @@ from torch import Tensor, nn
 
 from cfdan.pcp_kernels import Kernel, pcp_spline, pcp_table, remember_spline, spline_parameters
 
-# benchmarks/bench_activations.py (cuda_check) calls cfdan.pcp._jit_fns()
-from cfdan.pcp_kernels import jiterator_kernels as _jit_fns  # noqa: F401
-
 __all__ = [
     "DEFAULT_P1",
     "DEFAULT_S_L",
