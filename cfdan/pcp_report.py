@@ -363,3 +363,39 @@ def speed_claims(timings: pd.DataFrame) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+# ---- the committed GPU benchmark beside this machine's
+def stored_benchmarks(folder: str | None = None) -> pd.DataFrame:
+    """The committed outputs of ``benchmarks/bench_activations.py`` on lent GPUs
+    (``results/benchmarks/pcp_*_call*.csv`` with their ``.json`` checks), one row per
+    activation x mode x call, labelled with the hardware and torch version that measured them."""
+    import json
+    from pathlib import Path
+
+    from cfdan import paths
+
+    base = Path(folder) if folder else paths.results_dir() / "benchmarks"
+    frames = []
+    for csv in sorted(base.glob("pcp_*_call*.csv")):
+        meta_path = csv.with_suffix(".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        df = pd.read_csv(csv)
+        df.insert(0, "hardware", str(meta.get("device", csv.stem.split("_")[1])))
+        df.insert(1, "torch", str(meta.get("torch", "?")))
+        df.insert(2, "call", csv.stem.rsplit("_", 1)[-1])
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def speed_beside_stored(timings: pd.DataFrame, stored: pd.DataFrame | None = None,
+                        ratio: str = "fwd_bwd_vs_relu") -> pd.DataFrame:
+    """``ratio`` (default: forward+backward time relative to ReLU) per activation and mode, on
+    this machine (``timings`` from :func:`cfdan.pcp_bench.benchmark_activations`) beside
+    each stored GPU call; columns are labelled with their hardware."""
+    stored = stored_benchmarks() if stored is None else stored
+    here = timings.attrs.get("device", "this machine")
+    cols = {f"{here} (this run)": timings.set_index(["activation", "mode"])[ratio]}
+    for (hw, call), g in stored.groupby(["hardware", "call"], sort=True) if len(stored) else []:
+        cols[f"{hw} ({call})"] = g.set_index(["activation", "mode"])[ratio]
+    return pd.DataFrame(cols)

@@ -201,3 +201,31 @@ def test_speed_claims_from_table():
     s = R.speed_claims(t)
     assert list(s["faster than both"]) == [True, False]
     assert s["PCP / Sigmoid"].tolist() == [0.5, 2.5]
+
+
+def test_stored_gpu_benchmarks_sit_beside_this_machine(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from cfdan import pcp_report as R
+
+    rows = "activation,mode,fwd_ms,fwd_bwd_ms,fwd_vs_relu,fwd_bwd_vs_relu\n"
+    (tmp_path / "pcp_gpu_call1.csv").write_text(rows + "PCP,eager,1,2,3,1.5\nReLU,eager,1,1,1,1\n")
+    (tmp_path / "pcp_gpu_call1.json").write_text(json.dumps({"device": "Some GPU", "torch": "9"}))
+    stored = R.stored_benchmarks(str(tmp_path))
+    assert set(stored["hardware"]) == {"Some GPU"} and list(stored["call"]) == ["call1"] * 2
+    here = pd.DataFrame({"activation": ["PCP", "ReLU"], "mode": ["eager"] * 2,
+                         "fwd_bwd_vs_relu": [2.0, 1.0]})
+    here.attrs["device"] = "cpu"
+    side = R.speed_beside_stored(here, stored)
+    assert list(side.columns) == ["cpu (this run)", "Some GPU (call1)"]
+    assert side.loc[("PCP", "eager")].tolist() == [2.0, 1.5]
+    assert not R.stored_benchmarks(str(tmp_path / "none")).shape[0]
+
+
+def test_the_committed_h200_benchmarks_are_found():
+    from cfdan import pcp_report as R
+
+    stored = R.stored_benchmarks()
+    assert len(stored) and stored["hardware"].str.contains("H200").all()
