@@ -27,6 +27,9 @@ def test_search_table_shows_val_never_test(tmp_path, monkeypatch):
     assert (t.loc[2:, "val acc %"] == "not run").all()
     assert not any(c.lower().startswith("test") for c in t.columns)
     assert "77.77" not in t.to_string() and "66.66" not in t.to_string()
+    assert t.loc[0, "best epoch"] == cfgs[0].train.epochs and isinstance(t.loc[0, "best epoch"], int)
+    yard = [c.variant for c in cfgs if c.model.get("preset") == "plain_cnn"]
+    assert list(t.loc[t["role"] == "yardstick", "candidate"]) == yard
     facts = book.search_facts()
     assert facts["search_leader"] == cfgs[1].variant and facts["search_done"] == 2
 
