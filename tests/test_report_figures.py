@@ -4,28 +4,19 @@ hand-made records and synthetic arrays."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from test_claims import BASE, SEEDS, fig10_name, run_config, save_run, write_plans
+import test_claims
+from test_claims import BASE, SEEDS, fig10_name, run_config, save_run
 
-from cfdan import book, config, paper, report
+from cfdan import book, paper, report
 
 matplotlib.use("Agg")
 
 CLASSES = ("neutral", "happiness", "surprise")
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(config, "EXPERIMENTS_DIR", write_plans(tmp_path / "experiments"))
-    root = tmp_path / "results"
-    root.mkdir()
-    monkeypatch.setenv("CFDAN_RESULTS_DIR", str(root))
-    return root
+store = test_claims.store  # the same fixture: an empty store with temporary experiment files
 
 
 # --------------------------------------------------------------------------- Fig. 6
