@@ -116,13 +116,13 @@ def runs(names: Sequence[str], *, overrides: list[str] | None = None,
 
 
 # --------------------------------------------------------------------------- estimates
-def _epoch_seconds(cfg: Config, results_root: str | os.PathLike[str] | None) -> float | None:
+def _epoch_seconds(cfg: Config, recs: list[dict]) -> float | None:
     """Wall seconds per epoch of finished runs most like ``cfg``.
 
     Looks, in turn, at records of the same experiment and variant, the same experiment, and the
     same profile with the same model width and batch; returns the median or None.
+    ``recs`` are the store's records, read once by the caller.
     """
-    recs = [rec for _, rec in results.iter_records(root=results_root) if isinstance(rec, dict)]
 
     def per_epoch(r: dict) -> float | None:
         n = r.get("epochs_run") or len(r.get("history", []))
@@ -156,6 +156,7 @@ def status(names: Sequence[str], *, overrides: list[str] | None = None,
     """
     import pandas as pd
 
+    recs = [rec for _, rec in results.iter_records(root=results_root) if isinstance(rec, dict)]
     rows = []
     for name in names:
         items = runs([name], overrides=overrides, results_root=results_root,
@@ -165,7 +166,7 @@ def status(names: Sequence[str], *, overrides: list[str] | None = None,
         for r in items:
             if r.state == "done":
                 continue
-            sec = _epoch_seconds(r.cfg, results_root)
+            sec = _epoch_seconds(r.cfg, recs)
             if sec is None:
                 unknown = True
             else:
