@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 EXIT_USAGE = 2
@@ -86,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit", action="store_true",
                    help="git-commit each finished record (its two files only) as it lands")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--budget-s", type=float, default=0.0, metavar="SECONDS",
+                   help="stop every worker after this many seconds; an unfinished run leaves "
+                   "no record (0 = no limit)")
+    p.add_argument("--log-dir", default=None, metavar="DIR",
+                   help="each worker writes its output to DIR/worker_<i>.log")
+    p.add_argument("--mixed-hardware", action="store_true",
+                   help="also run experiments whose records were made on the other kind of "
+                   "device (CPU vs GPU); by default one table is one kind of hardware")
     _add_store_args(p)
     p.set_defaults(func=cmd_sweep)
 
@@ -206,8 +215,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
               f"{r.state}{epochs}")
     if args.dry_run:
         return 0
+    deadline = time.time() + args.budget_s if args.budget_s > 0 else None
     sweep.run(names, workers=args.workers, threads=args.threads, overrides=args.overrides,
               commit=args.commit, max_runs=args.max_runs, only=args.only, quiet=args.quiet,
+              mixed_hardware=args.mixed_hardware, deadline=deadline, log_dir=args.log_dir,
               **store)
     return 0
 

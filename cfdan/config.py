@@ -465,10 +465,12 @@ class Experiment:
     description: str = ""
 
     def configs(self, extra: list[str] | dict[str, Any] | None = None) -> list[Config]:
-        """One resolved :class:`Config` per (variant, seed), in file order."""
+        """One resolved :class:`Config` per (variant, seed), seed-major: every variant of the
+        first seed, in file order, then the next seed (the queue's priority: a queue cut short
+        leaves complete paired seeds)."""
         out = []
-        for vname, vset in self.variants.items():
-            for seed in self.seeds:
+        for seed in self.seeds:
+            for vname, vset in self.variants.items():
                 ov = {**self.overrides, **vset, "train.seed": seed}
                 cfg = load_config(self.profile, ov)
                 apply_overrides(cfg, extra)

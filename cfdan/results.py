@@ -87,7 +87,8 @@ def build_record(
     sizes, class names and load time; ``metrics`` the selected checkpoint's ``val``, ``test``
     and ``train_subset`` metrics. ``stop_reason`` is ``completed``, ``time_budget`` (stopped
     early) or ``time_budget_fitted`` (schedule shortened after epoch 1); the run is cut short
-    unless it is ``completed``.
+    unless it is ``completed``. ``epochs_planned`` (the config's), ``epochs_fitted`` (after a
+    refit), ``epochs_run`` and ``schedule_refitted`` say how much of the planned schedule ran.
     """
     return {
         "schema": SCHEMA_VERSION,
@@ -107,6 +108,7 @@ def build_record(
         "epochs_planned": cfg.train.epochs,
         "epochs_fitted": epochs_fitted,
         "epochs_run": len(history),
+        "schedule_refitted": epochs_fitted < cfg.train.epochs,
         "cut_short": stop_reason != "completed",
         "stop_reason": stop_reason,
         "selection": SELECTION,
@@ -148,6 +150,24 @@ def save_record(
         _write_npz(path.with_suffix(".npz"), arrays)
     _write_json(path, dict(record))
     return path
+
+
+def add_note(json_path: str | os.PathLike, note: str, **flags: Any) -> bool:
+    """Append ``note`` to a stored record's ``provenance_note`` and set descriptive ``flags``
+    that it lacks (never an outcome field, never one it has); False if the note is there."""
+    path = Path(json_path)
+    rec = read_record(path)
+    old = rec.get("provenance_note") or ""
+    if note in old:
+        return False
+    outcome = {"val", "test", "train_subset", "history", "best_epoch", "config", "run_id"}
+    for k, v in flags.items():
+        if k in outcome or k in rec:
+            raise ValueError(f"{path}: add_note may not set {k!r} (an outcome or existing field)")
+        rec[k] = v
+    rec["provenance_note"] = f"{old} | {note}" if old else note
+    _write_json(path, rec)
+    return True
 
 
 def drop_arrays(json_path: str | os.PathLike, keys: Iterable[str], note: str) -> list[str]:

@@ -16,6 +16,12 @@ the same run. ``SIGTERM`` stops a worker cleanly: the run's last epoch checkpoin
 on disk, and the next ``run`` resumes from it. :func:`commands` prints one shell command per
 pending run, for users who hand the runs to their own scheduler (SLURM array, GNU parallel):
 each run writes its own record file, so the records merge.
+
+**One table, one kind of hardware.** A variant's accuracy moves with the numerics of the device
+it trained on, so the runs of one experiment are all CPU or all GPU: :func:`work` skips an
+experiment whose current records (:func:`hardware`) were made on the other kind, unless told
+``mixed_hardware=True``. ``deadline`` (wall-clock seconds since the epoch) stops the workers of
+:func:`run` with SIGTERM; a run not finished by then leaves no record (``scripts/gpu_queue.sh``).
 """
 
 from __future__ import annotations
@@ -146,6 +152,20 @@ def _epoch_seconds(cfg: Config, recs: list[dict]) -> float | None:
     return None
 
 
+def device_kind(device: str) -> str:
+    """``"cuda"`` or ``"cpu"``: the kind of hardware a ``train.device`` string names."""
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
+def hardware(name: str, results_root: str | os.PathLike[str] | None = None) -> set[str]:
+    """Kinds of hardware (:func:`device_kind`) of experiment ``name``'s current records: those
+    whose run id is one of its runs today (records of an older profile do not count)."""
+    planned = {c.run_id for c in load_experiment(name).configs()}
+    return {device_kind((rec.get("hardware") or {}).get("device", "cpu"))
+            for _p, rec in results.iter_records(name, results_root)
+            if isinstance(rec, dict) and rec.get("run_id") in planned}
+
+
 def status(names: Sequence[str], *, overrides: list[str] | None = None,
            results_root: str | os.PathLike[str] | None = None,
            checkpoint_root: str | os.PathLike[str] | None = None):
@@ -224,14 +244,36 @@ def _raise_stop(signum: int, frame: object) -> None:
     raise SweepStopped(f"signal {signum}")
 
 
+def _same_hardware(names: Sequence[str], overrides: list[str] | None,
+                   results_root: str | os.PathLike[str] | None) -> list[str]:
+    """The experiments of ``names`` whose current records are on this worker's kind of device
+    (or that have none yet); says which it leaves out and why."""
+    keep = []
+    for name in names:
+        cfgs = load_experiment(name).configs(overrides)
+        mine = device_kind(cfgs[0].train.device) if cfgs else "cpu"
+        theirs = hardware(name, results_root)
+        if theirs and mine not in theirs:
+            print(f"sweep: skipping {name}: its records were made on {'/'.join(sorted(theirs))} "
+                  f"and this worker trains on {mine} (one table, one kind of hardware; "
+                  f"--mixed-hardware overrides)", file=sys.stderr)
+            continue
+        keep.append(name)
+    return keep
+
+
 def work(names: Sequence[str], *, overrides: list[str] | None = None, threads: int = 0,
          commit: bool = False, max_runs: int = 0, only: Sequence[str] = (),
-         quiet: bool = True, results_root: str | os.PathLike[str] | None = None,
+         quiet: bool = True, mixed_hardware: bool = False, deadline: float | None = None,
+         results_root: str | os.PathLike[str] | None = None,
          checkpoint_root: str | os.PathLike[str] | None = None) -> int:
     """One worker: claim and train pending (or partial) runs in queue order; returns runs done.
 
     ``only`` restricts the queue to these run ids. Stops after ``max_runs`` runs (0 = all), or
     cleanly on SIGTERM/SIGINT (the run resumes from its last epoch checkpoint next time).
+    Experiments whose records are on the other kind of hardware are skipped
+    (:func:`_same_hardware`) unless ``mixed_hardware``. With ``deadline`` (seconds since the
+    epoch) the worker starts no run once less time is left than its last run took.
     """
     from cfdan import train
 
@@ -240,9 +282,15 @@ def work(names: Sequence[str], *, overrides: list[str] | None = None, threads: i
         import torch
 
         torch.set_num_threads(threads)
-    n = 0
+    if not mixed_hardware:
+        names = _same_hardware(names, overrides, results_root)
+    n, last = 0, 0.0
     try:
-        while not max_runs or n < max_runs:
+        while names and (not max_runs or n < max_runs):
+            if deadline is not None and last and time.time() + last > deadline:
+                print(f"sweep: {deadline - time.time():.0f} s left, the last run took {last:.0f} "
+                      "s: starting no other", file=sys.stderr)
+                break
             todo = [r for r in runs(names, overrides=overrides, results_root=results_root,
                                     checkpoint_root=checkpoint_root)
                     if r.state in ("partial", "pending") and (not only or r.run_id in only)]
@@ -258,7 +306,9 @@ def work(names: Sequence[str], *, overrides: list[str] | None = None, threads: i
                     r.cfg.train.progress = not quiet
                     if threads:
                         r.cfg.train.threads = threads
+                    t0 = time.time()
                     train.train(r.cfg, results_root=results_root, checkpoint_root=checkpoint_root)
+                    last = time.time() - t0
                     if commit:
                         commit_record(r.cfg, results_root)
                     n += 1
@@ -272,21 +322,55 @@ def work(names: Sequence[str], *, overrides: list[str] | None = None, threads: i
     return n
 
 
-def run(names: Sequence[str], *, workers: int = 1, threads: int = 0, **kw) -> int:
-    """Work through the queue with ``workers`` processes (``threads`` torch threads each)."""
-    if workers <= 1:
+def _work_logged(log: str, names: list[str], kw: dict) -> None:
+    """:func:`work` with this process's stdout and stderr appended to ``log``."""
+    with open(log, "a", buffering=1) as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        sys.stdout = sys.stderr = fh
+        work(names, **kw)
+
+
+def run(names: Sequence[str], *, workers: int = 1, threads: int = 0,
+        deadline: float | None = None, log_dir: str | os.PathLike[str] | None = None,
+        **kw) -> int:
+    """Work through the queue with ``workers`` processes (``threads`` torch threads each).
+
+    With ``deadline`` (seconds since the epoch) every worker still training then gets SIGTERM:
+    its run stops without a record (its last epoch checkpoint stays for a resume). With
+    ``log_dir`` worker i writes its output to ``log_dir/worker_<i>.log``.
+    """
+    if workers <= 1 and deadline is None and log_dir is None:
         return work(names, threads=threads, **kw)
+    kw.pop("deadline", None)
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=work, args=(list(names),), kwargs={"threads": threads, **kw})
-             for _ in range(workers)]
+    kw = {"threads": threads, "deadline": deadline, **kw}
+    if log_dir is not None:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        procs = [ctx.Process(target=_work_logged,
+                             args=(str(Path(log_dir) / f"worker_{i}.log"), list(names), kw))
+                 for i in range(max(1, workers))]
+    else:
+        procs = [ctx.Process(target=work, args=(list(names),), kwargs=kw)
+                 for _ in range(max(1, workers))]
     for p in procs:
         p.start()
         time.sleep(2.0)  # stagger the claims
     try:
         for p in procs:
-            p.join()
+            p.join(None if deadline is None else max(0.0, deadline - time.time()))
+        if any(p.is_alive() for p in procs):
+            print("sweep: deadline reached; stopping the workers (unfinished runs leave no "
+                  "record)", file=sys.stderr)
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()  # SIGTERM: SweepStopped in the worker
+            for p in procs:
+                p.join(60)
+                if p.is_alive():
+                    p.kill()
     except KeyboardInterrupt:
         for p in procs:
             p.terminate()

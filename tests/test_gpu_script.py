@@ -68,3 +68,33 @@ def test_gpu_script_preflight_stops_a_broken_device_early(tmp_path):
     assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "preflight failed" in proc.stderr and "CUDA is not available" in proc.stdout
     assert not (tmp_path / "results").exists()
+
+
+QUEUE = REPO / "scripts" / "gpu_queue.sh"
+
+
+def test_gpu_queue_dry_run_on_cpu(tmp_path):
+    """scripts/gpu_queue.sh on CPU: two workers drain the smoke sweep; the records come back
+    in $OUT/records.tgz (paths relative to results/) with a per-run summary."""
+    import tarfile
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "CFDAN_GPU_DEVICE": "cpu",
+           "CFDAN_GPU_BUDGET_S": "200", "CFDAN_GPU_WORKERS": "2", "CFDAN_GPU_THREADS": "1",
+           "CFDAN_RESULTS_DIR": str(tmp_path / "results"),
+           "CFDAN_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+           "CFDAN_CACHE_DIR": str(tmp_path / "cache"), "OUT": str(out)}
+    proc = subprocess.run(["bash", str(QUEUE), "smoke_sweep"], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 new records" in proc.stdout
+    with tarfile.open(out / "records.tgz") as tar:
+        names = sorted(tar.getnames())
+    assert len(names) == 4 and all(n.startswith("smoke_sweep/") for n in names)
+    summary = (out / "summary.txt").read_text()
+    assert "baseline" in summary and "full" in summary and "img/s" in summary
+    assert (out / "logs.tgz").is_file()
+    # a second call finds nothing to do
+    again = subprocess.run(["bash", str(QUEUE), "smoke_sweep"], env=env, capture_output=True,
+                           text=True, timeout=120, cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to do" in again.stdout

@@ -99,12 +99,13 @@ def test_build_record_lays_out_a_run():
     assert list(rec) == [
         "schema", "experiment", "run_id", "variant", "profile", "seed", "config", "date", "git",
         "hardware", "versions", "data", "model_info", "history", "epochs_planned",
-        "epochs_fitted", "epochs_run", "cut_short", "stop_reason", "selection", "best_epoch",
-        "val", "test", "train_subset", "train_time_s", "wall_time_s", "resumed_at_epochs",
+        "epochs_fitted", "epochs_run", "schedule_refitted", "cut_short", "stop_reason",
+        "selection", "best_epoch", "val", "test", "train_subset", "train_time_s", "wall_time_s", "resumed_at_epochs",
         "peak_memory", "checkpoint",
     ]
     assert rec["run_id"] == cfg.run_id and rec["variant"] == "full" and rec["seed"] == 0
     assert rec["epochs_planned"] == 4 and rec["epochs_run"] == 2 and rec["cut_short"] is True
+    assert rec["schedule_refitted"] is True  # epochs_fitted 2 < epochs_planned 4
     assert rec["git"] == {"commit": "abc"} and rec["config"] == cfg.to_dict()
 
 

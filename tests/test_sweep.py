@@ -129,3 +129,42 @@ def test_cli_status_run_and_commands(store, capsys):
                  "--quiet"]) == 0
     assert [r.state for r in sweep.runs([EXP])] == ["done", "pending"]
     assert main(["sweep", "run"]) == 2  # no experiment named: a one-line error
+
+
+def test_queue_is_seed_major(tmp_path, monkeypatch):
+    exp = tmp_path / "two_seeds.toml"
+    exp.write_text('profile = "smoke"\nseeds = [0, 1]\n[variants]\n'
+                   'a = { "model.preset" = "baseline" }\nb = { "model.preset" = "full" }\n')
+    got = [(c.train.seed, c.variant) for c in load_experiment(exp).configs()]
+    assert got == [(0, "a"), (0, "b"), (1, "a"), (1, "b")]  # a cut-short queue stays paired
+
+
+def _fake_record(store, cfg, device: str) -> None:
+    results.save_record({"schema": 1, "experiment": cfg.experiment, "run_id": cfg.run_id,
+                          "variant": cfg.variant, "seed": cfg.seed, "config": cfg.to_dict(),
+                          "hardware": {"device": device}}, {})
+
+
+def test_one_table_one_kind_of_hardware(store, capsys):
+    first = sweep.runs([EXP])[0]
+    _fake_record(store, first.cfg, "cuda:0")  # a GPU run of this experiment
+    assert sweep.hardware(EXP) == {"cuda"}
+    assert sweep.work([EXP]) == 0  # this worker trains on cpu: the experiment is skipped
+    assert "made on cuda and this worker trains on cpu" in capsys.readouterr().err
+    assert sweep.work([EXP], mixed_hardware=True) == 1  # unless told otherwise
+    # the GPU worker's view: the same run ids (train.device is not part of them)
+    on_gpu = sweep.runs([EXP], overrides=["train.device=cuda"])
+    assert [r.run_id for r in on_gpu] == [r.run_id for r in sweep.runs([EXP])]
+
+
+def test_deadline_stops_workers_and_leaves_no_record(store):
+    import time
+
+    long = ["train.epochs=500"]
+    t0 = time.time()
+    sweep.run([EXP], overrides=long, workers=1, deadline=t0 + 12, log_dir=store / "logs")
+    assert time.time() - t0 < 60
+    assert [r.state for r in sweep.runs([EXP], overrides=long)][0] == "partial"
+    assert not list((store / "results").rglob("*.json"))
+    log = (store / "logs" / "worker_0.log").read_text()
+    assert "stopped by signal" in log
