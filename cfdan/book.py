@@ -23,7 +23,7 @@ import pandas as pd
 
 from cfdan import paper, report, results
 
-EXPERIMENTS = ("cpu", "paper", "table3", "table4", "table5", "fig10")
+EXPERIMENTS = ("cpu", "cpu_v2", "paper", "table3", "table4", "table5", "fig10")
 """The experiments whose records the book shows (in the store's folder order)."""
 
 PROFILE_EXPERIMENTS = ("paper", "cpu")

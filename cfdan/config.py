@@ -463,6 +463,9 @@ class Experiment:
     overrides: dict[str, Any]
     variants: dict[str, dict[str, Any]]
     description: str = ""
+    pairs_with: list[str] = field(default_factory=list)
+    """Experiments whose runs this one is paired with (the full model it is compared to): they
+    must be on the same kind of hardware (:func:`cfdan.sweep.hardware`)."""
 
     def configs(self, extra: list[str] | dict[str, Any] | None = None) -> list[Config]:
         """One resolved :class:`Config` per (variant, seed), seed-major: every variant of the
@@ -492,6 +495,7 @@ def load_experiment(name: str | Path) -> Experiment:
         seeds = [0, 1, 2]
         [overrides]                 # applied to every run
         "train.epochs" = 30
+        pairs_with = ["cpu_v2"]     # optional: paired with that one's runs, same hardware
         [variants]                  # name -> overrides
         baseline = { "model.preset" = "baseline" }
         full = { "model.preset" = "full" }
@@ -505,7 +509,7 @@ def load_experiment(name: str | Path) -> Experiment:
                 f"{', '.join(available_experiments()) or '(none)'}"
             )
     d = read_toml(p)
-    allowed = {"profile", "seeds", "overrides", "variants", "description", "name"}
+    allowed = {"profile", "seeds", "overrides", "variants", "description", "name", "pairs_with"}
     bad = set(d) - allowed
     if bad:
         raise ConfigError(f"{p}: unknown keys {sorted(bad)}; valid: {sorted(allowed)}")
@@ -524,6 +528,7 @@ def load_experiment(name: str | Path) -> Experiment:
         overrides=dict(d.get("overrides", {})),
         variants={k: dict(v) for k, v in variants.items()},
         description=d.get("description", ""),
+        pairs_with=list(d.get("pairs_with", [])),
     )
     # Validate every run's config now, so a typo fails before hours of training.
     try:

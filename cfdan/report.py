@@ -477,24 +477,19 @@ def fingerprint_table(experiment: str | None = None) -> pd.DataFrame:
 # §4.4-4.5 as a ledger: one row per claim of the paper, our paired difference over seeds, its
 # 95 % CI, the difference that n seeds could detect, and a verdict computed here.
 
-FULL_SOURCE: tuple[str, str] = ("table3", "full")
-"""Where the full model's runs are read for the slots of :data:`FULL_SLOTS`, ``(experiment,
-variant)``.
+FULL_SOURCE: tuple[str, str] = ("cpu_v2", "full")
+"""Where the full model's runs are read, ``(experiment, variant)``: the cpu v2 records.
 
-Table 3's ``full`` and Table 5's *with distillation* are one configuration, run once (in
-Table 3) and read from here for both; the two tables run on one kind of hardware together.
-Table 4's ``act_pcp`` and Fig. 10's centre point are the same model too, but they stay runs of
-their own experiments so that each table is one kind of hardware whatever ran Table 3. Pairs
-whose training recipe differs (:func:`recipe`) are never formed, so a source of another
-schedule pairs with nothing rather than with something else.
+The full model is one configuration shared by Table 3 (``full``), Table 5 (*with
+distillation*), Table 4 (``act_pcp``: PCP with ILM) and Fig. 10 (the centre point, the paper's
+best PCP setting): it is run once, as the cpu v2 profile's seeds (``configs/experiments/
+cpu_v2.toml``), and read from there for all four (:data:`FULL_SLOTS`). Pairs whose training
+recipe differs (:func:`recipe`) are never formed, so a source of another schedule pairs with
+nothing rather than with something else.
 """
 
-FULL_SLOTS = frozenset({("table3", "full"), ("table5", "full")})
+FULL_SLOTS = frozenset({("table3", "full"), ("table5", "full"), ("table4", "act_pcp")})
 """The (experiment, variant) names of the full model that :data:`FULL_SOURCE` stands in for."""
-
-OWN_FULL_SLOTS = frozenset({("table4", "act_pcp")})
-"""Full-model slots read from their own experiment once it has records there (one kind of
-hardware per table), and from :data:`FULL_SOURCE` until then; Fig. 10's centre likewise."""
 
 TABLE3_VARIANTS = ("baseline", "dam", "dam_ilm", "full")
 """Table 3's rows (and Fig. 6's curves), in the paper's order."""
@@ -630,14 +625,8 @@ class _Store:
         return self._recs[experiment]
 
     def resolve(self, experiment: str, variant: str) -> tuple[str, str]:
-        """``(experiment, variant)``, with the full model's slots read from :attr:`full`
-        (:data:`OWN_FULL_SLOTS`: only while their own experiment has no current record)."""
-        if (experiment, variant) in FULL_SLOTS:
-            return self.full
-        if (experiment, variant) in OWN_FULL_SLOTS and \
-                not self.select(experiment, lambda r: r.get("variant") == variant)[0]:
-            return self.full
-        return experiment, variant
+        """``(experiment, variant)``, with the full model's slots read from :attr:`full`."""
+        return self.full if (experiment, variant) in FULL_SLOTS else (experiment, variant)
 
     def select(self, experiment: str, keep) -> tuple[list[dict], int]:
         """Records of ``experiment`` for which ``keep(rec)`` holds, one per seed (the latest),
@@ -663,10 +652,8 @@ class _Store:
         return self._runs(f"{exp}/{var}", exp, recs, stale)
 
     def point(self, point: tuple[float, float, float], experiment: str = "fig10") -> Runs:
-        """The runs of one Fig. 10 setting; the centre is the full model: its own runs in
-        ``experiment`` once there are any, :attr:`full` until then."""
-        own = self.select(experiment, lambda r: pcp_point(r) == point)[0]
-        if point == FIG10_CENTRE and not own:
+        """The runs of one Fig. 10 setting; the centre is the full model (:attr:`full`)."""
+        if point == FIG10_CENTRE:
             exp, var = self.full
             recs, stale = self.select(exp, lambda r: r.get("variant") == var)
             return self._runs(f"{exp}/{var}", exp, recs, stale)

@@ -125,8 +125,8 @@ def runs(names: Sequence[str], *, overrides: list[str] | None = None,
 def _epoch_seconds(cfg: Config, recs: list[dict]) -> float | None:
     """Wall seconds per epoch of finished runs most like ``cfg``.
 
-    Looks, in turn, at records of the same experiment and variant, the same experiment, and the
-    same profile with the same model width and batch; returns the median or None.
+    Among records of the same profile, model width and batch, looks in turn at those of the
+    same experiment and variant, the same experiment, and all; returns the median or None.
     ``recs`` are the store's records, read once by the caller.
     """
 
@@ -140,9 +140,10 @@ def _epoch_seconds(cfg: Config, recs: list[dict]) -> float | None:
                 and c.get("train", {}).get("batch_size") == cfg.train.batch_size
                 and c.get("model", {}).get("trunk_width") == cfg.model.get("trunk_width"))
 
-    tiers = (
-        lambda r: r.get("experiment") == cfg.experiment and r.get("variant") == cfg.variant,
-        lambda r: r.get("experiment") == cfg.experiment,
+    tiers = (  # always at the same scale: an older schedule's records may share the names
+        lambda r: same_scale(r) and r.get("experiment") == cfg.experiment
+        and r.get("variant") == cfg.variant,
+        lambda r: same_scale(r) and r.get("experiment") == cfg.experiment,
         same_scale,
     )
     for keep in tiers:
@@ -158,12 +159,17 @@ def device_kind(device: str) -> str:
 
 
 def hardware(name: str, results_root: str | os.PathLike[str] | None = None) -> set[str]:
-    """Kinds of hardware (:func:`device_kind`) of experiment ``name``'s current records: those
-    whose run id is one of its runs today (records of an older profile do not count)."""
-    planned = {c.run_id for c in load_experiment(name).configs()}
-    return {device_kind((rec.get("hardware") or {}).get("device", "cpu"))
-            for _p, rec in results.iter_records(name, results_root)
-            if isinstance(rec, dict) and rec.get("run_id") in planned}
+    """Kinds of hardware (:func:`device_kind`) of experiment ``name``'s current records (those
+    whose run id is one of its runs today: records of an older profile do not count), and of
+    the experiments it ``pairs_with``, since paired runs must share the hardware too."""
+    exp = load_experiment(name)
+    kinds: set[str] = set()
+    for other in (name, *exp.pairs_with):
+        planned = {c.run_id for c in load_experiment(other).configs()}
+        kinds |= {device_kind((rec.get("hardware") or {}).get("device", "cpu"))
+                  for _p, rec in results.iter_records(other, results_root)
+                  if isinstance(rec, dict) and rec.get("run_id") in planned}
+    return kinds
 
 
 def status(names: Sequence[str], *, overrides: list[str] | None = None,

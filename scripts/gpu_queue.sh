@@ -6,8 +6,11 @@
 #
 # A run not finished at the budget leaves no record (its worker gets SIGTERM). Every finished
 # record lands in results/<experiment>/ as on the CPU, with the same run id (train.device and
-# data.root are not part of it); the sweep refuses an experiment whose records were made on the
-# other kind of hardware, so a table is all GPU or all CPU. With $OUT set, the new records and the
+# data.root are not part of it); the sweep refuses an experiment whose records, or those of the
+# experiments it pairs_with (the ablations pair with cpu_v2, the full model), were made on the
+# other kind of hardware, so a table is all GPU or all CPU. Once cpu_v2 has CPU records, the
+# ablations are CPU tables and this script finds nothing to do for them: the GPU then goes to
+# the paper profile (scripts/gpu_paper_run.sh), as the GPU issue orders. With $OUT set, the new records and the
 # logs come back as $OUT/records.tgz (paths relative to results/, split into 15 MB parts if
 # larger) and $OUT/logs.tgz, beside $OUT/summary.txt (per run: wall time, img/s, peak GPU
 # memory, the numbers that size CFDAN_GPU_WORKERS) and $OUT/dmon.txt (nvidia-smi dmon).
@@ -70,7 +73,8 @@ pending=$("$PY" - "${EXPS[@]}" <<EOF
 import sys
 from cfdan import sweep
 over = """${set_args[*]}""".split()
-print(sum(r.state != "done" for r in sweep.runs(sys.argv[1:], overrides=over)))
+names = sweep._same_hardware(sys.argv[1:], over, None)  # says which it skips and why
+print(sum(r.state != "done" for r in sweep.runs(names, overrides=over)))
 EOF
 ) || { echo "error: could not read the queue" >&2; exit 2; }
 echo "== ${pending} runs not done"

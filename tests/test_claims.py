@@ -22,10 +22,11 @@ SEEDS = [0, 1, 2, 3, 4]
 FIG10_SEEDS = [0, 1, 2]
 BASE = [60.0, 70.0, 80.0, 65.0, 75.0]  # per-seed level: a large between-seed spread
 TOMLS = {
-    "table3": ("Table 3", SEEDS, ["baseline", "dam", "dam_ilm", "full"]),
+    "cpu_v2": ("cpu v2: the full model", SEEDS, ["full"]),
+    "table3": ("Table 3", SEEDS, ["baseline", "dam", "dam_ilm"]),
     "table5": ("Table 5", SEEDS, ["no_distill"]),
     "table4": ("Table 4", SEEDS, [f"act_{a}{s}" for a in ("pcp", "sigmoid", "relu", "tanh")
-                                  for s in ("", "_no_ilm")]),
+                                  for s in ("", "_no_ilm") if f"{a}{s}" != "pcp"]),
 }
 
 
@@ -158,7 +159,7 @@ def test_empty_store_says_not_run_and_which_runs_are_missing(store):
     dam = row(ledger, "DAM beats single-dimension attention")
     assert dam["runs"] == "table3/dam: 0 of 5 seeds; table3/baseline: 0 of 5 seeds"
     fig = row(ledger, "best setting beats the other 12")
-    assert "fig10: 0 of 36 runs" in fig["runs"] and "centre = table3/full: 0 of 5" in fig["runs"]
+    assert "fig10: 0 of 36 runs" in fig["runs"] and "centre = cpu_v2/full: 0 of 5" in fig["runs"]
     shown = report.ledger_display(ledger)
     assert (shown.loc[acc.index, ["ours: FERPlus, paired mean", "95 % CI", "n"]] == "-").all().all()
     # the cost claim is a property of the architecture: measured, exact, needs no run
@@ -194,24 +195,24 @@ def test_contradicted_and_unresolved(store):
     for s in SEEDS:
         save_run(store, "table3", "dam", s, BASE[s])
         save_run(store, "table3", "dam_ilm", s, BASE[s] - 1.0 + 0.1 * (s % 2))  # ILM costs 1
-        save_run(store, "table3", "full", s, BASE[s] + [1.0, -1.0, 0.5, -0.5, 0.2][s])
+        save_run(store, "cpu_v2", "full", s, BASE[s] + [1.0, -1.0, 0.5, -0.5, 0.2][s])
     ledger = report.claims_ledger()
     assert row(ledger, "ILM adds about 1 point on FERPlus")["verdict"] == "contradicted"
     r = row(ledger, "cross-fusion helps")
     assert r["verdict"] == "not resolved at this n" and r["ci_low"] < 0 < r["ci_high"]
-    assert r["runs"] == "table3/full: 5 of 5 seeds; table3/dam_ilm: 5 of 5 seeds"
+    assert r["runs"] == "cpu_v2/full: 5 of 5 seeds; table3/dam_ilm: 5 of 5 seeds"
 
 
 def test_one_seed_is_not_resolved_and_sized_against_the_seed_noise(store):
     for s in SEEDS:
-        save_run(store, "table3", "full", s, BASE[s])
+        save_run(store, "cpu_v2", "full", s, BASE[s])
     save_run(store, "table5", "no_distill", 0, BASE[0] - 3.0)
     ledger = report.claims_ledger()
     r = row(ledger, "distillation helps accuracy")
     assert r["verdict"] == "not resolved at this n" and r["n"] == 1
     assert r["mean"] == pytest.approx(3.0)
-    assert r["comparison"] == "table3/full − table5/no_distill"  # full comes from Table 3
-    assert r["runs"] == "table3/full: 5 of 5 seeds; table5/no_distill: 1 of 5 seeds"
+    assert r["comparison"] == "cpu_v2/full − table5/no_distill"  # full comes from Table 3
+    assert r["runs"] == "cpu_v2/full: 5 of 5 seeds; table5/no_distill: 1 of 5 seeds"
     sd = np.std(BASE, ddof=1)
     assert f"{3.0 / sd:+.1f} x the full model's seed-to-seed sd" in r["note"]
     shown = report.ledger_display(ledger)
@@ -219,7 +220,7 @@ def test_one_seed_is_not_resolved_and_sized_against_the_seed_noise(store):
         "n too small"
     # Table 4's act_pcp is the full model too
     pcp = row(ledger, "PCP beats Sigmoid (with ILM)")
-    assert pcp["comparison"] == "table3/full − table4/act_sigmoid"
+    assert pcp["comparison"] == "cpu_v2/full − table4/act_sigmoid"
 
 
 def test_records_of_an_older_config_do_not_count(store):
@@ -238,9 +239,9 @@ def test_records_of_an_older_config_do_not_count(store):
 def test_full_source_is_a_parameter(store):
     for s in SEEDS:
         save_run(store, "table3", "dam_ilm", s, BASE[s])
-        save_run(store, "table3", "full", s, BASE[s] + 0.5 + 0.01 * s)
+        save_run(store, "cpu_v2", "full", s, BASE[s] + 0.5 + 0.01 * s)
         # cpu-profile records of the full model on the same recipe, 2 points better
-        cfg = run_config("table3", "full", s)
+        cfg = run_config("cpu_v2", "full", s)
         cfg.experiment = "cpu"
         save_run(store, "cpu", "full", s, BASE[s] + 2.0 + 0.01 * s, cfg=cfg)
     default = row(report.claims_ledger(), "cross-fusion helps")
@@ -256,7 +257,7 @@ def test_full_source_is_a_parameter(store):
 def _fig10_runs(store: Path, accuracy) -> None:
     """Fig. 10's grid (seeds 0-2) and the full model (its centre, seeds 0-4)."""
     for s in SEEDS:
-        save_run(store, "table3", "full", s, BASE[s] + accuracy(report.FIG10_CENTRE, s))
+        save_run(store, "cpu_v2", "full", s, BASE[s] + accuracy(report.FIG10_CENTRE, s))
     for pt in report.fig10_points():
         if pt != report.FIG10_CENTRE:
             for s in FIG10_SEEDS:
@@ -287,7 +288,7 @@ def test_fig10_pattern_as_the_paper_describes_it_is_supported(store):
     best = rows.iloc[0]
     assert best["n"] == 3 and "12 of 12 comparisons supported" in best["note"]
     assert "fig10: 36 of 36 runs" in best["runs"]
-    assert "centre = table3/full: 5 of 5 seeds" in best["runs"]
+    assert "centre = cpu_v2/full: 5 of 5 seeds" in best["runs"]
 
 
 def test_fig10_a_better_setting_contradicts_the_best_point(store):
@@ -302,7 +303,7 @@ def test_fig10_a_better_setting_contradicts_the_best_point(store):
 
 def test_fig10_single_seed_is_not_resolved(store, monkeypatch):
     for s in SEEDS:
-        save_run(store, "table3", "full", s, BASE[s] + 2.0)
+        save_run(store, "cpu_v2", "full", s, BASE[s] + 2.0)
     for pt in report.fig10_points()[:5]:  # part of the grid, seed 0 only
         if pt != report.FIG10_CENTRE:
             save_run(store, "fig10", fig10_name(pt), 0, BASE[0])

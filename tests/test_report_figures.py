@@ -24,7 +24,7 @@ def test_val_curves_mean_and_band_over_seeds(store):
     hist = {0: [50.0, 60.0, 65.0], 1: [52.0, 58.0, 67.0], 2: [51.0, 62.0, 66.0]}
     for s, h in hist.items():
         save_run(store, "table3", "baseline", s, 70.0, history=h)
-        save_run(store, "table3", "full", s, 70.0, history=[v + 1 for v in h])
+        save_run(store, "cpu_v2", "full", s, 70.0, history=[v + 1 for v in h])
     curves = report.val_curves()
     assert set(curves["variant"]) == {"baseline", "full"}  # dam, dam_ilm: not run
     b = curves[curves["variant"] == "baseline"].set_index("epoch")
@@ -116,13 +116,13 @@ def test_snapshot_runs_and_the_figure(store):
     from cfdan.train import snapshot_epochs
 
     epochs = snapshot_epochs(3, 4)  # the smoke profile's 3 epochs: snapshots after 1, 2, 3
-    for v in ("baseline", "full"):
-        save_run(store, "table3", v, 0, 70.0, history=[60.0] * 3,
+    for exp, v in (("table3", "baseline"), ("cpu_v2", "full")):
+        save_run(store, exp, v, 0, 70.0, history=[60.0] * 3,
                  arrays=snapshot_arrays(epochs, s=40))
-        save_run(store, "table3", v, 1, 70.0, history=[60.0] * 3)
+        save_run(store, exp, v, 1, 70.0, history=[60.0] * 3)
     found = report.snapshot_runs()
     assert found["dam"] is None and found["baseline"][0] == "table3"
-    assert found["full"] == ("table3", run_config("table3", "full", 0).run_id)
+    assert found["full"] == ("cpu_v2", run_config("cpu_v2", "full", 0).run_id)
 
     fig, axes = plt.subplots(3, 4, squeeze=False)
     arrays = snapshot_arrays([2, 4, 6, 8], s=40)
@@ -151,7 +151,7 @@ def test_book_tsne_figure_is_none_without_snapshots(store):
 def test_sensitivity_points_and_noise_band(store):
     full = [BASE[s] + 2.0 for s in SEEDS]
     for s in SEEDS:
-        save_run(store, "table3", "full", s, full[s])
+        save_run(store, "cpu_v2", "full", s, full[s])
     for k, pt in enumerate(report.fig10_points()):
         if pt != report.FIG10_CENTRE:
             save_run(store, "fig10", fig10_name(pt), 0, BASE[0] + 0.1 * k)
@@ -160,7 +160,7 @@ def test_sensitivity_points_and_noise_band(store):
     centre = pts[pts["centre"]].iloc[0]
     # the centre shares the grid's seeds (seed 0), not the mean over all of its own
     assert centre["accuracy"] == pytest.approx(full[0]) and centre["seeds"] == 1
-    assert centre["source"] == "table3/full"
+    assert centre["source"] == "cpu_v2/full"
     spread = report.full_seed_spread()
     assert spread[1] == pytest.approx(np.std(full, ddof=1)) and spread[2] == 5
 
@@ -184,7 +184,7 @@ def test_sensitivity_figure_when_nothing_ran(store):
     assert [t.get_text() for t in fig.axes[0].texts] == ["not run"]
     assert list(fig.axes[1].get_xticks()) == pytest.approx(sorted(paper.FIG10_GRID["P1"]))
     plt.close("all")
-    save_run(store, "table3", "full", 0, 70.0)
+    save_run(store, "cpu_v2", "full", 0, 70.0)
     fig = book.sensitivity_figure()
     assert fig.axes[0].texts[0].get_text().startswith("grid not run")
     plt.close("all")

@@ -168,3 +168,21 @@ def test_deadline_stops_workers_and_leaves_no_record(store):
     assert not list((store / "results").rglob("*.json"))
     log = (store / "logs" / "worker_0.log").read_text()
     assert "stopped by signal" in log
+
+
+def test_paired_experiments_share_the_hardware(store, tmp_path, monkeypatch):
+    from cfdan import config
+
+    folder = tmp_path / "plans"
+    folder.mkdir()
+    (folder / "ref.toml").write_text('profile = "smoke"\nseeds = [0]\n[overrides]\n'
+                                     '"train.epochs" = 1\n[variants]\n'
+                                     'full = { "model.preset" = "full" }\n')
+    (folder / "abl.toml").write_text('profile = "smoke"\nseeds = [0]\npairs_with = ["ref"]\n'
+                                     '[overrides]\n"train.epochs" = 1\n[variants]\n'
+                                     'baseline = { "model.preset" = "baseline" }\n')
+    monkeypatch.setattr(config, "EXPERIMENTS_DIR", folder)
+    assert sweep.hardware("abl") == set()
+    _fake_record(store, load_experiment("ref").configs()[0], "cpu")  # the reference ran on CPU
+    assert sweep.hardware("abl") == {"cpu"}
+    assert sweep.work(["abl"], overrides=["train.device=cuda:0"]) == 0  # a GPU worker skips it
