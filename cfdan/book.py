@@ -26,7 +26,7 @@ from cfdan import paper, report, results
 EXPERIMENTS = ("cpu", "cpu_v2", "paper", "table3", "table4", "table5", "fig10")
 """The experiments whose records the book shows (in the store's folder order)."""
 
-PROFILE_EXPERIMENTS = ("paper", "cpu")
+PROFILE_EXPERIMENTS = ("paper", "cpu_v2")
 """The two training profiles of Table 1, in the order the chapters draw them."""
 
 
@@ -119,9 +119,9 @@ def gap_to_paper(experiment: str, variant: str = "full") -> str:
     return marked(report.gap_to_paper(experiment, variant), schedule_note(experiment, variant))
 
 
-def ablation_table(experiment: str, table: str) -> pd.DataFrame:
+def ablation_table(experiment: str, table: str, current: bool = True) -> pd.DataFrame:
     """Tables 3-5: every paper column labelled ``paper``, our cells marked with schedules."""
-    df = paper.label_columns(report.ablation_table(experiment, table), table)
+    df = paper.label_columns(report.ablation_table(experiment, table, current=current), table)
     ours = [c for c in df.columns if str(c).startswith("ours")]
     if "preset" in df:
         notes = df["preset"].map(lambda p: schedule_note(experiment, p))
@@ -200,18 +200,26 @@ def run_facts(rec: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def facts(experiments: Sequence[str] = ("cpu", "paper", "table3")) -> dict[str, Any]:
-    """:func:`run_facts` of each experiment's lowest-seed ``full`` run, keys prefixed by it.
+FACT_PREFIX = {"cpu_v2": "cpu", "cpu": "cpu_v1"}
+"""Glue prefixes that differ from the experiment's name: ``cpu_*`` facts are the cpu profile
+as it is (v2); the superseded v1 record's are ``cpu_v1_*``."""
 
-    ``<exp>_seeds`` counts the seeds of that run's variant; experiments without runs are left out.
+
+def facts(experiments: Sequence[str] = ("cpu_v2", "cpu", "paper", "table3")) -> dict[str, Any]:
+    """:func:`run_facts` of each experiment's lowest-seed ``full`` run, keys prefixed by it
+    (:data:`FACT_PREFIX`).
+
+    ``<prefix>_seeds`` counts the seeds of that run's variant; experiments without runs are left
+    out.
     """
     out: dict[str, Any] = {}
     for exp in experiments:
         rec = record(exp, "full")
         if rec is None:
             continue
-        out.update({f"{exp}_{k}": v for k, v in run_facts(rec).items()})
-        out[f"{exp}_seeds"] = len([r for r in records(exp) if r.get("variant") == "full"])
+        pre = FACT_PREFIX.get(exp, exp)
+        out.update({f"{pre}_{k}": v for k, v in run_facts(rec).items()})
+        out[f"{pre}_seeds"] = len([r for r in records(exp) if r.get("variant") == "full"])
     return out
 
 

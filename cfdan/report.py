@@ -18,7 +18,7 @@ import pandas as pd
 from cfdan import paper, results
 
 PROFILE_LABELS = {
-    "cpu": "ours: cpu profile (2 CPU cores)",
+    "cpu_v2": "ours: cpu profile (2 CPU cores)",
     "paper": "ours: paper profile (1 GPU)",
 }
 
@@ -66,39 +66,49 @@ def table1(experiments: dict[str, str] | None = None) -> pd.DataFrame:
 
 
 def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
-                   metric: str = "test.accuracy") -> pd.DataFrame:
-    """Tables 3-5: per preset, the paper's accuracy beside ours (mean ± std over seeds)."""
+                   metric: str = "test.accuracy", full: tuple[str, str] | None = None,
+                   current: bool = True, root: str | os.PathLike[str] | None = None
+                   ) -> pd.DataFrame:
+    """Tables 3-5: per preset, the paper's numbers beside ours (mean ± std over seeds).
+
+    Our runs are read as the claims ledger reads them (:class:`_Store`): only records of the
+    experiment file as it is today, and the full model's rows from :data:`FULL_SOURCE`. The
+    ``runs`` column says how many of the planned seeds each row has and where they come from;
+    ``hardware`` says what they ran on (a table is one kind of hardware, :mod:`cfdan.sweep`).
+    """
     p = paper.table(table)
-    df = runs(experiment)
-    if df.empty:
-        p = p.assign(ours=f"not run (python -m cfdan sweep {experiment})")
-        return p.drop(columns=["source"]).rename(columns={"ours": f"ours ({experiment})"})
-    ours = []
+    store = _Store(root, current, full or FULL_SOURCE, metric)
+    ours, counts, hw = [], [], []
     for preset in p["preset"]:
-        sel = df[df["variant"] == preset] if not df.empty and "variant" in df else pd.DataFrame()
-        ours.append(mean_std(sel[metric].tolist() if metric in sel else []))
+        r = store.runs(experiment, preset)
+        vals = [v for v, _recipe in r.by_seed.values()]
+        ours.append(mean_std(vals, scale=1.0) if vals else "not run")
+        counts.append(r.count())
+        exp, var = store.resolve(experiment, preset)
+        recs = [x for x in store.select(exp, lambda rec, var=var: rec.get("variant") == var)[0]]
+        hw.append(_hardware_label(recs))
     keep = [c for c in p.columns if c not in ("source",)]
     out = p[keep].copy()
     out.columns = [f"paper {c}" if c in ("AffectNet", "FERPlus", "RAF-DB") else c for c in keep]
     out[f"ours {dataset_col} ({experiment})"] = ours
+    out["runs"] = counts
+    out["hardware"] = hw
     return out
 
 
-def noise_check(experiment: str, a: str, b: str, metric: str = "test.accuracy") -> str:
-    """Whether the difference of two presets' means exceeds the seed-to-seed noise (Welch t)."""
-    df = runs(experiment)
-    if df.empty:
-        return f"{experiment}: no runs yet"
-    xa = df[df["variant"] == a][metric].to_numpy() * 100
-    xb = df[df["variant"] == b][metric].to_numpy() * 100
-    if len(xa) < 2 or len(xb) < 2:
-        return f"{b} - {a}: needs >= 2 seeds each (have {len(xa)}, {len(xb)})"
-    from scipy import stats
-
-    t = stats.ttest_ind(xb, xa, equal_var=False)
-    diff = xb.mean() - xa.mean()
-    verdict = "beyond seed noise" if t.pvalue < 0.05 else "within seed noise"
-    return f"{b} - {a}: {diff:+.2f} points (Welch p = {t.pvalue:.2f}, {verdict})"
+def _hardware_label(recs: Sequence[Mapping[str, Any]]) -> str:
+    """``"CPU (2 cores)"``, ``"GPU (NVIDIA H200)"``, ``"mixed: ..."`` or ``"-"`` for records."""
+    kinds = set()
+    for rec in recs:
+        hw = rec.get("hardware") or {}
+        if str(hw.get("device", "cpu")).startswith("cuda"):
+            kinds.add(f"GPU ({hw.get('gpu') or 'cuda'})")
+        else:
+            n = hw.get("torch_threads") or hw.get("cpu_count")
+            kinds.add(f"CPU ({n} threads)" if n else "CPU")
+    if not kinds:
+        return "-"
+    return kinds.pop() if len(kinds) == 1 else "mixed: " + ", ".join(sorted(kinds))
 
 
 def confusion(run_id: str, experiment: str | None = None) -> tuple[np.ndarray, list[str]]:
@@ -392,9 +402,8 @@ def per_class_table(shown: dict[str, str], split: str = "test") -> pd.DataFrame:
 
 def tsne_panels() -> dict[str, tuple[str, str]]:
     """Fig. 7 panels available in the store: title -> (experiment, run_id)."""
-    wanted = [("spatial attention (baseline, 4 ep.)", "table3", "baseline"),
-              ("cross-fusion DAM + ILM (4 ep.)", "table3", "full"),
-              ("cpu profile (full)", "cpu", "full"),
+    wanted = [("spatial attention (Table 3 baseline)", "table3", "baseline"),
+              ("cross-fusion DAM + ILM (cpu profile)", "cpu_v2", "full"),
               ("paper profile, 1 GPU (full)", "paper", "full")]
     out = {}
     for title, exp, variant in wanted:
