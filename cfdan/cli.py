@@ -129,9 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a small fp16 inference checkpoint for predict",
                        description="Copy best.pt with fp16 weights (e.g. to "
                        "models/cfdan_cpu_ferplus.pt, the default of `predict`).")
-    p.add_argument("checkpoint", help="inference checkpoint (best.pt)")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="inference checkpoint (best.pt); or use --best-of")
     p.add_argument("out", help="destination file")
+    p.add_argument("--best-of", metavar="EXPERIMENT", default=None,
+                   help="export the run of EXPERIMENT with the best validation accuracy")
+    p.add_argument("--variant", default="full", help="variant for --best-of (default full)")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    _add_store_args(p)
     p.set_defaults(func=cmd_export)
 
     try:  # prepare / data subcommands belong to the data package
@@ -275,9 +280,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cfdan.predict import export_checkpoint
+    from cfdan import paths
+    from cfdan.predict import best_val_record, export_checkpoint
 
-    path = export_checkpoint(args.checkpoint, args.out, half=not args.fp32)
+    if (args.checkpoint is None) == (args.best_of is None):
+        raise CLIError("export: give a checkpoint or --best-of EXPERIMENT (one of them)")
+    source = None
+    src = args.checkpoint
+    if args.best_of:
+        rec = best_val_record(args.best_of, args.variant, args.results_dir)
+        src = paths.checkpoint_dir(args.checkpoint_dir) / rec["checkpoint"]
+        source = {"experiment": rec["experiment"], "run_id": rec["run_id"],
+                  "seed": rec["seed"], "val_accuracy": rec["val"]["accuracy"],
+                  "chosen": "best validation accuracy of the experiment's runs"}
+        print(f"{args.best_of}/{args.variant}: seed {rec['seed']} ({rec['run_id']}) has the best "
+              f"val accuracy, {100 * rec['val']['accuracy']:.2f} %")
+    path = export_checkpoint(src, args.out, half=not args.fp32, source=source)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
 

@@ -77,9 +77,32 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str = "cpu"):
     return model, meta
 
 
-def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True) -> Path:
-    """Copy an inference checkpoint, storing float weights as fp16 when ``half`` (small files)."""
+def best_val_record(experiment: str, variant: str = "full",
+                    root: str | os.PathLike | None = None) -> dict:
+    """The record of ``experiment``/``variant`` with the best validation accuracy (ties: lower
+    val loss), among the runs of its experiment file today; the shipped model is chosen so,
+    never on test."""
+    from cfdan import results
+    from cfdan.config import ConfigError, load_experiment
+
+    try:
+        planned = {c.run_id for c in load_experiment(experiment).configs()}
+    except ConfigError:
+        planned = None
+    recs = [r for _p, r in results.iter_records(experiment, root)
+            if r.get("variant") == variant and (planned is None or r.get("run_id") in planned)]
+    if not recs:
+        raise FileNotFoundError(f"no finished run of {experiment}/{variant} in the results store")
+    return max(recs, key=lambda r: (r["val"]["accuracy"], -r["val"].get("loss", 0.0)))
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True,
+                      source: dict | None = None) -> Path:
+    """Copy an inference checkpoint, storing float weights as fp16 when ``half`` (small files);
+    ``source`` (experiment, run id, seed, how it was chosen) is stored beside the weights."""
     ck = read_inference_checkpoint(src)
+    if source:
+        ck["source"] = dict(source)
     if half:
         ck["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
         ck["weights_dtype"] = "float16"

@@ -109,6 +109,29 @@ def test_sweep_runs_missing_runs_and_skips_stored(store, capsys):
     assert "accuracy" in capsys.readouterr().out
     assert main(["results", "smoke_sweep"]) == 0
     assert "test.accuracy.mean" in capsys.readouterr().out
+    # the shipped model is chosen on validation: export --best-of names the run it took
+    import torch
+
+    out = store / "best_full.pt"
+    assert main(["export", str(out), "--best-of", "smoke_sweep", "--variant", "full"]) == 0
+    assert f"({run_id}) has the best val accuracy" in capsys.readouterr().out
+    source = torch.load(out, weights_only=False)["source"]
+    assert source["run_id"] == run_id and source["experiment"] == "smoke_sweep"
+    assert main(["export", str(out)]) == 2  # neither a checkpoint nor --best-of
+    assert "one of them" in capsys.readouterr().err
+
+
+def test_best_val_record_picks_validation_not_test(tmp_path):
+    from cfdan import results
+    from cfdan.predict import best_val_record
+
+    for i, (val, test) in enumerate([(0.7, 0.9), (0.8, 0.6), (0.8, 0.7)]):
+        results.save_record({"experiment": "x", "run_id": f"r{i}", "variant": "full",
+                             "seed": i, "val": {"accuracy": val, "loss": 1.0 - 0.1 * i},
+                             "test": {"accuracy": test}}, root=tmp_path)
+    assert best_val_record("x", root=tmp_path)["run_id"] == "r2"  # tie on val: lower val loss
+    with pytest.raises(FileNotFoundError, match="no finished run of x/dam"):
+        best_val_record("x", "dam", root=tmp_path)
 
 
 @pytest.fixture
