@@ -32,6 +32,8 @@ def test_search_table_shows_val_never_test(tmp_path, monkeypatch):
     assert list(t.loc[t["role"] == "yardstick", "candidate"]) == yard
     facts = book.search_facts()
     assert facts["search_leader"] == cfgs[1].variant and facts["search_done"] == 2
+    assert t.loc[1, "role"] == "candidate: frozen as cpu v2"  # the best val, by the rule
+    assert t.loc[0, "role"] == "candidate"
 
 
 def test_search_table_with_no_records(tmp_path, monkeypatch):
