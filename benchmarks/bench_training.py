@@ -98,7 +98,7 @@ def bench_infer(model, images, aug, device, amp, channels_last, reps=20):
 
 def main(argv=None) -> None:
     from cfdan.config import load_config
-    from cfdan.train import build_model, make_augment, resolve_device
+    from cfdan.train import build_model, compile_model, make_augment, resolve_device
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="cpu")
@@ -136,7 +136,7 @@ def main(argv=None) -> None:
                 if cl:
                     model = model.to(memory_format=torch.channels_last)
                 params = sum(p.numel() for p in model.parameters())
-                run = torch.compile(model) if comp else model
+                run = compile_model(model) if comp else model
                 tr = bench_train(run, images, labels, aug_train, args.steps, batch, device, amp,
                                  cl)
                 inf = bench_infer(run, images, aug_eval, device, amp, cl)

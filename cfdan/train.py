@@ -87,6 +87,30 @@ def amp_enabled(cfg: Config, device: torch.device) -> bool:
     return device.type == "cpu"
 
 
+_COMPILE_MODES: dict[str, dict[str, bool]] = {
+    "": {},
+    "default": {},
+    "reduce-overhead": {"triton.cudagraphs": True},
+    "max-autotune": {"max_autotune": True, "triton.cudagraphs": True},
+    "max-autotune-no-cudagraphs": {"max_autotune": True},
+}
+
+
+def compile_model(model: torch.nn.Module, mode: str = "") -> torch.nn.Module:
+    """``torch.compile`` with Inductor's pattern matcher off.
+
+    Inductor rewrites matmul-softmax-matmul chains into fused attention; on the channel
+    attention (eq. 2: a transposed query, a per-group temperature tensor) that rewrite failed
+    with a broadcast error here, and public reports show it can also silently mis-bind a
+    permuted key. CF-DAN calls ``scaled_dot_product_attention`` itself where it applies, so the
+    rewrite gains nothing. ``mode`` is one of torch.compile's modes ("reduce-overhead": CUDA
+    graphs), spelled as Inductor options because a mode and options cannot be given together.
+    """
+    if mode not in _COMPILE_MODES:
+        raise ValueError(f"train.compile_mode {mode!r}: expected one of {sorted(_COMPILE_MODES)}")
+    return torch.compile(model, options={"pattern_matcher": False, **_COMPILE_MODES[mode]})
+
+
 def build_model(cfg: Config, num_classes: int, image_size: int) -> torch.nn.Module:
     """The CF-DAN of ``cfg.model`` (a preset plus field overrides) for the data's size/classes."""
     from cfdan.model import CFDAN, preset
@@ -396,7 +420,7 @@ def _build_model(
 
         fwd_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     if tcfg.compile:
-        fwd_model = torch.compile(fwd_model, mode=tcfg.compile_mode or None)
+        fwd_model = compile_model(fwd_model, tcfg.compile_mode)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=tcfg.lr, betas=(tcfg.beta1, tcfg.beta2),
         weight_decay=tcfg.weight_decay, fused=device.type == "cuda" or None,
