@@ -29,6 +29,13 @@
 #                       than after the whole budget; 0 skips it
 #   PYTHON              interpreter (default python3)
 #   OUT                 folder that receives copies of the records and logs
+#
+# The full-speed call of the GPU issue (40 epochs, seed 0, no refit: a run the budget stops says
+# so, cut_short), with CUDA graphs through torch.compile (train.compile_model) on top of the
+# profile's bf16, channels_last, GPU-resident uint8 data with GPU augmentation and eval batch 512:
+#   CFDAN_GPU_FIT=0 CFDAN_GPU_SECOND=none CFDAN_GPU_BUDGET_S=560 \
+#   CFDAN_GPU_SET="train.compile=true train.compile_mode=reduce-overhead" \
+#   bash scripts/gpu_paper_run.sh packed/ferplus.npz
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
