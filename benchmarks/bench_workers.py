@@ -18,8 +18,8 @@ import os
 
 def _one(profile: str, threads: int, steps: int, out: mp.Queue) -> None:
     import torch
-
     from bench_training import bench_train  # beside this file (sys.path[0] when run as a script)
+
     from cfdan.config import load_config
     from cfdan.train import build_model, make_augment
 
