@@ -133,3 +133,16 @@ def test_drop_arrays_removes_keys_and_notes_it(tmp_path):
     assert after["provenance_note"] == "pixels removed" and after["test"] == rec["test"]
     assert R.drop_arrays(path, ["attention_images"], "again") == []  # nothing left: no write
     assert R.read_record(path)["provenance_note"] == "pixels removed"
+
+
+def test_add_note_appends_and_never_touches_outcomes(tmp_path):
+    path = results.save_record({"experiment": "x", "run_id": "r", "test": {"accuracy": 0.5},
+                                "provenance_note": "first"}, root=tmp_path)
+    assert results.add_note(path, "second", schedule_refitted=True)
+    rec = results.read_record(path)
+    assert rec["provenance_note"] == "first | second" and rec["schedule_refitted"] is True
+    assert not results.add_note(path, "second")  # already there: nothing written
+    for bad in ({"test": {"accuracy": 0.9}}, {"schedule_refitted": False}):
+        with pytest.raises(ValueError, match="may not set"):
+            results.add_note(path, "third", **bad)
+    assert results.read_record(path)["test"] == {"accuracy": 0.5}
