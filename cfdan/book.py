@@ -480,6 +480,10 @@ def bench_training(profile: str = "cpu", steps: int = 4) -> str:
 SEARCH_EXPERIMENT = "cpu_search"
 
 
+FROZEN_ROLE = "candidate: frozen as cpu v2"
+"""The search table's role of the candidate with the best validation accuracy."""
+
+
 def search_table(experiment: str = SEARCH_EXPERIMENT) -> pd.DataFrame:
     """Every candidate of the cpu-profile search with what it changes, its validation
     accuracy (the selection criterion), train-subset accuracy and time; test is not shown.
@@ -524,7 +528,7 @@ def search_table(experiment: str = SEARCH_EXPERIMENT) -> pd.DataFrame:
     df = pd.DataFrame(rows, dtype=object).fillna("")
     done = df[(df["role"] == "candidate") & (df["val acc %"] != "not run")]
     if len(done):  # the rule of the search: the best validation accuracy is frozen as cpu v2
-        df.loc[done["val acc %"].astype(float).idxmax(), "role"] = "candidate: frozen as cpu v2"
+        df.loc[done["val acc %"].astype(float).idxmax(), "role"] = FROZEN_ROLE
     return df
 
 
@@ -535,8 +539,8 @@ def search_facts(experiment: str = SEARCH_EXPERIMENT) -> dict[str, Any]:
     t = t[t["role"].str.startswith("candidate")]
     done = t[t["val acc %"] != "not run"]
     out: dict[str, Any] = {"search_candidates": len(t), "search_done": len(done)}
-    if len(done):
-        best = done.loc[done["val acc %"].astype(float).idxmax()]
+    if len(done):  # search_table marks the leader by validation accuracy as frozen
+        best = done[done["role"] == FROZEN_ROLE].iloc[0]
         out.update(search_leader=best["candidate"], search_leader_val=f"{best['val acc %']:.2f}")
     else:
         out.update(search_leader="none yet", search_leader_val="n/a")

@@ -82,15 +82,9 @@ def best_val_record(experiment: str, variant: str = "full",
     """The record of ``experiment``/``variant`` with the best validation accuracy (ties: lower
     val loss), among the runs of its experiment file today; the shipped model is chosen so,
     never on test."""
-    from cfdan import results
-    from cfdan.config import ConfigError, load_experiment
+    from cfdan.sweep import current_records
 
-    try:
-        planned = {c.run_id for c in load_experiment(experiment).configs()}
-    except ConfigError:
-        planned = None
-    recs = [r for _p, r in results.iter_records(experiment, root)
-            if r.get("variant") == variant and (planned is None or r.get("run_id") in planned)]
+    recs = [r for r in current_records(experiment, root) if r.get("variant") == variant]
     if not recs:
         raise FileNotFoundError(f"no finished run of {experiment}/{variant} in the results store")
     return max(recs, key=lambda r: (r["val"]["accuracy"], -r["val"].get("loss", 0.0)))

@@ -80,12 +80,11 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
     store = _Store(root, current, full or FULL_SOURCE, metric)
     ours, counts, hw = [], [], []
     for preset in p["preset"]:
-        r = store.runs(experiment, preset)
+        exp, var, recs, stale = store.variant_records(experiment, preset)
+        r = store._runs(f"{exp}/{var}", exp, recs, stale)
         vals = [v for v, _recipe in r.by_seed.values()]
         ours.append(mean_std(vals, scale=1.0) if vals else "not run")
         counts.append(r.count())
-        exp, var = store.resolve(experiment, preset)
-        recs = [x for x in store.select(exp, lambda rec, var=var: rec.get("variant") == var)[0]]
         hw.append(_hardware_label(recs))
     keep = [c for c in p.columns if c not in ("source",)]
     out = p[keep].copy()
@@ -97,11 +96,13 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
 
 
 def _hardware_label(recs: Sequence[Mapping[str, Any]]) -> str:
-    """``"CPU (2 cores)"``, ``"GPU (NVIDIA H200)"``, ``"mixed: ..."`` or ``"-"`` for records."""
+    """``"CPU (2 threads)"``, ``"GPU (NVIDIA H200)"``, ``"mixed: ..."`` or ``"-"`` for records."""
+    from cfdan.sweep import device_kind
+
     kinds = set()
     for rec in recs:
         hw = rec.get("hardware") or {}
-        if str(hw.get("device", "cpu")).startswith("cuda"):
+        if device_kind(hw.get("device", "cpu")) == "cuda":
             kinds.add(f"GPU ({hw.get('gpu') or 'cuda'})")
         else:
             n = hw.get("torch_threads") or hw.get("cpu_count")
@@ -654,10 +655,16 @@ class _Store:
                 chosen[seed] = rec
         return [chosen[s] for s in sorted(chosen)], stale
 
-    def runs(self, experiment: str, variant: str) -> Runs:
-        """The runs of a variant (full-model slots resolved to :attr:`full`)."""
+    def variant_records(self, experiment: str, variant: str) -> tuple[str, str, list[dict], int]:
+        """``(experiment, variant, records, not current)`` of a variant, full-model slots
+        resolved to :attr:`full` (:meth:`resolve`, :meth:`select`)."""
         exp, var = self.resolve(experiment, variant)
         recs, stale = self.select(exp, lambda r: r.get("variant") == var)
+        return exp, var, recs, stale
+
+    def runs(self, experiment: str, variant: str) -> Runs:
+        """The runs of a variant (full-model slots resolved to :attr:`full`)."""
+        exp, var, recs, stale = self.variant_records(experiment, variant)
         return self._runs(f"{exp}/{var}", exp, recs, stale)
 
     def point(self, point: tuple[float, float, float], experiment: str = "fig10") -> Runs:

@@ -158,18 +158,27 @@ def device_kind(device: str) -> str:
     return "cuda" if str(device).startswith("cuda") else "cpu"
 
 
+def current_records(name: str, results_root: str | os.PathLike[str] | None = None
+                    ) -> list[dict]:
+    """Records of experiment ``name`` whose run id is one of its runs today (records of an
+    older profile or schedule do not count); every record if ``name`` has no experiment file."""
+    from cfdan.config import ConfigError
+
+    try:
+        planned: set[str] | None = {c.run_id for c in load_experiment(name).configs()}
+    except ConfigError:
+        planned = None
+    return [rec for _p, rec in results.iter_records(name, results_root)
+            if isinstance(rec, dict) and (planned is None or rec.get("run_id") in planned)]
+
+
 def hardware(name: str, results_root: str | os.PathLike[str] | None = None) -> set[str]:
-    """Kinds of hardware (:func:`device_kind`) of experiment ``name``'s current records (those
-    whose run id is one of its runs today: records of an older profile do not count), and of
-    the experiments it ``pairs_with``, since paired runs must share the hardware too."""
-    exp = load_experiment(name)
-    kinds: set[str] = set()
-    for other in (name, *exp.pairs_with):
-        planned = {c.run_id for c in load_experiment(other).configs()}
-        kinds |= {device_kind((rec.get("hardware") or {}).get("device", "cpu"))
-                  for _p, rec in results.iter_records(other, results_root)
-                  if isinstance(rec, dict) and rec.get("run_id") in planned}
-    return kinds
+    """Kinds of hardware (:func:`device_kind`) of experiment ``name``'s current records
+    (:func:`current_records`), and of the experiments it ``pairs_with``, since paired runs must
+    share the hardware too."""
+    return {device_kind((rec.get("hardware") or {}).get("device", "cpu"))
+            for other in (name, *load_experiment(name).pairs_with)
+            for rec in current_records(other, results_root)}
 
 
 def status(names: Sequence[str], *, overrides: list[str] | None = None,
@@ -250,7 +259,7 @@ def _raise_stop(signum: int, frame: object) -> None:
     raise SweepStopped(f"signal {signum}")
 
 
-def _same_hardware(names: Sequence[str], overrides: list[str] | None,
+def same_hardware(names: Sequence[str], overrides: list[str] | None,
                    results_root: str | os.PathLike[str] | None) -> list[str]:
     """The experiments of ``names`` whose current records are on this worker's kind of device
     (or that have none yet); says which it leaves out and why."""
@@ -278,7 +287,7 @@ def work(names: Sequence[str], *, overrides: list[str] | None = None, threads: i
     ``only`` restricts the queue to these run ids. Stops after ``max_runs`` runs (0 = all), or
     cleanly on SIGTERM/SIGINT (the run resumes from its last epoch checkpoint next time).
     Experiments whose records are on the other kind of hardware are skipped
-    (:func:`_same_hardware`) unless ``mixed_hardware``. With ``deadline`` (seconds since the
+    (:func:`same_hardware`) unless ``mixed_hardware``. With ``deadline`` (seconds since the
     epoch) the worker starts no run once less time is left than its last run took.
     """
     from cfdan import train
@@ -289,7 +298,7 @@ def work(names: Sequence[str], *, overrides: list[str] | None = None, threads: i
 
         torch.set_num_threads(threads)
     if not mixed_hardware:
-        names = _same_hardware(names, overrides, results_root)
+        names = same_hardware(names, overrides, results_root)
     n, last = 0, 0.0
     try:
         while names and (not max_runs or n < max_runs):
@@ -328,8 +337,11 @@ def work(names: Sequence[str], *, overrides: list[str] | None = None, threads: i
     return n
 
 
-def _work_logged(log: str, names: list[str], kw: dict) -> None:
-    """:func:`work` with this process's stdout and stderr appended to ``log``."""
+def _work_logged(log: str | None, names: list[str], kw: dict) -> None:
+    """:func:`work`, with this process's stdout and stderr appended to ``log`` if given."""
+    if log is None:
+        work(names, **kw)
+        return
     with open(log, "a", buffering=1) as fh:
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
@@ -348,19 +360,15 @@ def run(names: Sequence[str], *, workers: int = 1, threads: int = 0,
     """
     if workers <= 1 and deadline is None and log_dir is None:
         return work(names, threads=threads, **kw)
-    kw.pop("deadline", None)
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     kw = {"threads": threads, "deadline": deadline, **kw}
     if log_dir is not None:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
-        procs = [ctx.Process(target=_work_logged,
-                             args=(str(Path(log_dir) / f"worker_{i}.log"), list(names), kw))
-                 for i in range(max(1, workers))]
-    else:
-        procs = [ctx.Process(target=work, args=(list(names),), kwargs=kw)
-                 for _ in range(max(1, workers))]
+    logs = [None if log_dir is None else str(Path(log_dir) / f"worker_{i}.log")
+            for i in range(max(1, workers))]
+    procs = [ctx.Process(target=_work_logged, args=(log, list(names), kw)) for log in logs]
     for p in procs:
         p.start()
         time.sleep(2.0)  # stagger the claims

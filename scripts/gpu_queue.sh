@@ -73,7 +73,7 @@ pending=$("$PY" - "${EXPS[@]}" <<EOF
 import sys
 from cfdan import sweep
 over = """${set_args[*]}""".split()
-names = sweep._same_hardware(sys.argv[1:], over, None)  # says which it skips and why
+names = sweep.same_hardware(sys.argv[1:], over, None)  # says which it skips and why
 print(sum(r.state != "done" for r in sweep.runs(names, overrides=over)))
 EOF
 ) || { echo "error: could not read the queue" >&2; exit 2; }
@@ -96,7 +96,8 @@ preflight() {
 
 MPS_ON=0
 if [[ "$DEVICE" == cuda* && "${CFDAN_GPU_MPS:-1}" == "1" ]] && command -v nvidia-cuda-mps-control >/dev/null; then
-  export CUDA_MPS_PIPE_DIRECTORY=/tmp/cfdan_mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/cfdan_mps_log
+  mps=$(mktemp -d)
+  export CUDA_MPS_PIPE_DIRECTORY="$mps/pipe" CUDA_MPS_LOG_DIRECTORY="$mps/log"
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
   if nvidia-cuda-mps-control -d; then MPS_ON=1; echo "== MPS started"; fi
 fi
