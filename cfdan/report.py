@@ -96,20 +96,31 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
 
 
 def _hardware_label(recs: Sequence[Mapping[str, Any]]) -> str:
-    """``"CPU (2 threads)"``, ``"GPU (NVIDIA H200)"``, ``"mixed: ..."`` or ``"-"`` for records."""
+    """``"CPU (1, 2 threads)"``, ``"GPU (NVIDIA H200)"``, ``"mixed: ..."`` or ``"-"`` for records.
+
+    CPU records that differ only in their thread count share one label: the count changes the
+    speed and the rounding, not the recipe. ``mixed`` means CPU and GPU records together.
+    """
     from cfdan.sweep import device_kind
 
-    kinds = set()
+    gpus, threads, cpu = set(), set(), False
     for rec in recs:
         hw = rec.get("hardware") or {}
         if device_kind(hw.get("device", "cpu")) == "cuda":
-            kinds.add(f"GPU ({hw.get('gpu') or 'cuda'})")
-        else:
-            n = hw.get("torch_threads") or hw.get("cpu_count")
-            kinds.add(f"CPU ({n} threads)" if n else "CPU")
+            gpus.add(f"GPU ({hw.get('gpu') or 'cuda'})")
+            continue
+        cpu = True
+        n = hw.get("torch_threads") or hw.get("cpu_count")
+        if n:
+            threads.add(int(n))
+    kinds = sorted(gpus)
+    if cpu:
+        counts = ", ".join(str(t) for t in sorted(threads))
+        unit = "thread" if threads == {1} else "threads"
+        kinds.append(f"CPU ({counts} {unit})" if threads else "CPU")
     if not kinds:
         return "-"
-    return kinds.pop() if len(kinds) == 1 else "mixed: " + ", ".join(sorted(kinds))
+    return kinds[0] if len(kinds) == 1 else "mixed: " + ", ".join(kinds)
 
 
 def confusion(run_id: str, experiment: str | None = None) -> tuple[np.ndarray, list[str]]:

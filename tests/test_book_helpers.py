@@ -149,3 +149,17 @@ def test_pcp_grid_spread_is_the_largest_gap_between_curves():
     # P1 is PCP's value below -1, so two P1 values differ there by exactly their gap
     assert spread["P1"] == pytest.approx(0.1)
     assert spread["s_L"] > 0
+
+
+def test_hardware_label_groups_cpu_thread_counts_and_flags_cpu_with_gpu():
+    from cfdan.report import _hardware_label
+
+    def rec(device: str, threads: int | None = None, gpu: str | None = None) -> dict:
+        return {"hardware": {"device": device, "torch_threads": threads, "gpu": gpu}}
+
+    assert _hardware_label([]) == "-"
+    assert _hardware_label([rec("cpu", 1)]) == "CPU (1 thread)"
+    assert _hardware_label([rec("cpu", 2), rec("cpu", 1), rec("cpu", 2)]) == "CPU (1, 2 threads)"
+    assert _hardware_label([rec("cuda:0", gpu="H200")]) == "GPU (H200)"
+    assert _hardware_label([rec("cpu", 2), rec("cuda", gpu="H200")]) == \
+        "mixed: GPU (H200), CPU (2 threads)"
