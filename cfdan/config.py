@@ -100,8 +100,12 @@ class TrainConfig:
     time_budget_s: float = 0.0
     """Stop after the epoch at which the next one would not fit in this wall time (0 = none)."""
     fit_to_budget: bool = False
-    """With ``time_budget_s``: after epoch 1, shorten the planned epochs (and so the cosine
-    schedule) to what fits in the budget, instead of cutting a longer schedule short."""
+    """With ``time_budget_s``: after epoch ``fit_after_epoch``, shorten the planned epochs (and
+    so the cosine schedule) to what fits in the budget, instead of cutting a longer schedule
+    short."""
+    fit_after_epoch: int = 1
+    """The epoch (1-based) whose cost plans the fitted schedule: 2 with ``compile``, whose first
+    epoch also pays for the compilation (the cosine part starts after the warm-up either way)."""
     eval_batch_size: int = 256
     progress: bool = True
     progress_interval_s: float = 2.0
@@ -156,6 +160,7 @@ ADDED_LATER: dict[str, Any] = {
     "train.paired_init": False,
     "eval.feature_snapshots": 0,
     "eval.snapshot_samples": 1000,
+    "train.fit_after_epoch": 1,
 }
 
 

@@ -231,7 +231,8 @@ def _relative_checkpoint(path: Path, root: str | os.PathLike | None) -> str:
 # --------------------------------------------------------------------------- the state
 @dataclass
 class Plan:
-    """The schedule's length: ``train.fit_to_budget`` may lower ``epochs`` after epoch 1."""
+    """The schedule's length: ``train.fit_to_budget`` may lower ``epochs`` after epoch
+    ``train.fit_after_epoch``."""
 
     epochs: int
     steps_per_epoch: int
@@ -558,10 +559,11 @@ def _metrics(state: TrainState, images: torch.Tensor, labels: torch.Tensor) -> d
 
 
 def _fit_to_budget(state: TrainState, epoch: int, row: dict[str, Any]) -> None:
-    """After epoch 1, shorten the schedule to what fits in ``train.time_budget_s`` (never
-    lengthen it), from the first epoch's cost; the same plan on every rank."""
+    """After epoch ``train.fit_after_epoch``, shorten the schedule to what fits in
+    ``train.time_budget_s`` (never lengthen it), from that epoch's cost; the same plan on every
+    rank."""
     tcfg = state.cfg.train
-    if not (tcfg.time_budget_s and tcfg.fit_to_budget and epoch == 0):
+    if not (tcfg.time_budget_s and tcfg.fit_to_budget and epoch + 1 == tcfg.fit_after_epoch):
         return
     elapsed = state.prior_wall + (time.perf_counter() - state.t_start)
     per_epoch = row["epoch_time_s"] + row["eval_time_s"]

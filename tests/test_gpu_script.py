@@ -47,6 +47,31 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
     assert len(list(out.glob("train_*.log"))) == 2
 
 
+def test_gpu_script_falls_back_to_eager_when_compile_fails(tmp_path):
+    """A compiled first run that fails still leaves a record: the script trains again without
+    compile, refitted to the time left (here the compile mode is invalid, so it fails fast)."""
+    pytest.importorskip("cfdan.data.pipeline", reason="needs the data package")
+    out = tmp_path / "out"
+    env = {
+        **os.environ, "PYTHON": sys.executable, "CFDAN_GPU_PROFILE": "smoke",
+        "CFDAN_GPU_DEVICE": "cpu", "CFDAN_GPU_BUDGET_S": "240", "CFDAN_GPU_SECOND": "none",
+        "CFDAN_GPU_PREFLIGHT": "0", "CFDAN_GPU_FIT_AFTER": "2",
+        "CFDAN_GPU_SET": "train.epochs=2 train.compile=true train.compile_mode=no-such-mode",
+        "CFDAN_RESULTS_DIR": str(tmp_path / "results"),
+        "CFDAN_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "CFDAN_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "OUT": str(out),
+    }
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "packed.npz")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "training again without compile" in proc.stdout
+    records = sorted(out.glob("smoke/*.json"))
+    assert len(records) == 1, proc.stdout[-3000:]
+    train = json.loads(records[0].read_text())["config"]["train"]
+    assert train["compile"] is False and train["fit_to_budget"] is True
+    assert train["fit_after_epoch"] == 1
+
+
 def test_gpu_script_refuses_tiny_budget(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "CFDAN_GPU_BUDGET_S": "5",
            "CFDAN_GPU_DEVICE": "cpu"}
