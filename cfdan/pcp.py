@@ -186,8 +186,6 @@ def _fixed_table(x_L: float, P1: float, s_L: float) -> tuple[Tensor, Tensor]:
     Kept on the CPU for every input device: the fast kernels read it as Python numbers
     without a device sync; the generic path copies the 12 numbers to the device.
     """
-    if torch.compiler.is_compiling():  # let dynamo trace plain code (constants)
-        return coefficients(x_L, P1, s_L), torch.tensor(x_L, dtype=torch.float64)
     return _cached_table_cpu(x_L, P1, s_L)
 
 
@@ -272,6 +270,9 @@ class PCP(nn.Module):
         validate_parameters(x_L, P1, s_L)
         self.learnable = bool(learnable)
         self._fixed = (float(x_L), float(P1), float(s_L))
+        # the fixed table as Python numbers: torch.compile bakes them into the graph as
+        # constants made on the input's device (no CPU arithmetic inside a CUDA graph)
+        self._fixed_rows = tuple(map(tuple, coefficients(*self._fixed).tolist()))
         if self.learnable:
             self.x_L = nn.Parameter(torch.tensor(float(x_L)))
             self.P1 = nn.Parameter(torch.tensor(float(P1)))
@@ -298,6 +299,10 @@ class PCP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.learnable:
+            if torch.compiler.is_compiling():
+                f64 = dict(dtype=torch.float64, device=x.device)
+                coef = torch.tensor(self._fixed_rows, **f64)
+                return pcp_from_coefficients(x, coef, torch.tensor(self._fixed[0], **f64))
             coef, xl = _fixed_table(*self._fixed)
             return pcp_from_coefficients(x, coef, xl)
         x_l, p1, s_l = self._clamped()

@@ -116,7 +116,7 @@ if ! run "$PROFILE" "$first_budget"; then
       && (( left >= 60 )); then
     echo "== compiled run failed: training again without compile (${left} s left)"
     run "${PROFILE}_eager" "$left" --set train.compile=false --set train.compile_mode= \
-      --set train.fit_to_budget=true --set train.fit_after_epoch=1
+      --set train.fit_to_budget=true
   else
     exit 1
   fi
