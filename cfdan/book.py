@@ -31,10 +31,11 @@ PROFILE_EXPERIMENTS = ("paper", "cpu_v2")
 
 
 # --------------------------------------------------------------------------- records
-def records(experiment: str | None = None) -> list[dict]:
-    """The records of ``experiment``, or of every experiment in :data:`EXPERIMENTS`."""
+def records(experiment: str | None = None, superseded: bool = False) -> list[dict]:
+    """The records of ``experiment``, or of every experiment in :data:`EXPERIMENTS` (those
+    superseded by a later run too, with ``superseded``)."""
     exps = EXPERIMENTS if experiment is None else (experiment,)
-    return [rec for exp in exps for _p, rec in results.iter_records(exp)]
+    return [rec for exp in exps for _p, rec in results.iter_records(exp, superseded=superseded)]
 
 
 def record(experiment: str, variant: str = "full") -> dict | None:
@@ -101,7 +102,8 @@ def _per_experiment(fn, experiment: str | None) -> pd.DataFrame:
 
 
 def _schedule_by_run(experiment: str | None) -> dict[str, str]:
-    return {r["run_id"]: schedule(r) or "as planned" for r in records(experiment)}
+    return {r["run_id"]: schedule(r) or "as planned"
+            for r in records(experiment, superseded=True)}
 
 
 def table1() -> pd.DataFrame:
@@ -190,6 +192,7 @@ def run_facts(rec: Mapping[str, Any]) -> dict[str, Any]:
         "cpu_count": hw.get("cpu_count"),
         "train_s": rec.get("train_time_s"),
         "schedule": schedule(rec) or "as planned",
+        "compiled": report.compiled_label(cfg.get("train") or {}),
     }
     if hist:
         out["img_per_s"] = statistics.median(h["images_per_s"] for h in hist)
@@ -210,7 +213,7 @@ def facts(experiments: Sequence[str] = ("cpu_v2", "cpu", "paper", "table3")) -> 
     (:data:`FACT_PREFIX`).
 
     ``<prefix>_seeds`` counts the seeds of that run's variant; experiments without runs are left
-    out.
+    out. A run it superseded (``superseded_by``) gives ``<prefix>_previous_*`` facts.
     """
     out: dict[str, Any] = {}
     for exp in experiments:
@@ -220,6 +223,10 @@ def facts(experiments: Sequence[str] = ("cpu_v2", "cpu", "paper", "table3")) -> 
         pre = FACT_PREFIX.get(exp, exp)
         out.update({f"{pre}_{k}": v for k, v in run_facts(rec).items()})
         out[f"{pre}_seeds"] = len([r for r in records(exp) if r.get("variant") == "full"])
+        for old in records(exp, superseded=True):
+            if old.get("superseded_by") == rec["run_id"]:
+                out.update({f"{pre}_previous_{k}": v for k, v in run_facts(old).items()})
+                out[f"{pre}_previous_run_id"] = old["run_id"]
     return out
 
 

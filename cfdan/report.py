@@ -439,9 +439,10 @@ def sensitivity_table(experiment: str = "fig10") -> pd.DataFrame:
 
 
 def hardware_table(experiment: str | None = None) -> pd.DataFrame:
-    """Per run: device, GPU/CPU, library versions, world size, wall time, epochs, peak memory."""
+    """Per run: device, GPU/CPU, library versions, world size, wall time, epochs, peak memory;
+    superseded runs too, with the run that replaced them."""
     rows = []
-    for _p, rec in results.iter_records(experiment):
+    for _p, rec in results.iter_records(experiment, superseded=True):
         hw, ver, mem = rec.get("hardware", {}), rec.get("versions", {}), rec.get("peak_memory", {})
         rows.append({
             "experiment": rec["experiment"], "variant": rec.get("variant"),
@@ -455,14 +456,16 @@ def hardware_table(experiment: str | None = None) -> pd.DataFrame:
             else None,
             "peak host RSS MB": round(mem.get("host_max_rss_mb", float("nan"))),
             "date": rec.get("date"),
+            "superseded by": rec.get("superseded_by", ""),
         })
     return pd.DataFrame(rows)
 
 
 def speed_table(experiment: str | None = None) -> pd.DataFrame:
-    """Per run: median training images/s and epoch time over its epochs (from the history)."""
+    """Per run, superseded ones included: median training images/s and epoch time over its
+    epochs (from the history), and whether the model was compiled (``torch.compile`` mode)."""
     rows = []
-    for _p, rec in results.iter_records(experiment):
+    for _p, rec in results.iter_records(experiment, superseded=True):
         h = pd.DataFrame(rec.get("history", []))
         if h.empty:
             continue
@@ -472,6 +475,7 @@ def speed_table(experiment: str | None = None) -> pd.DataFrame:
             "seed": rec.get("seed"), "hardware": hw.get("gpu") or hw.get("cpu"),
             "image px": rec["config"]["data"]["image_size"],
             "batch": rec["config"]["train"]["batch_size"],
+            "compiled": compiled_label(rec["config"]["train"]),
             "train img/s (median)": round(float(h["images_per_s"].median())),
             "epoch s (median)": round(float(h["epoch_time_s"].median()), 1),
             "first epoch s": round(float(h["epoch_time_s"].iloc[0]), 1),
@@ -480,10 +484,15 @@ def speed_table(experiment: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def compiled_label(train: dict) -> str:
+    """``torch.compile`` of a run's config as a table cell: "no", "default" or the mode."""
+    return (train.get("compile_mode") or "default") if train.get("compile") else "no"
+
+
 def fingerprint_table(experiment: str | None = None) -> pd.DataFrame:
     """Per run: the data source kind and the fingerprint of each split it read."""
     rows = []
-    for _p, rec in results.iter_records(experiment):
+    for _p, rec in results.iter_records(experiment, superseded=True):
         d = rec.get("data", {})
         fp = d.get("fingerprint", {})
         row = {"experiment": rec["experiment"], "run_id": rec["run_id"],

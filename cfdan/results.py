@@ -209,9 +209,15 @@ def read_record(path: str | os.PathLike) -> dict:
 
 
 def iter_records(
-    experiment: str | None = None, root: str | os.PathLike | None = None
+    experiment: str | None = None, root: str | os.PathLike | None = None,
+    superseded: bool = False,
 ) -> Iterable[tuple[Path, dict]]:
-    """Yield ``(path, record)`` for every record of ``experiment`` (all experiments if None)."""
+    """Yield ``(path, record)`` for every record of ``experiment`` (all experiments if None).
+
+    A record marked ``superseded_by`` (a later run of the same profile and seed that replaces
+    it, set with :func:`add_note`) is left out unless ``superseded``: tables and figures show
+    its successor, while provenance and speed tables and lookups by run id still see it.
+    """
     base = paths.results_dir(root)
     if not base.is_dir():
         return
@@ -223,7 +229,9 @@ def iter_records(
             if p.name.startswith("."):
                 continue
             rec = read_record(p)
-            if "run_id" in rec and "experiment" in rec:  # other JSON (e.g. data/ stats) is skipped
+            if "run_id" not in rec or "experiment" not in rec:  # other JSON (e.g. data/ stats)
+                continue
+            if superseded or not rec.get("superseded_by"):
                 yield p, rec
 
 
@@ -231,7 +239,7 @@ def get_record(
     run_id: str, experiment: str | None = None, root: str | os.PathLike | None = None
 ) -> dict:
     """The record of ``run_id`` (searched in all experiments when ``experiment`` is None)."""
-    for _path, rec in iter_records(experiment, root):
+    for _path, rec in iter_records(experiment, root, superseded=True):
         if rec.get("run_id") == run_id:
             return rec
     where = f"experiment {experiment!r}" if experiment else "any experiment"
@@ -354,7 +362,7 @@ def load_arrays(
     run_id: str, experiment: str | None = None, root: str | os.PathLike | None = None
 ) -> dict[str, np.ndarray]:
     """The ``.npz`` arrays of a run (confusion, test_logits, tsne_features, attention_* ...)."""
-    for path, rec in iter_records(experiment, root):
+    for path, rec in iter_records(experiment, root, superseded=True):
         if rec.get("run_id") == run_id:
             npz = path.with_suffix(".npz")
             if not npz.is_file():
@@ -376,7 +384,7 @@ def load_history(
     import pandas as pd
 
     frames = []
-    for _p, rec in iter_records(experiment, root):
+    for _p, rec in iter_records(experiment, root, superseded=run_id is not None):
         if run_id is not None and rec.get("run_id") != run_id:
             continue
         h = pd.DataFrame(rec.get("history", []))

@@ -13,7 +13,8 @@ The queue is therefore stateless: a run is
 ``workers`` processes of ``threads`` torch threads each; every process claims one run at a time
 (an exclusive file create), so two workers, or two machines sharing the folders, never train
 the same run. ``SIGTERM`` stops a worker cleanly: the run's last epoch checkpoint is already
-on disk, and the next ``run`` resumes from it. :func:`commands` prints one shell command per
+on disk, and the next ``run`` resumes from it. ``SIGTERM`` to :func:`run`'s own process is
+passed on to its workers, so ``pkill -f "cfdan sweep run"`` stops the whole queue. :func:`commands` prints one shell command per
 pending run, for users who hand the runs to their own scheduler (SLURM array, GNU parallel):
 each run writes its own record file, so the records merge.
 
@@ -36,6 +37,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from cfdan import paths, results
@@ -369,28 +371,39 @@ def run(names: Sequence[str], *, workers: int = 1, threads: int = 0,
     logs = [None if log_dir is None else str(Path(log_dir) / f"worker_{i}.log")
             for i in range(max(1, workers))]
     procs = [ctx.Process(target=_work_logged, args=(log, list(names), kw)) for log in logs]
-    for p in procs:
-        p.start()
-        time.sleep(2.0)  # stagger the claims
+    # SIGTERM to this process stops its workers too (each checkpoints and leaves no record):
+    # without this, `pkill -f "cfdan sweep run"` would end the parent and orphan the workers
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
+        for p in procs:
+            p.start()
+            time.sleep(2.0)  # stagger the claims
         for p in procs:
             p.join(None if deadline is None else max(0.0, deadline - time.time()))
         if any(p.is_alive() for p in procs):
             print("sweep: deadline reached; stopping the workers (unfinished runs leave no "
                   "record)", file=sys.stderr)
-            for p in procs:
-                if p.is_alive():
-                    p.terminate()  # SIGTERM: SweepStopped in the worker
-            for p in procs:
-                p.join(60)
-                if p.is_alive():
-                    p.kill()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.join()
+            _stop_workers(procs)
+    except (KeyboardInterrupt, SweepStopped):
+        print("sweep: stopped by signal; stopping the workers (rerun to resume)",
+              file=sys.stderr)
+        _stop_workers(procs)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return sum(p.exitcode == 0 for p in procs)
+
+
+def _stop_workers(procs: Sequence[BaseProcess], grace_s: float = 60.0) -> None:
+    """SIGTERM every live worker (SweepStopped in it), then SIGKILL what outlives ``grace_s``."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        if p.pid is not None:
+            p.join(grace_s)
+            if p.is_alive():
+                p.kill()
+                p.join()
 
 
 def commands(names: Sequence[str], *, overrides: list[str] | None = None,

@@ -114,6 +114,28 @@ def test_facts_are_read_from_the_records(store):
     assert not any(k.startswith("table3_") for k in facts)  # no table3 run in this store
 
 
+def test_a_superseded_run_gives_way_to_its_successor(store):
+    """The paper run p0 (refitted) is superseded by p1 (all 40 epochs, compiled): tables and
+    facts show p1; the hardware and speed tables keep both; p0's facts become previous_*."""
+    from cfdan import results
+
+    new = _record("paper", "p1", acc=0.84, planned=40, run=40)
+    new["config"]["train"].update(compile=True, compile_mode="reduce-overhead")
+    results.save_record(new, root=store)
+    assert results.add_note(store / "paper" / "p0.json", "replaced", superseded_by="p1")
+    facts = book.facts()
+    assert facts["paper_epochs_fitted"] == 40 and facts["paper_compiled"] == "reduce-overhead"
+    assert facts["paper_previous_epochs_fitted"] == 10 and facts["paper_previous_compiled"] == "no"
+    assert facts["paper_previous_run_id"] == "p0"
+    t1 = book.table1().set_index("source").loc["ours: paper profile (1 GPU)", "FERPlus"]
+    assert "84.00" in t1 and "[" not in t1
+    speed = book.speed_table("paper").set_index("compiled")
+    assert set(speed.index) == {"no", "reduce-overhead"}
+    hw = book.hardware_table("paper").set_index("run_id")
+    assert hw.loc["p0", "superseded by"] == "p1" and "10 of 40" in hw.loc["p0", "schedule"]
+    assert [r["run_id"] for r in book.records("paper")] == ["p1"]
+
+
 def test_glue_all_hands_plain_scalars_to_myst_nb(monkeypatch):
     import myst_nb
 

@@ -146,3 +146,20 @@ def test_add_note_appends_and_never_touches_outcomes(tmp_path):
         with pytest.raises(ValueError, match="may not set"):
             results.add_note(path, "third", **bad)
     assert results.read_record(path)["test"] == {"accuracy": 0.5}
+
+
+def test_superseded_records_leave_queries_but_not_lookups(tmp_path):
+    """A record marked superseded_by is out of load() and iter_records() by default, and
+    still found by run id (get_record, load_arrays, load_history) and with superseded=True."""
+    old = results.save_record(_record("p", "old", "full", 0, 0.6), {"confusion": np.eye(2)},
+                              root=tmp_path)
+    results.save_record(_record("p", "new", "full", 0, 0.8), root=tmp_path)
+    assert len(results.load("p", root=tmp_path)) == 2
+    assert results.add_note(old, "replaced by new", superseded_by="new")
+    assert list(results.load("p", root=tmp_path)["run_id"]) == ["new"]
+    assert [r["run_id"] for _p, r in results.iter_records("p", tmp_path, superseded=True)] == [
+        "new", "old"]
+    assert results.get_record("old", "p", tmp_path)["superseded_by"] == "new"
+    assert results.load_arrays("old", "p", tmp_path)["confusion"].shape == (2, 2)
+    assert len(results.load_history("old", root=tmp_path)) == 2
+    assert len(results.load_history(experiment="p", root=tmp_path)) == 2  # the new run only

@@ -186,3 +186,42 @@ def test_paired_experiments_share_the_hardware(store, tmp_path, monkeypatch):
     _fake_record(store, load_experiment("ref").configs()[0], "cpu")  # the reference ran on CPU
     assert sweep.hardware("abl") == {"cpu"}
     assert sweep.work(["abl"], overrides=["train.device=cuda:0"]) == 0  # a GPU worker skips it
+
+
+def test_sigterm_to_the_queue_stops_its_workers(store):
+    """`pkill -f "cfdan sweep run"` reaches only the parent: it must stop its workers, not
+    orphan them (each claim names its worker's pid; none may outlive the parent)."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "cfdan", "sweep", "run", EXP, "--workers", "2", "--threads", "1",
+           "--set", "train.epochs=500", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, env=os.environ.copy())
+    try:
+        claims: list = []
+        t0 = time.time()
+        while len(claims) < 2 and time.time() - t0 < 120:
+            time.sleep(1)
+            claims = list((store / "checkpoints").rglob("claim"))
+        assert len(claims) == 2, proc.stdout.read().decode() if proc.poll() is not None else ""
+        pids = [json.loads(c.read_text())["pid"] for c in claims]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=90)
+
+        def alive(pid):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
+            return True
+
+        assert not [p for p in pids if alive(p)], "workers outlived the queue"
+        assert not list((store / "results").rglob("*.json"))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
