@@ -222,8 +222,10 @@ def facts(experiments: Sequence[str] = ("cpu_v2", "cpu", "paper", "table3")) -> 
             continue
         pre = FACT_PREFIX.get(exp, exp)
         out.update({f"{pre}_{k}": v for k, v in run_facts(rec).items()})
-        out[f"{pre}_seeds"] = len([r for r in records(exp) if r.get("variant") == "full"])
-        for old in records(exp, superseded=True):
+        recs = records(exp, superseded=True)  # one read serves both counts
+        out[f"{pre}_seeds"] = len([r for r in recs if r.get("variant") == "full"
+                                   and not r.get("superseded_by")])
+        for old in recs:
             if old.get("superseded_by") == rec["run_id"]:
                 out.update({f"{pre}_previous_{k}": v for k, v in run_facts(old).items()})
                 out[f"{pre}_previous_run_id"] = old["run_id"]

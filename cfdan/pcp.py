@@ -270,10 +270,11 @@ class PCP(nn.Module):
         validate_parameters(x_L, P1, s_L)
         self.learnable = bool(learnable)
         self._fixed = (float(x_L), float(P1), float(s_L))
-        # the fixed table as Python numbers: torch.compile bakes them into the graph as
-        # constants made on the input's device (no CPU arithmetic inside a CUDA graph)
-        self._fixed_rows = tuple(map(tuple, coefficients(*self._fixed).tolist()))
-        if self.learnable:
+        if not self.learnable:
+            # the fixed table as Python numbers: torch.compile bakes them into the graph as
+            # constants made on the input's device (no CPU arithmetic inside a CUDA graph)
+            self._fixed_rows = tuple(map(tuple, _fixed_table(*self._fixed)[0].tolist()))
+        else:
             self.x_L = nn.Parameter(torch.tensor(float(x_L)))
             self.P1 = nn.Parameter(torch.tensor(float(P1)))
             self.s_L = nn.Parameter(torch.tensor(float(s_L)))

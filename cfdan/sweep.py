@@ -14,9 +14,10 @@ The queue is therefore stateless: a run is
 (an exclusive file create), so two workers, or two machines sharing the folders, never train
 the same run. ``SIGTERM`` stops a worker cleanly: the run's last epoch checkpoint is already
 on disk, and the next ``run`` resumes from it. ``SIGTERM`` to :func:`run`'s own process is
-passed on to its workers, so ``pkill -f "cfdan sweep run"`` stops the whole queue. :func:`commands` prints one shell command per
-pending run, for users who hand the runs to their own scheduler (SLURM array, GNU parallel):
-each run writes its own record file, so the records merge.
+passed on to its workers, so ``pkill -f "cfdan sweep run"`` stops the whole queue.
+:func:`commands` prints one shell command per pending run, for users who hand the runs to
+their own scheduler (SLURM array, GNU parallel): each run writes its own record file, so the
+records merge.
 
 **One table, one kind of hardware.** A variant's accuracy moves with the numerics of the device
 it trained on, so the runs of one experiment are all CPU or all GPU: :func:`work` skips an
