@@ -14,6 +14,7 @@ them to myst-nb, so the prose never types a measurement.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -31,11 +32,18 @@ PROFILE_EXPERIMENTS = ("paper", "cpu_v2")
 
 
 # --------------------------------------------------------------------------- records
-def records(experiment: str | None = None, superseded: bool = False) -> list[dict]:
+def records(experiment: str | None = None, superseded: bool = False,
+            current: bool = True) -> list[dict]:
     """The records of ``experiment``, or of every experiment in :data:`EXPERIMENTS` (those
-    superseded by a later run too, with ``superseded``)."""
+    superseded by a later run too, with ``superseded``; with ``current``, only runs that the
+    experiment's file plans today, :func:`cfdan.report.planned`)."""
     exps = EXPERIMENTS if experiment is None else (experiment,)
-    return [rec for exp in exps for _p, rec in results.iter_records(exp, superseded=superseded)]
+    out = []
+    for exp in exps:
+        plan = report.planned(exp) if current else None
+        out += [rec for _p, rec in results.iter_records(exp, superseded=superseded)
+                if plan is None or rec.get("run_id") in plan[1]]
+    return out
 
 
 def record(experiment: str, variant: str = "full") -> dict | None:
@@ -275,8 +283,11 @@ def tsne_figure(n: int = 1000):
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
     for ax, (title, (exp, run_id)) in zip(axes[0], panels.items(), strict=True):
-        note = schedule(results.get_record(run_id, exp), short=True)
-        report.plot_tsne(ax, run_id, exp, title=marked(title, note, sep="\n"), n=n)
+        rec = results.get_record(run_id, exp)
+        which = f"seed {rec.get('seed', 0)}, test {100 * rec['test']['accuracy']:.1f} %"
+        note = schedule(rec, short=True)
+        report.plot_tsne(ax, run_id, exp, title=marked(f"{title}\n{which}", note, sep="\n"),
+                         n=n)
     axes[0, -1].legend(markerscale=4, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.tight_layout()
     return fig
@@ -377,6 +388,16 @@ def ledger_facts(ledger: pd.DataFrame) -> dict[str, int]:
             "not resolved at this n": "not_resolved", "not run": "not_run"}
     out = {"ledger_claims": len(ledger)}
     out.update({f"ledger_{k}": int(counts.get(v, 0)) for v, k in keys.items()})
+    return out
+
+
+def ledger_reading(full: tuple[str, str] = report.FULL_SOURCE) -> dict[str, Any]:
+    """:func:`cfdan.report.ledger_reading` of the book's ledger, and Table 3's presets ordered
+    by our mean and by the paper (``table3_order_ours``, ``table3_order_paper``)."""
+    full = _book_source(full)
+    out = report.ledger_reading(report.claims_ledger(full))
+    order = report.variant_order("table3", "table3", full)
+    out.update({f"table3_order_{k}": v for k, v in order.items()})
     return out
 
 
@@ -543,9 +564,12 @@ def search_table(experiment: str = SEARCH_EXPERIMENT) -> pd.DataFrame:
 
 def search_facts(experiment: str = SEARCH_EXPERIMENT) -> dict[str, Any]:
     """Counts and the leader of the search, for the chapter's prose (by val accuracy only;
-    the plain-CNN yardstick is not a candidate)."""
-    t = search_table(experiment)
-    t = t[t["role"].str.startswith("candidate")]
+    the plain-CNN yardstick is not a candidate); the uncontended run time of the runs (their
+    epochs at their fastest epoch's pace); the yardstick against the candidates; and how the
+    cpu v1 record ended (the reason for the search)."""
+    table = search_table(experiment)
+    ran = table[table["val acc %"] != "not run"]
+    t = table[table["role"].str.startswith("candidate")]
     done = t[t["val acc %"] != "not run"]
     out: dict[str, Any] = {"search_candidates": len(t), "search_done": len(done)}
     if len(done):  # search_table marks the leader by validation accuracy as frozen
@@ -553,4 +577,23 @@ def search_facts(experiment: str = SEARCH_EXPERIMENT) -> dict[str, Any]:
         out.update(search_leader=best["candidate"], search_leader_val=f"{best['val acc %']:.2f}")
     else:
         out.update(search_leader="none yet", search_leader_val="n/a")
+    if len(ran):
+        idle = ran["epochs"].astype(float) * ran["epoch s (fastest)"].astype(float) / 60
+        out.update(search_idle_min_low=float(idle.min()), search_idle_min_high=float(idle.max()))
+    yard = ran[ran["role"] == "yardstick"]
+    if len(yard) and len(done):
+        v = float(yard["val acc %"].iloc[0])
+        vals = done["val acc %"].astype(float)
+        out.update(search_yardstick_val=f"{v:.2f}",
+                   search_yardstick_vs_best=f"{v - float(vals.max()):+.2f}",
+                   search_yardstick_beats=int((vals < v).sum()))
+    v1 = record("cpu")
+    if v1 and v1.get("history"):
+        hist = v1["history"]
+        acc = [h["train_accuracy"] for h in hist]
+        rose = all(b > a for a, b in itertools.pairwise(acc))
+        out.update(cpu_v1_train_acc_last=f"{100 * hist[-1]['train_accuracy']:.1f}",
+                   cpu_v1_val_acc_last=f"{100 * hist[-1]['val_accuracy']:.1f}",
+                   cpu_v1_best_epoch=v1.get("best_epoch"), cpu_v1_epochs=len(hist),
+                   cpu_v1_train_rose="rose every epoch" if rose else "did not rise every epoch")
     return out

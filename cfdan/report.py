@@ -23,12 +23,48 @@ PROFILE_LABELS = {
 }
 
 
-def runs(experiment: str | None = None, **filters: Any) -> pd.DataFrame:
-    """All finished runs of ``experiment`` (empty frame if none)."""
+def planned(experiment: str) -> tuple[tuple[int, ...], frozenset[str]] | None:
+    """``(seeds, run_ids)`` of ``configs/experiments/<experiment>.toml`` as it is today; None
+    if the experiment has no such file (a profile run such as ``paper``)."""
+    from cfdan.config import ConfigError, load_experiment
+
     try:
-        return results.load(experiment, **filters)
+        exp = load_experiment(experiment)
+    except ConfigError:
+        return None
+    return tuple(exp.seeds), frozenset(c.run_id for c in exp.configs())
+
+
+def current_mask(df: pd.DataFrame) -> pd.Series:
+    """Per row of a runs frame: is the run one of its experiment's planned runs today?
+
+    A record of an experiment file's older profile or schedule (its ``run_id`` no longer
+    planned) is not current; an experiment without a file keeps all its runs.
+    """
+    keep = pd.Series(True, index=df.index)
+    if df.empty or "experiment" not in df or "run_id" not in df:
+        return keep
+    for exp in df["experiment"].unique():
+        plan = planned(str(exp))
+        if plan is not None:
+            rows = df["experiment"] == exp
+            keep[rows] = df.loc[rows, "run_id"].isin(plan[1])
+    return keep
+
+
+def runs(experiment: str | None = None, current: bool = True, superseded: bool = False,
+         **filters: Any) -> pd.DataFrame:
+    """The finished runs of ``experiment`` (all experiments if None; empty frame if none).
+
+    With ``current`` (the default) only the runs its experiment file plans today
+    (:func:`current_mask`), so a figure never picks a record of an older schedule; runs
+    marked ``superseded_by`` only with ``superseded``.
+    """
+    try:
+        df = results.load(experiment, superseded=superseded, **filters)
     except KeyError:
         return pd.DataFrame()
+    return df[current_mask(df)].reset_index(drop=True) if current else df
 
 
 def mean_std(values: Sequence[float], scale: float = 100.0) -> str:
@@ -328,22 +364,33 @@ def plot_attention(axes, run_id: str, experiment: str | None = None, k: int = 4,
     return _attention_caption(note, definition, faces is not None)
 
 
-def history(experiment: str) -> pd.DataFrame:
-    """Per-epoch histories of all runs of an experiment."""
+def history(experiment: str, current: bool = True) -> pd.DataFrame:
+    """Per-epoch histories of the runs of an experiment (only current ones, as :func:`runs`)."""
     try:
-        return results.load_history(experiment=experiment)
+        h = results.load_history(experiment=experiment)
     except KeyError:
         return pd.DataFrame()
+    plan = planned(experiment) if current else None
+    if plan is None or h.empty:
+        return h
+    return h[h["run_id"].isin(plan[1])].reset_index(drop=True)
 
 
 def provenance(experiment: str | None = None) -> pd.DataFrame:
-    """Where every number comes from: one row per run with commit, data, hardware, date."""
-    df = runs(experiment)
+    """Where every number comes from: one row per run with commit, data, hardware, date.
+
+    Runs of an experiment file's older profile and superseded runs are listed too;
+    ``counted`` says whether the tables and figures use the run (:func:`current_mask`)."""
+    df = runs(experiment, current=False, superseded=True)
     if df.empty:
         return df
-    cols = ["experiment", "variant", "seed", "run_id", "git_commit", "git_dirty", "device",
-            "data_fingerprint", "date", "wall_time_s", "epochs_run", "cut_short", "best_epoch",
-            "test.accuracy"]
+    counted = current_mask(df).map({True: "yes", False: "no: older config"})
+    by = df["superseded_by"] if "superseded_by" in df else pd.Series(None, index=df.index)
+    df = df.assign(counted=[f"no: superseded by {b}" if isinstance(b, str) and b else c
+                            for c, b in zip(counted, by, strict=True)])
+    cols = ["experiment", "variant", "seed", "run_id", "counted", "git_commit", "git_dirty",
+            "device", "data_fingerprint", "date", "wall_time_s", "epochs_run", "cut_short",
+            "best_epoch", "test.accuracy"]
     out = df[[c for c in cols if c in df]].sort_values(["experiment", "variant", "seed"])
     if "data_fingerprint" in out:  # one short hash per run: of the train split's fingerprint
         out["data_fingerprint"] = out["data_fingerprint"].map(
@@ -425,17 +472,17 @@ def tsne_panels() -> dict[str, tuple[str, str]]:
     return out
 
 
-def sensitivity_table(experiment: str = "fig10") -> pd.DataFrame:
-    """Fig. 10: accuracy per (s_L, x_L, P1) setting, mean over seeds (empty note if not run)."""
-    df = runs(experiment)
-    if df.empty:
-        grid = paper.FIG10_GRID
-        return pd.DataFrame([{"status": "not run", "paper grid": str(grid),
-                              "command": f"python -m cfdan sweep {experiment}"}])
-    cols = ["model.pcp_s_L", "model.pcp_x_L", "model.pcp_P1"]
-    g = df.groupby(cols)["test.accuracy"].agg(["mean", "std", "count"]).reset_index()
-    g[["mean", "std"]] *= 100
-    return g.round(2)
+def sensitivity_table(experiment: str = "fig10", full: tuple[str, str] | None = None
+                      ) -> pd.DataFrame:
+    """Fig. 10 as a table: every setting of the grid (:func:`sensitivity_points`), its test
+    accuracy (%) averaged over the seeds it has, and how many; the centre is the full model
+    (read from ``full``, default :data:`FULL_SOURCE`)."""
+    pts = sensitivity_points(full or FULL_SOURCE, experiment)
+    acc = [f"{v:.2f}" if np.isfinite(v) else "not run" for v in pts["accuracy"]]
+    return pd.DataFrame({
+        "s_L": pts["s_L"], "x_L": pts["x_L"], "P1": pts["P1"],
+        "setting": np.where(pts["centre"], "paper's best (the full model)", "grid"),
+        "test accuracy % (FERPlus)": acc, "seeds": pts["seeds"], "runs from": pts["source"]})
 
 
 def hardware_table(experiment: str | None = None) -> pd.DataFrame:
@@ -448,7 +495,8 @@ def hardware_table(experiment: str | None = None) -> pd.DataFrame:
             "experiment": rec["experiment"], "variant": rec.get("variant"),
             "seed": rec.get("seed"), "run_id": rec["run_id"],
             "hardware": hw.get("gpu") or hw.get("cpu"), "device": hw.get("device"),
-            "bf16": hw.get("bf16"), "processes": hw.get("world_size"),
+            "bf16": hw.get("bf16"), "threads": _threads(hw),
+            "processes (DDP ranks)": hw.get("world_size"),
             "torch": ver.get("torch"), "python": ver.get("python"),
             "epochs run / planned": f"{rec.get('epochs_run')} / {rec.get('epochs_planned')}",
             "wall time (min)": round(rec.get("wall_time_s", float("nan")) / 60, 1),
@@ -458,7 +506,20 @@ def hardware_table(experiment: str | None = None) -> pd.DataFrame:
             "date": rec.get("date"),
             "superseded by": rec.get("superseded_by", ""),
         })
-    return pd.DataFrame(rows)
+    return _by_run(rows)
+
+
+def _threads(hw: Mapping[str, Any]) -> Any:
+    """Torch threads of a CPU run ("-" for a GPU run)."""
+    return "-" if hw.get("gpu") else hw.get("torch_threads") or hw.get("cpu_count")
+
+
+def _by_run(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows ordered by experiment, variant and seed (the store's order is by run id)."""
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    return df.sort_values(["experiment", "variant", "seed"], kind="stable").reset_index(drop=True)
 
 
 def speed_table(experiment: str | None = None) -> pd.DataFrame:
@@ -473,7 +534,7 @@ def speed_table(experiment: str | None = None) -> pd.DataFrame:
         rows.append({
             "experiment": rec["experiment"], "variant": rec.get("variant"),
             "seed": rec.get("seed"), "hardware": hw.get("gpu") or hw.get("cpu"),
-            "image px": rec["config"]["data"]["image_size"],
+            "threads": _threads(hw), "image px": rec["config"]["data"]["image_size"],
             "batch": rec["config"]["train"]["batch_size"],
             "compiled": compiled_label(rec["config"]["train"]),
             "train img/s (median)": round(float(h["images_per_s"].median())),
@@ -481,7 +542,7 @@ def speed_table(experiment: str | None = None) -> pd.DataFrame:
             "first epoch s": round(float(h["epoch_time_s"].iloc[0]), 1),
             "val eval s (median)": round(float(h["eval_time_s"].median()), 1),
         })
-    return pd.DataFrame(rows)
+    return _by_run(rows)
 
 
 def compiled_label(train: dict) -> str:
@@ -495,12 +556,13 @@ def fingerprint_table(experiment: str | None = None) -> pd.DataFrame:
     for _p, rec in results.iter_records(experiment, superseded=True):
         d = rec.get("data", {})
         fp = d.get("fingerprint", {})
-        row = {"experiment": rec["experiment"], "run_id": rec["run_id"],
+        row = {"experiment": rec["experiment"], "variant": rec.get("variant"),
+               "seed": rec.get("seed"), "run_id": rec["run_id"],
                "dataset": d.get("dataset") or rec["config"]["data"].get("dataset")}
         if isinstance(fp, dict):
             row.update({f"{k} fingerprint": v for k, v in fp.items()})
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _by_run(rows)
 
 
 # =========================================================================== claims ledger
@@ -640,13 +702,8 @@ class _Store:
     def plan(self, experiment: str) -> tuple[tuple[int, ...], set[str]] | None:
         """``(seeds, run_ids)`` of the experiment's file today; None if it has none."""
         if experiment not in self._plans:
-            from cfdan.config import ConfigError, load_experiment
-
-            try:
-                exp = load_experiment(experiment)
-                self._plans[experiment] = (tuple(exp.seeds), {c.run_id for c in exp.configs()})
-            except ConfigError:
-                self._plans[experiment] = None
+            plan = planned(experiment)
+            self._plans[experiment] = None if plan is None else (plan[0], set(plan[1]))
         return self._plans[experiment]
 
     def records(self, experiment: str) -> list[dict]:
@@ -893,7 +950,7 @@ def _cost_row(store: _Store) -> dict[str, Any]:
     row = _row("distillation lowers cost", "§3.3, §4.4, Table 5",
                "attention GMACs: full − no_distill", "224 px", p, side, s,
                "measured on the architecture at the table5 runs' scale; needs no run",
-               note=f"exact, no seed spread: {g['full']:.4f} vs {g['no_distill']:.4f} GMACs "
+               note=f"exact, no seed spread: {g['full']:.5f} vs {g['no_distill']:.5f} GMACs "
                     "(our scale is not the paper's: compare signs, not sizes)", unit="GMACs")
     row["paper in CI"] = None
     return row
@@ -1028,6 +1085,54 @@ def claims_ledger(full: tuple[str, str] = FULL_SOURCE, metric: str = "test.accur
     rows += [_pair_row(store, c, noise) for c in claims[4:]]
     rows += _fig10_rows(store, noise)
     return pd.DataFrame(rows)
+
+
+def ledger_reading(ledger: pd.DataFrame) -> dict[str, Any]:
+    """What a reader should take from a :func:`claims_ledger`, for the chapter's prose.
+
+    ``ledger_supported_exact`` / ``_trained``: supported rows measured on the architecture
+    (no training) / resting on paired runs. ``ledger_paper_outside_ci``: rows whose CI excludes
+    the paper's difference (``_list`` names them). ``ledger_detect_above_paper`` of
+    ``ledger_powered_rows`` (rows with n ≥ 2 and a paper difference): rows where the smallest
+    difference n could detect exceeds the paper's, so *not resolved* is what n predicts.
+    ``ledger_min_detectable``: the smallest such detectable difference (points).
+    ``table4_paper_max_gap``: the largest |difference| the paper claims in Table 4.
+    """
+    sup = ledger[ledger["verdict"] == "supported"]
+    out: dict[str, Any] = {"ledger_supported_exact": int((sup["unit"] != "points").sum()),
+                           "ledger_supported_trained": int((sup["unit"] == "points").sum())}
+    outside = ledger[ledger["paper in CI"].map(lambda v: v is False)]
+    out["ledger_paper_outside_ci"] = len(outside)
+    out["ledger_paper_outside_list"] = "; ".join(outside["claim"]) or "none"
+    powered = ledger[(ledger["unit"] == "points") & (ledger["n"] >= 2)
+                     & np.isfinite(ledger["paper"].astype(float))
+                     & np.isfinite(ledger["detectable"].astype(float))]
+    out["ledger_powered_rows"] = len(powered)
+    out["ledger_detect_above_paper"] = int((powered["detectable"]
+                                            > powered["paper"].abs()).sum())
+    out["ledger_min_detectable"] = (f"{powered['detectable'].min():.2f}" if len(powered)
+                                    else "n/a")
+    t4 = [abs(c.paper) for c in pair_claims() if c.other[0] == "table4"]
+    out["table4_paper_max_gap"] = f"{max(t4):.2f}"
+    return out
+
+
+def variant_order(experiment: str, table: str, full: tuple[str, str] = FULL_SOURCE,
+                  metric: str = "test.accuracy", current: bool = True,
+                  root: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The presets of a paper table ordered by our mean ``metric`` and by the paper's FERPlus
+    number, as ``"a > b > c"`` (``ours``, ``paper``); presets without runs are left out of
+    ``ours`` and counted in ``missing``."""
+    p = paper.table(table).set_index("preset")["FERPlus"]
+    store = _Store(root, current, full, metric)
+    ours: dict[str, float] = {}
+    for preset in p.index:
+        vals = [v for v, _r in store.runs(experiment, preset).by_seed.values()]
+        if vals:
+            ours[preset] = float(np.mean(vals))
+    return {"ours": " > ".join(sorted(ours, key=ours.__getitem__, reverse=True)) or "none run",
+            "paper": " > ".join(p.sort_values(ascending=False).index),
+            "missing": str(len(p) - len(ours))}
 
 
 def _signed(v: float, digits: int = 2) -> str:
@@ -1219,14 +1324,22 @@ def sensitivity_points(full: tuple[str, str] = FULL_SOURCE, experiment: str = "f
     return pd.DataFrame(rows)
 
 
+FIG10_BAND = 2 * np.sqrt(2)
+"""Half-width of Fig. 10's grey band in units of the full model's seed-to-seed sd: two one-seed
+runs of the same setting differ by more than 2√2 sd about 5 % of the time (normal seed noise,
+sd taken as known), so a one-seed point outside the band is unlikely to be seed noise alone."""
+
+
 def plot_sensitivity(axes, points: pd.DataFrame, spread: tuple[float, float, int]) -> None:
     """Fig. 10 in two panels: accuracy over x_L, one line per s_L (P1 at the best), and over P1
-    (s_L, x_L at the best). The grey band is the centre point ± 1 sd of the full model's
-    test accuracy over its seeds (``spread`` = mean, sd, n from :func:`full_seed_spread`)."""
+    (s_L, x_L at the best). The grey band is the centre point ± :data:`FIG10_BAND` sd, sd of the
+    full model's test accuracy over its seeds (``spread`` = mean, sd, n from
+    :func:`full_seed_spread`)."""
     best = paper.BEST_PCP
     _mean, sd, k = spread
-    centre = points[points["centre"]]["accuracy"]
-    c = float(centre.iloc[0]) if len(centre) else float("nan")
+    centre = points[points["centre"]]
+    c = float(centre["accuracy"].iloc[0]) if len(centre) else float("nan")
+    c_seeds = int(centre["seeds"].iloc[0]) if len(centre) else 0
     a, b = axes
     on_p1 = np.isclose(points["P1"], best["P1"])
     for s_l, g in points[on_p1].groupby("s_L"):
@@ -1241,8 +1354,9 @@ def plot_sensitivity(axes, points: pd.DataFrame, spread: tuple[float, float, int
                                    "grid not run\n(centre only: the full model)")
     for ax, name in ((a, "x_L"), (b, "P1")):
         if np.isfinite(c) and np.isfinite(sd):
-            ax.axhspan(c - sd, c + sd, color="grey", alpha=0.2, lw=0,
-                       label=f"centre ± 1 sd of the full model ({k} seeds)")
+            ax.axhspan(c - FIG10_BAND * sd, c + FIG10_BAND * sd, color="grey", alpha=0.2, lw=0,
+                       label=f"centre ({c_seeds} seed{'s' * (c_seeds != 1)}) ± 2√2 sd "
+                             f"(sd over the full model's {k} seeds)")
         if missing:
             ax.text(0.5, 0.5, missing, ha="center", va="center", transform=ax.transAxes)
         values = sorted(paper.FIG10_GRID[name])

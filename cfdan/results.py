@@ -279,6 +279,7 @@ def record_row(rec: Mapping[str, Any]) -> dict[str, Any]:
         "best_epoch": rec.get("best_epoch"),
         "data_fingerprint": (rec.get("data") or {}).get("fingerprint"),
         "params": (rec.get("model_info") or {}).get("params"),
+        "superseded_by": rec.get("superseded_by"),
     }
     row.update(flatten(rec.get("config", {})))
     for split in ("val", "test"):
@@ -311,6 +312,7 @@ def _match_column(columns: Iterable[str], key: str) -> str:
 def load(
     experiment: str | None = None,
     root: str | os.PathLike | None = None,
+    superseded: bool = False,
     **filters: Any,
 ):
     """All runs as a tidy :class:`pandas.DataFrame`, one row per run.
@@ -319,11 +321,12 @@ def load(
     (``model.preset``, ``train.lr``, ...) and scalar metrics (``test.accuracy``, ...).
     ``filters`` keep rows whose column equals the value (a list/tuple means "one of");
     a key may be a column name, a ``__`` spelling of a dotted name (``model__preset``) or an
-    unambiguous last component (``preset``).
+    unambiguous last component (``preset``). Records marked ``superseded_by`` are left out
+    unless ``superseded`` (:func:`iter_records`).
     """
     import pandas as pd
 
-    rows = [record_row(rec) for _p, rec in iter_records(experiment, root)]
+    rows = [record_row(rec) for _p, rec in iter_records(experiment, root, superseded)]
     df = pd.DataFrame(rows)
     if df.empty:
         return df

@@ -9,7 +9,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from cfdan import book, paper
+from cfdan import book, config, paper
 
 matplotlib.use("Agg")
 
@@ -43,7 +43,10 @@ def _record(experiment: str, run_id: str, variant: str = "full", seed: int = 0, 
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Hand-made records under experiments without plan files, so every record counts
+    (records of a plan's older configs are tested in test_claims.py)."""
     monkeypatch.setenv("CFDAN_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setattr(config, "EXPERIMENTS_DIR", tmp_path / "no_plans")
     recs = [
         _record("paper", "p0", acc=0.7, planned=40, fitted=10, budget=466.0),
         _record("cpu_v2", "c0", acc=0.8, planned=12),
@@ -73,6 +76,16 @@ def test_only_the_books_experiments_are_shown(store):
                   book.fingerprint_table()):
         assert "cpu_search" not in set(table["experiment"])
         assert len(table) == 3
+
+
+def test_run_tables_are_ordered_by_experiment_variant_seed(store):
+    for seed, run_id in ((2, "a2"), (0, "z0"), (1, "m1")):
+        rec = _record("cpu_v2", run_id, seed=seed)
+        (store / "cpu_v2" / f"{run_id}.json").write_text(json.dumps(rec))
+    for table in (book.hardware_table("cpu_v2"), book.speed_table("cpu_v2"),
+                  book.fingerprint_table("cpu_v2"), book.provenance("cpu_v2")):
+        assert list(table["seed"]) == [0, 0, 1, 2]
+    assert list(book.speed_table("cpu_v2")["threads"]) == [2, 2, 2, 2]
 
 
 def test_provenance_and_hardware_carry_the_schedule(store):

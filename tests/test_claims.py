@@ -236,6 +236,34 @@ def test_records_of_an_older_config_do_not_count(store):
     assert r["n"] == 0 and "seeds [0] not paired: recipes differ" in r["note"]
 
 
+def test_figures_and_facts_pick_no_record_of_an_older_config(store):
+    """A record of an older schedule sorts first (its date is later and its run id may too),
+    yet runs, history, representative_runs and book facts use the current run only, and
+    provenance lists both, saying which counts."""
+    old = run_config("table3", "baseline", 0)
+    old.train.epochs += 1
+    save_run(store, "table3", "baseline", 0, 40.0, history=[30.0, 40.0], cfg=old,
+             date="2027-01-01T00:00:00+00:00")
+    new = save_run(store, "table3", "baseline", 0, 70.0, history=[60.0, 70.0])
+    assert set(report.runs("table3")["run_id"]) == {new["run_id"]}
+    assert len(report.runs("table3", current=False)) == 2
+    assert set(report.history("table3")["run_id"]) == {new["run_id"]}
+    assert report.representative_runs({"table3": "baseline"}) == {"table3": new["run_id"]}
+    assert [r["run_id"] for r in book.records("table3")] == [new["run_id"]]
+    prov = report.provenance("table3").set_index("run_id")["counted"]
+    assert prov[new["run_id"]] == "yes" and prov[old.run_id] == "no: older config"
+
+
+def test_provenance_lists_superseded_runs_as_not_counted(store):
+    a = save_run(store, "cpu_v2", "full", 0, 70.0)
+    b = save_run(store, "cpu_v2", "full", 1, 71.0)
+    assert results.add_note(store / "cpu_v2" / f"{a['run_id']}.json", "replaced",
+                            superseded_by=b["run_id"])
+    assert list(report.runs("cpu_v2")["run_id"]) == [b["run_id"]]
+    prov = report.provenance("cpu_v2").set_index("run_id")["counted"]
+    assert prov[a["run_id"]] == f"no: superseded by {b['run_id']}" and prov[b["run_id"]] == "yes"
+
+
 def test_full_source_is_a_parameter(store):
     for s in SEEDS:
         save_run(store, "table3", "dam_ilm", s, BASE[s])
@@ -337,3 +365,29 @@ def test_latest_record_of_a_seed_wins(store):
              date=dt.datetime(2026, 2, 1, tzinfo=dt.UTC).isoformat())
     r = row(report.claims_ledger(), "DAM beats single-dimension attention")
     assert r["n"] == 2 and r["mean"] == pytest.approx((1.0 - 9.0) / 2)
+
+
+def test_ledger_reading_separates_exact_from_trained_support_and_reads_power(store):
+    for s in SEEDS:
+        save_run(store, "table3", "baseline", s, BASE[s])
+        save_run(store, "table3", "dam", s, BASE[s] + 0.2 + 0.3 * (-1) ** s)  # noisy, small
+        save_run(store, "cpu_v2", "full", s, BASE[s] + 5.0 + 0.01 * s)
+    ledger = report.claims_ledger()
+    got = report.ledger_reading(ledger)
+    assert got["ledger_supported_exact"] == 1  # the cost row
+    dam = row(ledger, "DAM beats single-dimension attention")
+    assert dam["verdict"] == "not resolved at this n"
+    assert got["ledger_supported_trained"] == 0
+    assert got["ledger_powered_rows"] == 1 and got["ledger_detect_above_paper"] == \
+        int(dam["detectable"] > abs(dam["paper"]))
+    assert got["ledger_min_detectable"] == f"{dam['detectable']:.2f}"
+    outside = dam["ci_high"] < dam["paper"]
+    assert got["ledger_paper_outside_ci"] == int(outside)
+    t4 = paper.table("table4").set_index("preset")["RAF-DB"]
+    gaps = [abs(t4[f"act_pcp{s}"] - t4[f"act_{a}{s}"]) for s in ("", "_no_ilm")
+            for a in ("sigmoid", "relu", "tanh")]
+    assert got["table4_paper_max_gap"] == f"{max(gaps):.2f}"
+    order = report.variant_order("table3", "table3")
+    assert order["ours"].split(" > ")[0] == "full"  # +5 points above the others
+    assert order["missing"] == "1"  # dam_ilm has no run
+    assert set(order["paper"].split(" > ")) == {"baseline", "dam", "dam_ilm", "full"}

@@ -167,11 +167,16 @@ def test_sensitivity_points_and_noise_band(store):
     fig, axes = plt.subplots(1, 2)
     report.plot_sensitivity(axes, pts, spread)
     for ax in axes:
-        band = [p for p in ax.patches if "1 sd" in p.get_label()]
-        assert len(band) == 1
+        band = [p for p in ax.patches if "± 2√2 sd" in p.get_label()]
+        assert len(band) == 1 and band[0].get_label().startswith("centre (1 seed)")
         ys = band[0].get_path().transformed(band[0].get_patch_transform()).vertices[:, 1]
         lo, hi = ys.min(), ys.max()
-        assert (lo, hi) == pytest.approx((full[0] - spread[1], full[0] + spread[1]))
+        half = 2 * np.sqrt(2) * spread[1]
+        assert (lo, hi) == pytest.approx((full[0] - half, full[0] + half))
+    table = report.sensitivity_table()
+    assert len(table) == 13 and (table["seeds"] == 1).all()
+    assert table.loc[pts["centre"].to_numpy(), "test accuracy % (FERPlus)"].item() == \
+        f"{full[0]:.2f}"
     assert len(axes[0].get_lines()) == 3 and len(axes[1].get_lines()) == 1
     assert len(axes[1].get_lines()[0].get_xdata()) == 5  # P1: five values
     plt.close("all")
@@ -180,6 +185,7 @@ def test_sensitivity_points_and_noise_band(store):
 def test_sensitivity_figure_when_nothing_ran(store):
     pts = report.sensitivity_points()
     assert pts["accuracy"].isna().all()
+    assert (report.sensitivity_table()["test accuracy % (FERPlus)"] == "not run").all()
     fig = book.sensitivity_figure()
     assert [t.get_text() for t in fig.axes[0].texts] == ["not run"]
     assert list(fig.axes[1].get_xticks()) == pytest.approx(sorted(paper.FIG10_GRID["P1"]))

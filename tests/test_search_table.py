@@ -39,3 +39,21 @@ def test_search_table_shows_val_never_test(tmp_path, monkeypatch):
 def test_search_table_with_no_records(tmp_path, monkeypatch):
     monkeypatch.setenv("CFDAN_RESULTS_DIR", str(tmp_path))
     assert book.search_facts()["search_leader"] == "none yet"
+
+
+def test_search_facts_time_the_runs_and_place_the_yardstick(tmp_path, monkeypatch):
+    monkeypatch.setenv("CFDAN_RESULTS_DIR", str(tmp_path))
+    cfgs = load_experiment("cpu_search").configs()
+    yard = next(c for c in cfgs if c.model.get("preset") == "plain_cnn")
+    cands = [c for c in cfgs if c is not yard][:2]
+    results.save_record(_record(cands[0], 0.8100, 0.5))
+    results.save_record(_record(cands[1], 0.8300, 0.5))
+    facts = book.search_facts()
+    assert "search_yardstick_val" not in facts  # the yardstick has not run
+    results.save_record(_record(yard, 0.8200, 0.5))
+    facts = book.search_facts()
+    assert facts["search_yardstick_val"] == "82.00"
+    assert facts["search_yardstick_vs_best"] == "-1.00" and facts["search_yardstick_beats"] == 1
+    # fastest epoch is 80 + 5 s in _record: the uncontended time is epochs x 85 s
+    mins = sorted(c.train.epochs * 85.0 / 60 for c in [*cands, yard])
+    assert facts["search_idle_min_low"] == mins[0] and facts["search_idle_min_high"] == mins[-1]
