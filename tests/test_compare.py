@@ -59,6 +59,11 @@ def test_table5_measures_the_attention_of_each_paper_row():
                                                           "preset"))
     assert 0 < saving["ours"] < 1  # distillation before projecting removes work
     assert saving["ours_post"] < saving["ours"]  # distilling after projecting saves less
+    extra = compare.distillation_extra_params(t5)
+    assert extra == pytest.approx(measure(preset("full", image_size=112))["attention"].params_m
+                                  - measure(preset("no_distill", image_size=112))
+                                  ["attention"].params_m)
+    assert extra > 0  # the distillation convolutions hold weights
 
 
 def test_attention_cost_curve_grows_with_tokens():

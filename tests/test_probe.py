@@ -59,6 +59,14 @@ def test_profile_facts_come_from_the_profile(profile):
     assert facts["epochs"] == cfg.train.epochs
 
 
+def test_profile_augment_is_the_profiles_recipe():
+    t = load_config("cpu", []).train
+    facts = probe.augment_facts(probe.profile_augment("cpu", 40))
+    assert facts["aug_scale_min"] == t.aug_crop_scale and facts["aug_degrees"] == t.aug_degrees
+    assert facts["aug_erase_p"] == t.aug_erase_p
+    assert probe.profile_augment("cpu").image_size == load_config("cpu", []).data.image_size
+
+
 def test_training_step_share_of_the_smoke_profile():
     t = probe.training_step_share("smoke", repeats=1)
     assert t["augment_ms"] > 0 and t["step_ms"] > 0

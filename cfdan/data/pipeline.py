@@ -179,15 +179,16 @@ def throughput(image_size: int, batch: int = 64, src_size: int = 48, channels: i
 
 def share_of_step(model: torch.nn.Module, image_size: int, batch_size: int = 32,
                   src_size: int = 48, channels: int = 1, repeats: int = 5,
-                  num_classes: int = 8) -> dict[str, float]:
-    """Time :class:`Augment` (train mode) against one training step of ``model`` on CPU.
+                  num_classes: int = 8, augment: Augment | None = None) -> dict[str, float]:
+    """Time :class:`Augment` (train mode; ``augment``, default its defaults) against one
+    training step of ``model`` on CPU.
 
     A step is forward + cross-entropy + backward + an AdamW update on one augmented batch.
     Returns milliseconds per batch for both and the pipeline's share of the sum.
     """
     import time
 
-    aug = Augment(image_size, train=True, seed=0)
+    aug = augment if augment is not None else Augment(image_size, train=True, seed=0)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (batch_size, channels, src_size, src_size), dtype=torch.uint8,
                       generator=g)

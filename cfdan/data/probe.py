@@ -60,11 +60,21 @@ def profile_facts(profile: str = "cpu") -> dict[str, Any]:
             "epochs": cfg.train.epochs}
 
 
+def profile_augment(profile: str = "cpu", image_size: int | None = None, seed: int = 0,
+                    train: bool = True) -> Any:
+    """The :class:`~cfdan.data.pipeline.Augment` that ``profile`` trains with (its
+    ``train.aug_*`` settings), at ``image_size`` (default the profile's input size)."""
+    from cfdan.config import load_config
+    from cfdan.train import make_augment
+
+    cfg = load_config(profile, [])
+    return make_augment(image_size or cfg.data.image_size, train, seed, cfg.train)
+
+
 def training_step_share(profile: str = "cpu", num_classes: int = 8,
                         repeats: int = 5) -> dict[str, float]:
-    """Augmentation against one training step of ``profile``'s model (medians, milliseconds).
-
-    See :func:`cfdan.data.pipeline.share_of_step` for what a step holds.
+    """The profile's augmentation against one training step of its model (medians,
+    milliseconds). See :func:`cfdan.data.pipeline.share_of_step` for what a step holds.
     """
     from cfdan.config import load_config
     from cfdan.data.pipeline import share_of_step
@@ -73,7 +83,8 @@ def training_step_share(profile: str = "cpu", num_classes: int = 8,
     cfg = load_config(profile, [])
     model = build_model(cfg, num_classes, cfg.data.image_size)
     return share_of_step(model, cfg.data.image_size, batch_size=cfg.train.batch_size,
-                         repeats=repeats, num_classes=num_classes)
+                         repeats=repeats, num_classes=num_classes,
+                         augment=profile_augment(profile))
 
 
 def read_pack(packed: str | os.PathLike[str], root: str | os.PathLike[str] | None = None,

@@ -85,6 +85,13 @@ def distillation_saving(t5: pd.DataFrame, image_size: int = 224) -> dict[str, fl
     }
 
 
+def distillation_extra_params(t5: pd.DataFrame) -> float:
+    """Parameters (M) that our distillation adds to the attention part (:func:`table5` rows
+    ``full`` minus ``no_distill``)."""
+    by = t5.set_index("preset")["ours params (M)"]
+    return float(by["full"] - by["no_distill"])
+
+
 def attention_cost_curve(grids: Sequence[int] = GRIDS,
                          variants: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
     """GMACs of the dual-attention stack per variant and number of tokens (long format)."""

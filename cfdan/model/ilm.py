@@ -5,9 +5,9 @@
     INTA(X_A, X_B) = act(Linear(CA(X_A))) x CBM(X_B)           (15)
     ILM(A_s, A_c)  = INTA(A_s, A_c) + INTA(A_c, A_s)           (16)
 
-"CBM" is never defined in the paper; we read it as CAM (eq. 14), reusing X_B's own CA,
-which makes the model's parameter count match Table 2 (see chapter 2); ``cbm="identity"``
-is the alternative reading (INTA gates X_B itself).
+"CBM" is never defined in the paper; we read it as CAM (eq. 14), reusing X_B's own CA, the
+nearest defined term; ``cbm="identity"`` is the alternative reading (INTA gates X_B itself).
+Both reuse values already computed, so parameters and FLOPs cannot tell them apart (chapter 2).
 """
 
 from __future__ import annotations
