@@ -36,13 +36,13 @@ def records(experiment: str | None = None, superseded: bool = False,
             current: bool = True) -> list[dict]:
     """The records of ``experiment``, or of every experiment in :data:`EXPERIMENTS` (those
     superseded by a later run too, with ``superseded``; with ``current``, only runs that the
-    experiment's file plans today, :func:`cfdan.report.planned`)."""
+    experiment's file plans today, :func:`cfdan.report.current_ids`)."""
     exps = EXPERIMENTS if experiment is None else (experiment,)
     out = []
     for exp in exps:
-        plan = report.planned(exp) if current else None
+        ids = report.current_ids(exp) if current else None
         out += [rec for _p, rec in results.iter_records(exp, superseded=superseded)
-                if plan is None or rec.get("run_id") in plan[1]]
+                if ids is None or rec.get("run_id") in ids]
     return out
 
 
@@ -379,6 +379,16 @@ def claims_ledger(full: tuple[str, str] = report.FULL_SOURCE) -> pd.DataFrame:
     return report.ledger_display(report.claims_ledger(_book_source(full)))
 
 
+def ledger_and_facts(full: tuple[str, str] = report.FULL_SOURCE
+                     ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The claims ledger as the chapter shows it and every fact its prose glues
+    (:func:`ledger_facts`, :func:`ledger_reading`), the ledger computed once."""
+    full = _book_source(full)
+    raw = report.claims_ledger(full)
+    shown = report.ledger_display(raw)
+    return shown, {**ledger_facts(shown), **ledger_reading(full, raw)}
+
+
 def ledger_facts(ledger: pd.DataFrame) -> dict[str, int]:
     """How many claims of a displayed ledger have each verdict, for the prose
     (``ledger_claims``, ``ledger_supported``, ``ledger_contradicted``, ``ledger_not_resolved``,
@@ -391,11 +401,13 @@ def ledger_facts(ledger: pd.DataFrame) -> dict[str, int]:
     return out
 
 
-def ledger_reading(full: tuple[str, str] = report.FULL_SOURCE) -> dict[str, Any]:
-    """:func:`cfdan.report.ledger_reading` of the book's ledger, and Table 3's presets ordered
+def ledger_reading(full: tuple[str, str] = report.FULL_SOURCE,
+                   ledger: pd.DataFrame | None = None) -> dict[str, Any]:
+    """:func:`cfdan.report.ledger_reading` of the book's ledger (``ledger``: the raw
+    :func:`cfdan.report.claims_ledger`, computed if None), and Table 3's presets ordered
     by our mean and by the paper (``table3_order_ours``, ``table3_order_paper``)."""
     full = _book_source(full)
-    out = report.ledger_reading(report.claims_ledger(full))
+    out = report.ledger_reading(report.claims_ledger(full) if ledger is None else ledger)
     order = report.variant_order("table3", "table3", full)
     out.update({f"table3_order_{k}": v for k, v in order.items()})
     return out

@@ -35,6 +35,13 @@ def planned(experiment: str) -> tuple[tuple[int, ...], frozenset[str]] | None:
     return tuple(exp.seeds), frozenset(c.run_id for c in exp.configs())
 
 
+def current_ids(experiment: str) -> frozenset[str] | None:
+    """The run ids of ``experiment`` that count today: those its experiment file plans
+    (:func:`planned`); None when it has no file and every run counts."""
+    plan = planned(experiment)
+    return None if plan is None else plan[1]
+
+
 def current_mask(df: pd.DataFrame) -> pd.Series:
     """Per row of a runs frame: is the run one of its experiment's planned runs today?
 
@@ -45,10 +52,10 @@ def current_mask(df: pd.DataFrame) -> pd.Series:
     if df.empty or "experiment" not in df or "run_id" not in df:
         return keep
     for exp in df["experiment"].unique():
-        plan = planned(str(exp))
-        if plan is not None:
+        ids = current_ids(str(exp))
+        if ids is not None:
             rows = df["experiment"] == exp
-            keep[rows] = df.loc[rows, "run_id"].isin(plan[1])
+            keep[rows] = df.loc[rows, "run_id"].isin(ids)
     return keep
 
 
@@ -370,10 +377,9 @@ def history(experiment: str, current: bool = True) -> pd.DataFrame:
         h = results.load_history(experiment=experiment)
     except KeyError:
         return pd.DataFrame()
-    plan = planned(experiment) if current else None
-    if plan is None or h.empty:
+    if not current or h.empty:
         return h
-    return h[h["run_id"].isin(plan[1])].reset_index(drop=True)
+    return h[current_mask(h.assign(experiment=experiment))].reset_index(drop=True)
 
 
 def provenance(experiment: str | None = None) -> pd.DataFrame:

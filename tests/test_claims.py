@@ -13,6 +13,7 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -353,6 +354,9 @@ def test_book_ledger_facts_count_verdicts(store):
     assert facts["ledger_supported"] == 2  # dam > baseline, and the measured cost
     assert facts["ledger_not_run"] == 13 and facts["ledger_contradicted"] == 0
     assert sum(v for k, v in facts.items() if k != "ledger_claims") == 15
+    once, all_facts = book.ledger_and_facts()
+    pd.testing.assert_frame_equal(once, shown)
+    assert all_facts == {**facts, **book.ledger_reading()}
 
 
 def test_latest_record_of_a_seed_wins(store):
