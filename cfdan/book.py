@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cfdan import paper, report, results
+from cfdan import claims, paper, report, results
 
 EXPERIMENTS = ("cpu", "cpu_v2", "paper", "table3", "table4", "table5", "fig10")
 """The experiments whose records the book shows (in the store's folder order)."""
@@ -36,11 +36,11 @@ def records(experiment: str | None = None, superseded: bool = False,
             current: bool = True) -> list[dict]:
     """The records of ``experiment``, or of every experiment in :data:`EXPERIMENTS` (those
     superseded by a later run too, with ``superseded``; with ``current``, only runs that the
-    experiment's file plans today, :func:`cfdan.report.current_ids`)."""
+    experiment's file plans today, :func:`cfdan.results.current_ids`)."""
     exps = EXPERIMENTS if experiment is None else (experiment,)
     out = []
     for exp in exps:
-        ids = report.current_ids(exp) if current else None
+        ids = results.current_ids(exp) if current else None
         out += [rec for _p, rec in results.iter_records(exp, superseded=superseded)
                 if ids is None or rec.get("run_id") in ids]
     return out
@@ -373,19 +373,19 @@ def _book_source(full: tuple[str, str]) -> tuple[str, str]:
     return full
 
 
-def claims_ledger(full: tuple[str, str] = report.FULL_SOURCE) -> pd.DataFrame:
-    """The claims ledger of §4.4-4.5 (:func:`cfdan.report.claims_ledger`) as the chapter
+def claims_ledger(full: tuple[str, str] = claims.FULL_SOURCE) -> pd.DataFrame:
+    """The claims ledger of §4.4-4.5 (:func:`cfdan.claims.claims_ledger`) as the chapter
     shows it; ``full`` is where the full model's runs are read (default Table 3's)."""
-    return report.ledger_display(report.claims_ledger(_book_source(full)))
+    return claims.ledger_display(claims.claims_ledger(_book_source(full)))
 
 
-def ledger_and_facts(full: tuple[str, str] = report.FULL_SOURCE
+def ledger_and_facts(full: tuple[str, str] = claims.FULL_SOURCE
                      ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The claims ledger as the chapter shows it and every fact its prose glues
     (:func:`ledger_facts`, :func:`ledger_reading`), the ledger computed once."""
     full = _book_source(full)
-    raw = report.claims_ledger(full)
-    shown = report.ledger_display(raw)
+    raw = claims.claims_ledger(full)
+    shown = claims.ledger_display(raw)
     return shown, {**ledger_facts(shown), **ledger_reading(full, raw)}
 
 
@@ -401,19 +401,19 @@ def ledger_facts(ledger: pd.DataFrame) -> dict[str, int]:
     return out
 
 
-def ledger_reading(full: tuple[str, str] = report.FULL_SOURCE,
+def ledger_reading(full: tuple[str, str] = claims.FULL_SOURCE,
                    ledger: pd.DataFrame | None = None) -> dict[str, Any]:
-    """:func:`cfdan.report.ledger_reading` of the book's ledger (``ledger``: the raw
-    :func:`cfdan.report.claims_ledger`, computed if None), and Table 3's presets ordered
+    """:func:`cfdan.claims.ledger_reading` of the book's ledger (``ledger``: the raw
+    :func:`cfdan.claims.claims_ledger`, computed if None), and Table 3's presets ordered
     by our mean and by the paper (``table3_order_ours``, ``table3_order_paper``)."""
     full = _book_source(full)
-    out = report.ledger_reading(report.claims_ledger(full) if ledger is None else ledger)
-    order = report.variant_order("table3", "table3", full)
+    out = claims.ledger_reading(claims.claims_ledger(full) if ledger is None else ledger)
+    order = claims.variant_order("table3", "table3", full)
     out.update({f"table3_order_{k}": v for k, v in order.items()})
     return out
 
 
-def val_curves_figure(band: str = "minmax", full: tuple[str, str] = report.FULL_SOURCE):
+def val_curves_figure(band: str = "minmax", full: tuple[str, str] = claims.FULL_SOURCE):
     """Fig. 6: validation accuracy per epoch of Table 3's four variants, mean and band over
     seeds (:func:`cfdan.report.plot_val_curves`)."""
     import matplotlib.pyplot as plt
@@ -427,7 +427,7 @@ def val_curves_figure(band: str = "minmax", full: tuple[str, str] = report.FULL_
     return fig
 
 
-def tsne_training_figure(n: int = 1000, full: tuple[str, str] = report.FULL_SOURCE):
+def tsne_training_figure(n: int = 1000, full: tuple[str, str] = claims.FULL_SOURCE):
     """Fig. 7 over training: t-SNE of the stored test-feature snapshots of baseline, dam and
     full (seed 0) at 25, 50, 75 and 100 % of training, one shared t-SNE setting
     (:data:`cfdan.report.TSNE_SETTING`). None when no run has stored snapshots."""
@@ -467,7 +467,7 @@ def tsne_training_figure(n: int = 1000, full: tuple[str, str] = report.FULL_SOUR
     return fig
 
 
-def sensitivity_figure(full: tuple[str, str] = report.FULL_SOURCE):
+def sensitivity_figure(full: tuple[str, str] = claims.FULL_SOURCE):
     """Fig. 10: accuracy over the PCP grid with the full model's seed spread as a band
     (:func:`cfdan.report.plot_sensitivity`)."""
     import matplotlib.pyplot as plt
@@ -475,7 +475,7 @@ def sensitivity_figure(full: tuple[str, str] = report.FULL_SOURCE):
     full = _book_source(full)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     report.plot_sensitivity(axes, report.sensitivity_points(full),
-                            report.full_seed_spread(full))
+                            claims.full_seed_spread(full))
     fig.tight_layout()
     return fig
 

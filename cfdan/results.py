@@ -20,11 +20,14 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cfdan import atomic, paths
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_METRICS = (
     "test.accuracy",
@@ -398,3 +401,41 @@ def load_history(
     if run_id is not None and not frames:
         raise KeyError(f"no run {run_id!r} under {paths.results_dir(root)}")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+# --------------------------------------------------------------------------- which runs count
+def planned(experiment: str) -> tuple[tuple[int, ...], frozenset[str]] | None:
+    """``(seeds, run_ids)`` of ``configs/experiments/<experiment>.toml`` as it is today; None
+    if the experiment has no such file (a profile run such as ``paper``)."""
+    from cfdan.config import ConfigError, load_experiment  # config reads the experiments
+
+    try:
+        exp = load_experiment(experiment)
+    except ConfigError:
+        return None
+    return tuple(exp.seeds), frozenset(c.run_id for c in exp.configs())
+
+
+def current_ids(experiment: str) -> frozenset[str] | None:
+    """The run ids of ``experiment`` that count today: those its experiment file plans
+    (:func:`planned`); None when it has no file and every run counts."""
+    plan = planned(experiment)
+    return None if plan is None else plan[1]
+
+
+def current_mask(df: pd.DataFrame) -> pd.Series:
+    """Per row of a runs frame: is the run one of its experiment's planned runs today?
+
+    A record of an experiment file's older profile or schedule (its ``run_id`` no longer
+    planned) is not current; an experiment without a file keeps all its runs.
+    """
+    import pandas as pd
+
+    keep = pd.Series(True, index=df.index)
+    if df.empty or "experiment" not in df or "run_id" not in df:
+        return keep
+    for exp in df["experiment"].unique():
+        ids = current_ids(str(exp))
+        if ids is not None:
+            rows = df["experiment"] == exp
+            keep[rows] = df.loc[rows, "run_id"].isin(ids)
+    return keep

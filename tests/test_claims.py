@@ -1,4 +1,4 @@
-"""The claims ledger of §4.4-4.5 (cfdan.report.claims_ledger) on a store of hand-made records.
+"""The claims ledger of §4.4-4.5 (cfdan.claims.claims_ledger) on a store of hand-made records.
 
 The experiment files are replaced by temporary ones (smoke profile, five seeds for Table 3 and
 4, three for Fig. 10), and every record is written with :func:`cfdan.results.save_record` from
@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cfdan import book, config, paper, report, results
+from cfdan import book, claims, config, paper, report, results
 
 SEEDS = [0, 1, 2, 3, 4]
 FIG10_SEEDS = [0, 1, 2]
@@ -45,7 +45,7 @@ def write_plans(folder: Path) -> Path:
         (folder / f"{name}.toml").write_text("\n".join(lines) + "\n")
     lines = ['description = "Fig. 10"', 'profile = "smoke"', f"seeds = {FIG10_SEEDS}", "",
              "[variants]"]
-    for pt in report.fig10_points():
+    for pt in claims.fig10_points():
         lines.append(f'"{fig10_name(pt)}" = {{ "model.pcp_s_L" = {pt[0]}, '
                      f'"model.pcp_x_L" = {pt[1]}, "model.pcp_P1" = {pt[2]} }}')
     (folder / "fig10.toml").write_text("\n".join(lines) + "\n")
@@ -103,46 +103,46 @@ def test_detectable_difference_has_the_stated_power():
     """At the returned difference a simulated paired t-test rejects in 80 % of trials."""
     rng = np.random.default_rng(0)
     for n in (3, 5):
-        delta = report.detectable_difference(1.0, n)
+        delta = claims.detectable_difference(1.0, n)
         d = rng.normal(delta, 1.0, size=(40_000, n))
         t = d.mean(1) / (d.std(1, ddof=1) / np.sqrt(n))
         rate = np.mean(np.abs(t) > stats.t.ppf(0.975, n - 1))
         assert rate == pytest.approx(0.80, abs=0.012), n
     # textbook values (one-sample/paired t, alpha 0.05 two-sided, power 0.8): d = 0.996 at
     # n = 10 and 0.529 at n = 30; the result scales with sd
-    assert report.detectable_difference(1.0, 10) == pytest.approx(0.996, abs=0.002)
-    assert report.detectable_difference(2.0, 30) == pytest.approx(2 * 0.529, abs=0.004)
-    assert report.detectable_difference(0.0, 5) == 0.0
-    assert np.isnan(report.detectable_difference(1.0, 1))
-    assert report.detectable_difference(1.0, 2) > 10  # two seeds detect almost nothing
+    assert claims.detectable_difference(1.0, 10) == pytest.approx(0.996, abs=0.002)
+    assert claims.detectable_difference(2.0, 30) == pytest.approx(2 * 0.529, abs=0.004)
+    assert claims.detectable_difference(0.0, 5) == 0.0
+    assert np.isnan(claims.detectable_difference(1.0, 1))
+    assert claims.detectable_difference(1.0, 2) > 10  # two seeds detect almost nothing
 
 
 def test_paired_summary_verdicts_follow_the_ci():
     up = [0.9, 1.1, 1.0, 0.95]
-    s = report.paired_summary(up, side=1.0)
+    s = claims.paired_summary(up, side=1.0)
     half = stats.t.ppf(0.975, 3) * np.std(up, ddof=1) / 2
     assert s["ci_low"] == pytest.approx(np.mean(up) - half)
     assert s["ci_high"] == pytest.approx(np.mean(up) + half)
     assert s["verdict"] == "supported" and s["n"] == 4
-    assert report.paired_summary(up, side=-1.0)["verdict"] == "contradicted"
+    assert claims.paired_summary(up, side=-1.0)["verdict"] == "contradicted"
     down = [-x for x in up]
-    assert report.paired_summary(down, side=-1.0)["verdict"] == "supported"
-    assert report.paired_summary(down, side=1.0)["verdict"] == "contradicted"
-    assert report.paired_summary([1.0, -1.0, 0.5], side=1.0)["verdict"] == \
+    assert claims.paired_summary(down, side=-1.0)["verdict"] == "supported"
+    assert claims.paired_summary(down, side=1.0)["verdict"] == "contradicted"
+    assert claims.paired_summary([1.0, -1.0, 0.5], side=1.0)["verdict"] == \
         "not resolved at this n"
-    one = report.paired_summary([5.0], side=1.0)
+    one = claims.paired_summary([5.0], side=1.0)
     assert one["verdict"] == "not resolved at this n" and one["mean"] == 5.0
     assert np.isnan(one["ci_low"]) and np.isnan(one["detectable"])
 
 
 # --------------------------------------------------------------------------- the ledger
 def test_ledger_rows_and_paper_differences(store):
-    ledger = report.claims_ledger()
-    claims = list(ledger["claim"])
-    assert claims[:5] == ["DAM beats single-dimension attention",
-                          "ILM adds about 1 point on FERPlus", "cross-fusion helps",
-                          "distillation helps accuracy", "distillation lowers cost"]
-    assert sum(c.startswith("PCP beats") for c in claims) == 6
+    ledger = claims.claims_ledger()
+    names = list(ledger["claim"])
+    assert names[:5] == ["DAM beats single-dimension attention",
+                         "ILM adds about 1 point on FERPlus", "cross-fusion helps",
+                         "distillation helps accuracy", "distillation lowers cost"]
+    assert sum(c.startswith("PCP beats") for c in names) == 6
     assert sum(r == "§4.5, Fig. 10" for r in ledger["where"]) == 4
     assert row(ledger, "DAM beats single-dimension attention")["paper"] == \
         pytest.approx(90.92 - 89.69)
@@ -154,14 +154,14 @@ def test_ledger_rows_and_paper_differences(store):
 
 
 def test_empty_store_says_not_run_and_which_runs_are_missing(store):
-    ledger = report.claims_ledger()
+    ledger = claims.claims_ledger()
     acc = ledger[ledger["unit"] == "points"]
     assert set(acc["verdict"]) == {"not run"}
     dam = row(ledger, "DAM beats single-dimension attention")
     assert dam["runs"] == "table3/dam: 0 of 5 seeds; table3/baseline: 0 of 5 seeds"
     fig = row(ledger, "best setting beats the other 12")
     assert "fig10: 0 of 36 runs" in fig["runs"] and "centre = cpu_v2/full: 0 of 5" in fig["runs"]
-    shown = report.ledger_display(ledger)
+    shown = claims.ledger_display(ledger)
     assert (shown.loc[acc.index, ["ours: FERPlus, paired mean", "95 % CI", "n"]] == "-").all().all()
     # the cost claim is a property of the architecture: measured, exact, needs no run
     cost = row(ledger, "distillation lowers cost")
@@ -181,11 +181,11 @@ def test_pairing_by_seed_resolves_what_an_unpaired_comparison_cannot(store):
              for v in ("baseline", "dam")}
     assert order["baseline"] != order["dam"]
 
-    r = row(report.claims_ledger(), "DAM beats single-dimension attention")
+    r = row(claims.claims_ledger(), "DAM beats single-dimension attention")
     assert r["verdict"] == "supported" and r["n"] == 5
     assert r["mean"] == pytest.approx(1.0) and 0 < r["ci_low"] < 1 < r["ci_high"] < 2
     assert r["sd"] == pytest.approx(np.std(noise, ddof=1))
-    assert r["detectable"] == pytest.approx(report.detectable_difference(r["sd"], 5))
+    assert r["detectable"] == pytest.approx(claims.detectable_difference(r["sd"], 5))
     assert r["paper in CI"] is False  # paper: +1.23, ours [0.9, 1.1]
     # the same numbers compared as two independent samples: nowhere near resolved
     dam = [BASE[s] + 1.0 + noise[s] for s in SEEDS]
@@ -197,7 +197,7 @@ def test_contradicted_and_unresolved(store):
         save_run(store, "table3", "dam", s, BASE[s])
         save_run(store, "table3", "dam_ilm", s, BASE[s] - 1.0 + 0.1 * (s % 2))  # ILM costs 1
         save_run(store, "cpu_v2", "full", s, BASE[s] + [1.0, -1.0, 0.5, -0.5, 0.2][s])
-    ledger = report.claims_ledger()
+    ledger = claims.claims_ledger()
     assert row(ledger, "ILM adds about 1 point on FERPlus")["verdict"] == "contradicted"
     r = row(ledger, "cross-fusion helps")
     assert r["verdict"] == "not resolved at this n" and r["ci_low"] < 0 < r["ci_high"]
@@ -208,7 +208,7 @@ def test_one_seed_is_not_resolved_and_sized_against_the_seed_noise(store):
     for s in SEEDS:
         save_run(store, "cpu_v2", "full", s, BASE[s])
     save_run(store, "table5", "no_distill", 0, BASE[0] - 3.0)
-    ledger = report.claims_ledger()
+    ledger = claims.claims_ledger()
     r = row(ledger, "distillation helps accuracy")
     assert r["verdict"] == "not resolved at this n" and r["n"] == 1
     assert r["mean"] == pytest.approx(3.0)
@@ -216,7 +216,7 @@ def test_one_seed_is_not_resolved_and_sized_against_the_seed_noise(store):
     assert r["runs"] == "cpu_v2/full: 5 of 5 seeds; table5/no_distill: 1 of 5 seeds"
     sd = np.std(BASE, ddof=1)
     assert f"{3.0 / sd:+.1f} x the full model's seed-to-seed sd" in r["note"]
-    shown = report.ledger_display(ledger)
+    shown = claims.ledger_display(ledger)
     assert row(shown, "distillation helps accuracy")["detectable at 80 % power"] == \
         "n too small"
     # Table 4's act_pcp is the full model too
@@ -229,11 +229,11 @@ def test_records_of_an_older_config_do_not_count(store):
     old.train.epochs += 1  # another schedule: another run_id, not in table3.toml today
     save_run(store, "table3", "dam", 0, 99.0, cfg=old)
     save_run(store, "table3", "baseline", 0, 50.0)
-    r = row(report.claims_ledger(), "DAM beats single-dimension attention")
+    r = row(claims.claims_ledger(), "DAM beats single-dimension attention")
     assert r["verdict"] == "not run"
     assert "table3/dam: 0 of 5 seeds (+1 of an older config, not counted)" in r["runs"]
     # without the filter the old record counts, but it is not paired: its recipe differs
-    r = row(report.claims_ledger(current=False), "DAM beats single-dimension attention")
+    r = row(claims.claims_ledger(current=False), "DAM beats single-dimension attention")
     assert r["n"] == 0 and "seeds [0] not paired: recipes differ" in r["note"]
 
 
@@ -273,9 +273,9 @@ def test_full_source_is_a_parameter(store):
         cfg = run_config("cpu_v2", "full", s)
         cfg.experiment = "cpu"
         save_run(store, "cpu", "full", s, BASE[s] + 2.0 + 0.01 * s, cfg=cfg)
-    default = row(report.claims_ledger(), "cross-fusion helps")
+    default = row(claims.claims_ledger(), "cross-fusion helps")
     assert default["mean"] == pytest.approx(0.52) and default["verdict"] == "supported"
-    cpu = row(report.claims_ledger(full=("cpu", "full")), "cross-fusion helps")
+    cpu = row(claims.claims_ledger(full=("cpu", "full")), "cross-fusion helps")
     assert cpu["comparison"] == "cpu/full − table3/dam_ilm"
     assert cpu["mean"] == pytest.approx(2.02) and cpu["runs"].startswith("cpu/full: 5 seeds")
     # the book reads only its own experiments
@@ -286,9 +286,9 @@ def test_full_source_is_a_parameter(store):
 def _fig10_runs(store: Path, accuracy) -> None:
     """Fig. 10's grid (seeds 0-2) and the full model (its centre, seeds 0-4)."""
     for s in SEEDS:
-        save_run(store, "cpu_v2", "full", s, BASE[s] + accuracy(report.FIG10_CENTRE, s))
-    for pt in report.fig10_points():
-        if pt != report.FIG10_CENTRE:
+        save_run(store, "cpu_v2", "full", s, BASE[s] + accuracy(claims.FIG10_CENTRE, s))
+    for pt in claims.fig10_points():
+        if pt != claims.FIG10_CENTRE:
             for s in FIG10_SEEDS:
                 save_run(store, "fig10", fig10_name(pt), s, BASE[s] + accuracy(pt, s))
 
@@ -298,7 +298,7 @@ def paper_pattern(pt: tuple[float, float, float], seed: int) -> float:
     s_L 1.95 flat; a small seed-dependent wobble."""
     s_l, x_l, p1 = pt
     wobble = 0.05 * ((seed * 7 + int(1000 * (s_l + x_l - p1))) % 3 - 1)
-    if pt == report.FIG10_CENTRE:
+    if pt == claims.FIG10_CENTRE:
         return 2.0 + wobble
     if s_l == 1.75:
         return (-1.0 if x_l == 0.19 else 0.0) + wobble
@@ -311,7 +311,7 @@ def paper_pattern(pt: tuple[float, float, float], seed: int) -> float:
 
 def test_fig10_pattern_as_the_paper_describes_it_is_supported(store):
     _fig10_runs(store, paper_pattern)
-    ledger = report.claims_ledger()
+    ledger = claims.claims_ledger()
     rows = ledger[ledger["where"] == "§4.5, Fig. 10"]
     assert list(rows["verdict"]) == ["supported"] * 4, rows[["claim", "verdict", "note"]]
     best = rows.iloc[0]
@@ -325,7 +325,7 @@ def test_fig10_a_better_setting_contradicts_the_best_point(store):
         return 3.0 + 0.01 * seed if pt == (1.85, 0.19, -0.26) else paper_pattern(pt, seed)
 
     _fig10_runs(store, better_p1)
-    best = row(report.claims_ledger(), "best setting beats the other 12")
+    best = row(claims.claims_ledger(), "best setting beats the other 12")
     assert best["verdict"] == "contradicted" and best["mean"] < 0
     assert "closest: s_L 1.85, x_L 0.19, P1 -0.26" in best["note"]
 
@@ -333,10 +333,10 @@ def test_fig10_a_better_setting_contradicts_the_best_point(store):
 def test_fig10_single_seed_is_not_resolved(store, monkeypatch):
     for s in SEEDS:
         save_run(store, "cpu_v2", "full", s, BASE[s] + 2.0)
-    for pt in report.fig10_points()[:5]:  # part of the grid, seed 0 only
-        if pt != report.FIG10_CENTRE:
+    for pt in claims.fig10_points()[:5]:  # part of the grid, seed 0 only
+        if pt != claims.FIG10_CENTRE:
             save_run(store, "fig10", fig10_name(pt), 0, BASE[0])
-    ledger = report.claims_ledger()
+    ledger = claims.claims_ledger()
     best = row(ledger, "best setting beats the other 12")
     assert best["verdict"] == "not resolved at this n" and best["n"] == 1
     assert "fig10: 4 of 36 runs" in best["runs"]
@@ -367,7 +367,7 @@ def test_latest_record_of_a_seed_wins(store):
     # the same run again, later (e.g. after a rerun): same run_id, the file is replaced
     save_run(store, "table3", "dam", 0, 51.0,
              date=dt.datetime(2026, 2, 1, tzinfo=dt.UTC).isoformat())
-    r = row(report.claims_ledger(), "DAM beats single-dimension attention")
+    r = row(claims.claims_ledger(), "DAM beats single-dimension attention")
     assert r["n"] == 2 and r["mean"] == pytest.approx((1.0 - 9.0) / 2)
 
 
@@ -376,8 +376,8 @@ def test_ledger_reading_separates_exact_from_trained_support_and_reads_power(sto
         save_run(store, "table3", "baseline", s, BASE[s])
         save_run(store, "table3", "dam", s, BASE[s] + 0.2 + 0.3 * (-1) ** s)  # noisy, small
         save_run(store, "cpu_v2", "full", s, BASE[s] + 5.0 + 0.01 * s)
-    ledger = report.claims_ledger()
-    got = report.ledger_reading(ledger)
+    ledger = claims.claims_ledger()
+    got = claims.ledger_reading(ledger)
     assert got["ledger_supported_exact"] == 1  # the cost row
     dam = row(ledger, "DAM beats single-dimension attention")
     assert dam["verdict"] == "not resolved at this n"
@@ -391,7 +391,7 @@ def test_ledger_reading_separates_exact_from_trained_support_and_reads_power(sto
     gaps = [abs(t4[f"act_pcp{s}"] - t4[f"act_{a}{s}"]) for s in ("", "_no_ilm")
             for a in ("sigmoid", "relu", "tanh")]
     assert got["table4_paper_max_gap"] == f"{max(gaps):.2f}"
-    order = report.variant_order("table3", "table3")
+    order = claims.variant_order("table3", "table3")
     assert order["ours"].split(" > ")[0] == "full"  # +5 points above the others
     assert order["missing"] == "1"  # dam_ilm has no run
     assert set(order["paper"].split(" > ")) == {"baseline", "dam", "dam_ilm", "full"}

@@ -11,7 +11,7 @@ import pytest
 import test_claims
 from test_claims import BASE, SEEDS, fig10_name, run_config, save_run
 
-from cfdan import book, paper, report
+from cfdan import book, claims, paper, report
 
 matplotlib.use("Agg")
 
@@ -152,8 +152,8 @@ def test_sensitivity_points_and_noise_band(store):
     full = [BASE[s] + 2.0 for s in SEEDS]
     for s in SEEDS:
         save_run(store, "cpu_v2", "full", s, full[s])
-    for k, pt in enumerate(report.fig10_points()):
-        if pt != report.FIG10_CENTRE:
+    for k, pt in enumerate(claims.fig10_points()):
+        if pt != claims.FIG10_CENTRE:
             save_run(store, "fig10", fig10_name(pt), 0, BASE[0] + 0.1 * k)
     pts = report.sensitivity_points()
     assert len(pts) == 13 and pts["centre"].sum() == 1
@@ -161,7 +161,7 @@ def test_sensitivity_points_and_noise_band(store):
     # the centre shares the grid's seeds (seed 0), not the mean over all of its own
     assert centre["accuracy"] == pytest.approx(full[0]) and centre["seeds"] == 1
     assert centre["source"] == "cpu_v2/full"
-    spread = report.full_seed_spread()
+    spread = claims.full_seed_spread()
     assert spread[1] == pytest.approx(np.std(full, ddof=1)) and spread[2] == 5
 
     fig, axes = plt.subplots(1, 2)

@@ -1,0 +1,619 @@
+"""The claims ledger of §4.4-4.5: one row per claim of the paper, our paired difference over
+seeds, its 95 % CI, the difference that n seeds could detect, and a verdict computed here.
+
+Runs are read from the results store (:mod:`cfdan.results`), only those that count today
+(:func:`cfdan.results.current_ids`), and paired by seed and training recipe (:func:`recipe`);
+the paper's numbers come from :mod:`cfdan.paper`. :mod:`cfdan.report` draws the tables and
+figures of the same runs through :class:`RunStore`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cfdan import paper, results
+
+FULL_SOURCE: tuple[str, str] = ("cpu_v2", "full")
+"""Where the full model's runs are read, ``(experiment, variant)``: the cpu v2 records.
+
+The full model is one configuration shared by Table 3 (``full``), Table 5 (*with
+distillation*), Table 4 (``act_pcp``: PCP with ILM) and Fig. 10 (the centre point, the paper's
+best PCP setting): it is run once, as the cpu v2 profile's seeds (``configs/experiments/
+cpu_v2.toml``), and read from there for all four (:data:`FULL_SLOTS`). Pairs whose training
+recipe differs (:func:`recipe`) are never formed, so a source of another schedule pairs with
+nothing rather than with something else.
+"""
+
+FULL_SLOTS = frozenset({("table3", "full"), ("table5", "full"), ("table4", "act_pcp")})
+"""The (experiment, variant) names of the full model that :data:`FULL_SOURCE` stands in for."""
+
+TABLE3_VARIANTS = ("baseline", "dam", "dam_ilm", "full")
+"""Table 3's rows (and Fig. 6's curves), in the paper's order."""
+
+VERDICTS = ("supported", "contradicted", "not resolved at this n", "not run")
+"""The verdicts of :func:`claims_ledger`: CI beyond 0 on the paper's side / on the other side /
+CI includes 0 or n < 2 / records missing."""
+
+ALPHA, POWER = 0.05, 0.80
+"""Two-sided level of the CIs and tests, and the power of :func:`detectable_difference`."""
+
+_RECIPE_IGNORED = frozenset({
+    "train.seed",  # pairs share a seed by construction
+    # evaluation-only settings: what is stored besides the metrics, not how the model trains
+    "eval.feature_snapshots", "eval.snapshot_samples", "eval.tsne_samples",
+    "eval.attention_images", "eval.attention_seed", "eval.bootstrap", "eval.bootstrap_seed",
+    "eval.train_subset", "train.eval_batch_size",
+})
+
+
+def recipe(rec: Mapping[str, Any]) -> str:
+    """A run's training recipe: its config without the model's variant (``preset``, ``pcp_*``),
+    the seed, evaluation-only settings and :data:`cfdan.config.NON_IDENTITY` fields.
+
+    Two runs form a pair only if their recipes are equal (same data, schedule, optimiser,
+    augmentation, test-time protocol and trunk), so a difference is the variant's alone.
+    """
+    import json
+
+    from cfdan.config import ADDED_LATER, NON_IDENTITY
+
+    drop = NON_IDENTITY | _RECIPE_IGNORED
+    cfg = rec.get("config") or {}
+    out: dict[str, dict[str, Any]] = {}
+    for sec in ("model", "data", "train", "eval"):
+        d = dict(cfg.get(sec) or {})
+        for dotted in drop:
+            s, name = dotted.split(".")
+            if s == sec:
+                d.pop(name, None)
+        for dotted, default in ADDED_LATER.items():
+            s, name = dotted.split(".")
+            if s == sec and d.get(name, default) == default:
+                d.pop(name, None)
+        if sec == "model":
+            d = {k: v for k, v in d.items() if k != "preset" and not k.startswith("pcp_")}
+        out[sec] = d
+    return json.dumps(out, sort_keys=True, default=str)
+
+
+def _metric(rec: Mapping[str, Any], metric: str) -> float:
+    v: Any = rec
+    for part in metric.split("."):
+        v = v.get(part) if isinstance(v, Mapping) else None
+    return float("nan") if v is None else 100.0 * float(v)
+
+
+def pcp_point(rec: Mapping[str, Any]) -> tuple[float, float, float]:
+    """``(s_L, x_L, P1)`` of a run's PCP (the model's resolved config, else its overrides,
+    else the paper's best setting, :data:`cfdan.paper.BEST_PCP`)."""
+    resolved = (rec.get("model_info") or {}).get("config") or {}
+    over = (rec.get("config") or {}).get("model") or {}
+    out = []
+    for name in ("s_L", "x_L", "P1"):
+        key = f"pcp_{name}"
+        out.append(round(float(resolved.get(key, over.get(key, paper.BEST_PCP[name]))), 4))
+    return out[0], out[1], out[2]
+
+
+FIG10_CENTRE = pcp_point({})
+"""The paper's best PCP setting, the centre of Fig. 10's grid, as ``(s_L, x_L, P1)``."""
+
+
+def fig10_points() -> list[tuple[float, float, float]]:
+    """Fig. 10's 13 settings (§4.5): s_L x x_L at P1 = -0.24, then P1 at the best s_L, x_L."""
+    g, best = paper.FIG10_GRID, paper.BEST_PCP
+    pts = [(s, x, best["P1"]) for s in g["s_L"] for x in g["x_L"]]
+    pts += [(best["s_L"], best["x_L"], p) for p in g["P1"] if p != best["P1"]]
+    return [(round(s, 4), round(x, 4), round(p, 4)) for s, x, p in pts]
+
+
+@dataclass
+class Runs:
+    """The usable runs of one configuration: seed -> (metric in points, recipe)."""
+
+    label: str
+    by_seed: dict[int, tuple[float, str]] = field(default_factory=dict)
+    expected: tuple[int, ...] = ()
+    not_current: int = 0
+
+    def count(self) -> str:
+        """``"table3/dam: 2 of 3 seeds"`` (runs of another recipe are mentioned, not counted)."""
+        have = sorted(self.by_seed)
+        if self.expected:
+            text = f"{self.label}: {len(set(have) & set(self.expected))} of " \
+                   f"{len(self.expected)} seeds"
+        else:
+            text = f"{self.label}: {len(have)} seed{'s' * (len(have) != 1)}"
+        if self.not_current:
+            text += f" (+{self.not_current} of an older config, not counted)"
+        return text
+
+
+class RunStore:
+    """Records of the results store, selected as the ledger and figures use them.
+
+    With ``current`` (the default), a record of an experiment that has a file in
+    ``configs/experiments/`` counts only if its ``run_id`` is one of that file's runs today
+    (the sweep's own notion of *done*), so runs of an older profile or schedule drop out.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, current: bool = True,
+                 full: tuple[str, str] = FULL_SOURCE, metric: str = "test.accuracy") -> None:
+        self.root, self.current, self.full, self.metric = root, current, full, metric
+        self._plans: dict[str, tuple[tuple[int, ...], set[str]] | None] = {}
+        self._recs: dict[str, list[dict]] = {}
+
+    def plan(self, experiment: str) -> tuple[tuple[int, ...], set[str]] | None:
+        """``(seeds, run_ids)`` of the experiment's file today; None if it has none."""
+        if experiment not in self._plans:
+            plan = results.planned(experiment)
+            self._plans[experiment] = None if plan is None else (plan[0], set(plan[1]))
+        return self._plans[experiment]
+
+    def records(self, experiment: str) -> list[dict]:
+        if experiment not in self._recs:
+            self._recs[experiment] = [r for _p, r in results.iter_records(experiment, self.root)]
+        return self._recs[experiment]
+
+    def resolve(self, experiment: str, variant: str) -> tuple[str, str]:
+        """``(experiment, variant)``, with the full model's slots read from :attr:`full`."""
+        return self.full if (experiment, variant) in FULL_SLOTS else (experiment, variant)
+
+    def select(self, experiment: str, keep) -> tuple[list[dict], int]:
+        """Records of ``experiment`` for which ``keep(rec)`` holds, one per seed (the latest),
+        and how many were left out as not current."""
+        plan = self.plan(experiment) if self.current else None
+        chosen: dict[int, dict] = {}
+        stale = 0
+        for rec in self.records(experiment):
+            if not keep(rec):
+                continue
+            if plan is not None and rec.get("run_id") not in plan[1]:
+                stale += 1
+                continue
+            seed = int(rec.get("seed", 0))
+            if seed not in chosen or str(rec.get("date", "")) > str(chosen[seed].get("date", "")):
+                chosen[seed] = rec
+        return [chosen[s] for s in sorted(chosen)], stale
+
+    def variant_records(self, experiment: str, variant: str) -> tuple[str, str, list[dict], int]:
+        """``(experiment, variant, records, not current)`` of a variant, full-model slots
+        resolved to :attr:`full` (:meth:`resolve`, :meth:`select`)."""
+        exp, var = self.resolve(experiment, variant)
+        recs, stale = self.select(exp, lambda r: r.get("variant") == var)
+        return exp, var, recs, stale
+
+    def runs(self, experiment: str, variant: str) -> Runs:
+        """The runs of a variant (full-model slots resolved to :attr:`full`)."""
+        exp, var, recs, stale = self.variant_records(experiment, variant)
+        return self._runs(f"{exp}/{var}", exp, recs, stale)
+
+    def point(self, point: tuple[float, float, float], experiment: str = "fig10") -> Runs:
+        """The runs of one Fig. 10 setting; the centre is the full model (:attr:`full`)."""
+        if point == FIG10_CENTRE:
+            exp, var = self.full
+            recs, stale = self.select(exp, lambda r: r.get("variant") == var)
+            return self._runs(f"{exp}/{var}", exp, recs, stale)
+        recs, stale = self.select(experiment, lambda r: pcp_point(r) == point)
+        return self._runs(f"{experiment} s_L {point[0]:g}, x_L {point[1]:g}, P1 {point[2]:g}",
+                          experiment, recs, stale)
+
+    def _runs(self, label: str, experiment: str, recs: list[dict], stale: int) -> Runs:
+        plan = self.plan(experiment)
+        return Runs(label, {int(r.get("seed", 0)): (_metric(r, self.metric), recipe(r))
+                            for r in recs}, plan[0] if plan else (), stale)
+
+
+def paired_values(slots: Sequence[Runs], stat) -> tuple[np.ndarray, list[int], list[int]]:
+    """``stat([v_1, ..., v_k])`` per seed that every slot has, pairing records by ``seed``.
+
+    Returns the values, the seeds used, and the seeds left out because the slots' recipes
+    differ (:func:`recipe`).
+    """
+    common = sorted(set.intersection(*(set(s.by_seed) for s in slots))) if slots else []
+    vals, used, mismatched = [], [], []
+    for seed in common:
+        entries = [s.by_seed[seed] for s in slots]
+        if len({rcp for _v, rcp in entries}) > 1:
+            mismatched.append(seed)
+            continue
+        vals.append(float(stat([v for v, _r in entries])))
+        used.append(seed)
+    return np.asarray(vals, dtype=float), used, mismatched
+
+
+def detectable_difference(sd: float, n: int, power: float = POWER, alpha: float = ALPHA
+                          ) -> float:
+    """Smallest true mean difference that a two-sided paired t-test on ``n`` pairs detects with
+    ``power`` at level ``alpha``, if the paired differences have standard deviation ``sd``.
+
+    Power at standardised effect d is P(|T| > t_crit) with T ~ noncentral t(n - 1, d sqrt(n));
+    d is found by root finding and scaled by ``sd``. NaN for n < 2.
+    """
+    from scipy import optimize, stats
+
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    if sd == 0:
+        return 0.0
+    df = n - 1
+    tc = stats.t.ppf(1 - alpha / 2, df)
+
+    def excess(d: float) -> float:
+        nc = d * np.sqrt(n)  # lower tail P(T < -tc) as P(T > tc) at -nc: stable where cdf is NaN
+        return float(stats.nct.sf(tc, df, nc) + stats.nct.sf(tc, df, -nc)) - power
+
+    hi = 1.0
+    while excess(hi) < 0:
+        hi *= 2
+    return float(optimize.brentq(excess, 0.0, hi, xtol=1e-10)) * sd
+
+
+def paired_summary(diffs: Sequence[float], side: float, alpha: float = ALPHA) -> dict[str, Any]:
+    """Mean, t-interval, sd, n, detectable difference and verdict of paired differences.
+
+    ``side`` is the sign of the paper's difference. The verdict is *supported* when the
+    ``1 - alpha`` CI excludes 0 on that side, *contradicted* when it excludes 0 on the other,
+    and *not resolved at this n* when it includes 0 or n < 2.
+    """
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    out: dict[str, Any] = {"n": n, "mean": float(d.mean()) if n else float("nan"),
+                           "ci_low": float("nan"), "ci_high": float("nan"),
+                           "sd": float("nan"), "detectable": float("nan"),
+                           "verdict": "not resolved at this n"}
+    if n < 2:
+        return out
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * sd / np.sqrt(n)
+    lo, hi = float(out["mean"] - half), float(out["mean"] + half)
+    out.update(ci_low=lo, ci_high=hi, sd=sd, detectable=detectable_difference(sd, n))
+    if lo > 0 or hi < 0:
+        out["verdict"] = "supported" if (lo > 0) == (side > 0) else "contradicted"
+    return out
+
+
+@dataclass(frozen=True)
+class PairClaim:
+    """A claim that ``better`` beats ``other`` (``(experiment, variant)`` each) by ``paper``."""
+
+    claim: str
+    where: str
+    better: tuple[str, str]
+    other: tuple[str, str]
+    paper: float
+    dataset: str
+
+
+def pair_claims() -> list[PairClaim]:
+    """The accuracy claims of §4.4 (Tables 3, 4, 5), with the paper's differences."""
+    def t3(p: str) -> float:
+        return paper.value("table3", "FERPlus", p, by="preset")
+
+    def t4(p: str) -> float:
+        return paper.value("table4", "RAF-DB", p, by="preset")
+
+    def t5(p: str) -> float:
+        return paper.value("table5", "FERPlus", p, by="preset")
+
+    out = [
+        PairClaim("DAM beats single-dimension attention", "§4.4, Table 3",
+                  ("table3", "dam"), ("table3", "baseline"), t3("dam") - t3("baseline"),
+                  "FERPlus"),
+        PairClaim("ILM adds about 1 point on FERPlus", "§4.4, Table 3",
+                  ("table3", "dam_ilm"), ("table3", "dam"), t3("dam_ilm") - t3("dam"), "FERPlus"),
+        PairClaim("cross-fusion helps", "§4.4, Table 3",
+                  ("table3", "full"), ("table3", "dam_ilm"), t3("full") - t3("dam_ilm"),
+                  "FERPlus"),
+        PairClaim("distillation helps accuracy", "§4.4, Table 5",
+                  ("table5", "full"), ("table5", "no_distill"),
+                  t5("full") - t5("no_distill"), "FERPlus"),
+    ]
+    for suffix, ilm in (("", "with ILM"), ("_no_ilm", "without ILM")):
+        for act, name in (("sigmoid", "Sigmoid"), ("relu", "ReLU"), ("tanh", "Tanh")):
+            a, b = f"act_pcp{suffix}", f"act_{act}{suffix}"
+            out.append(PairClaim(f"PCP beats {name} ({ilm})", "§4.4, Table 4",
+                                 ("table4", a), ("table4", b), t4(a) - t4(b), "RAF-DB"))
+    return out
+
+
+def _row(claim: str, where: str, comparison: str, dataset: str, paper_diff: float, side: float,
+         summary: Mapping[str, Any], runs_text: str, note: str = "",
+         unit: str = "points") -> dict[str, Any]:
+    inside = (summary["ci_low"] <= paper_diff <= summary["ci_high"]
+              if np.isfinite(paper_diff) and np.isfinite(summary["ci_low"]) else None)
+    return {"claim": claim, "where": where, "comparison": comparison, "paper dataset": dataset,
+            "unit": unit, "paper": paper_diff, "paper side": side, **summary,
+            "paper in CI": inside, "runs": runs_text, "note": note}
+
+
+def _noise_note(summary: Mapping[str, Any], noise: tuple[float, int] | None) -> str:
+    """For n = 1: the single difference in units of the full model's seed-to-seed sd."""
+    if summary["n"] != 1 or noise is None or not np.isfinite(summary["mean"]):
+        return ""
+    sd, k = noise
+    return (f"one seed: the difference is {summary['mean'] / sd:+.1f} x the full model's "
+            f"seed-to-seed sd ({sd:.2f} points, {k} seeds); not a test")
+
+
+def _pair_row(store: RunStore, c: PairClaim, noise: tuple[float, int] | None) -> dict[str, Any]:
+    a, b = store.runs(*c.better), store.runs(*c.other)
+    comparison = f"{a.label} − {b.label}"
+    runs_text = "; ".join(s.count() for s in (a, b))
+    side = float(np.sign(c.paper))
+    if not a.by_seed or not b.by_seed:
+        empty = paired_summary([], side) | {"verdict": "not run"}
+        return _row(c.claim, c.where, comparison, c.dataset, c.paper, side, empty, runs_text)
+    diffs, _used, bad = paired_values([a, b], lambda v: v[0] - v[1])
+    s = paired_summary(diffs, side)
+    notes = [f"seeds {bad} not paired: recipes differ"] if bad else []
+    if len(diffs) == 0 and not bad:
+        notes.append("no seed in common")
+    notes.append(_noise_note(s, noise))
+    return _row(c.claim, c.where, comparison, c.dataset, c.paper, side, s, runs_text,
+                "; ".join(n for n in notes if n))
+
+
+def attention_gmacs(store: RunStore, experiment: str = "table5", variant: str = "no_distill",
+                    presets: Sequence[str] = ("full", "no_distill")) -> dict[str, float] | None:
+    """GMACs of the attention stack of each preset at the scale of ``experiment``'s runs
+    (its ``variant``'s config with the preset swapped; :func:`cfdan.model.cost.measure`)."""
+    from cfdan.config import ConfigError, load_experiment
+    from cfdan.model import preset as model_preset
+    from cfdan.model.cost import measure
+
+    try:
+        cfg = next(c for c in load_experiment(experiment).configs() if c.variant == variant)
+    except (ConfigError, StopIteration):
+        return None
+    fields = {k: v for k, v in cfg.model.items() if k != "preset"}
+    if "trunk_blocks" in fields:
+        fields["trunk_blocks"] = tuple(fields["trunk_blocks"])
+    return {p: measure(model_preset(p, image_size=cfg.data.image_size, **fields))["attention"].gmacs
+            for p in presets}
+
+
+def _cost_row(store: RunStore) -> dict[str, Any]:
+    """Distillation lowers the attention's FLOPs (Table 5): measured on the architecture,
+    exactly (no seed spread), at the scale of the Table 5 runs."""
+    p = paper.value("table5", "FLOPs_G", "full", by="preset") - \
+        paper.value("table5", "FLOPs_G", "no_distill", by="preset")
+    side = float(np.sign(p))
+    g = attention_gmacs(store)
+    s = paired_summary([], side)
+    if g is None:
+        s["verdict"] = "not run"
+        return _row("distillation lowers cost", "§3.3, §4.4, Table 5",
+                    "attention GMACs: full − no_distill", "224 px", p, side, s,
+                    "configs/experiments/table5.toml has no no_distill variant", unit="GMACs")
+    diff = g["full"] - g["no_distill"]
+    s.update(mean=diff, ci_low=diff, ci_high=diff, n=0, sd=0.0,
+             verdict="supported" if np.sign(diff) == side else "contradicted")
+    row = _row("distillation lowers cost", "§3.3, §4.4, Table 5",
+               "attention GMACs: full − no_distill", "224 px", p, side, s,
+               "measured on the architecture at the table5 runs' scale; needs no run",
+               note=f"exact, no seed spread: {g['full']:.5f} vs {g['no_distill']:.5f} GMACs "
+                    "(our scale is not the paper's: compare signs, not sizes)", unit="GMACs")
+    row["paper in CI"] = None
+    return row
+
+
+def _fig10_rows(store: RunStore, noise: tuple[float, int] | None,
+                experiment: str = "fig10") -> list[dict[str, Any]]:
+    """§4.5's pattern of Fig. 10, as four measurable statements (paper: text only, RAF-DB).
+
+    1. the best setting (s_L 1.85, x_L 0.19, P1 -0.24) beats each of the other 12 (supported
+       only if all 12 paired CIs lie above 0; contradicted if any lies below; the row shows
+       the closest competitor);
+    2. at s_L = 1.75, x_L = 0.19 is worse than the mean of x_L = 0.20 and 0.21;
+    3. at s_L = 1.85, x_L = 0.21 is worse than the mean of x_L = 0.19 and 0.20;
+    4. at s_L = 1.95 accuracy is the most stable over x_L: its range over x_L minus the mean
+       range at s_L = 1.75 and 1.85 is below 0 (per seed, then paired over seeds).
+    """
+    where, dataset = "§4.5, Fig. 10", "RAF-DB, text only"
+    p1 = paper.BEST_PCP["P1"]
+    pts = {pt: store.point(pt, experiment) for pt in fig10_points()}
+    centre = pts[FIG10_CENTRE]
+    others = [pt for pt in pts if pt != FIG10_CENTRE]
+    done = sum(len(pts[pt].by_seed) for pt in others)
+    plan = store.plan(experiment)
+    seeds = plan[0] if plan else ()
+    grid_text = (f"{experiment}: {done} of {len(others) * len(seeds)} runs "
+                 f"({len(others)} settings x seeds {list(seeds)})" if seeds
+                 else f"{experiment}: {done} runs of {len(others)} settings")
+    stale = sum(pts[pt].not_current for pt in others)
+    if stale:
+        grid_text += f" (+{stale} of an older config, not counted)"
+    runs_text = f"{grid_text}; centre = {centre.count()}"
+    rows = []
+
+    # 1. the best setting is the best
+    comps = []
+    for pt in others:
+        diffs, _u, _bad = paired_values([centre, pts[pt]], lambda v: v[0] - v[1])
+        if len(diffs):
+            comps.append((pt, paired_summary(diffs, 1.0)))
+    label = "best setting beats the other 12"
+    if not comps:
+        s = paired_summary([], 1.0) | {"verdict": "not run" if not centre.by_seed or not done
+                                       else "not resolved at this n"}
+        rows.append(_row(label, where, "centre − each other setting", dataset, float("nan"),
+                         1.0, s, runs_text))
+    else:
+        pt, s = min(comps, key=lambda c: c[1]["mean"])
+        verdicts = [c[1]["verdict"] for c in comps]
+        s = dict(s)
+        if "contradicted" in verdicts:
+            s["verdict"] = "contradicted"
+        elif len(comps) == len(others) and all(v == "supported" for v in verdicts):
+            s["verdict"] = "supported"
+        else:
+            s["verdict"] = "not resolved at this n"
+        note = (f"closest: s_L {pt[0]:g}, x_L {pt[1]:g}, P1 {pt[2]:g}; "
+                f"{sum(v == 'supported' for v in verdicts)} of {len(others)} comparisons "
+                f"supported, {verdicts.count('contradicted')} contradicted")
+        note = "; ".join(n for n in (note, _noise_note(s, noise)) if n)
+        rows.append(_row(label, where, "centre − closest other setting", dataset, float("nan"),
+                         1.0, s, runs_text, note))
+
+    # 2.-4. the shape around the best setting
+    def at(s_l: float, x_l: float) -> Runs:
+        return pts[(round(s_l, 4), round(x_l, 4), round(p1, 4))]
+
+    x0, x1, x2 = paper.FIG10_GRID["x_L"]
+    s0, s1, s2 = paper.FIG10_GRID["s_L"]
+    shape = [
+        (f"at s_L = {s0:g}, x_L = {x0:g} is worse than x_L = {x1:g}, {x2:g}",
+         f"({s0:g}, {x0:g}) − mean of ({s0:g}, {x1:g}), ({s0:g}, {x2:g})",
+         [at(s0, x0), at(s0, x1), at(s0, x2)], lambda v: v[0] - (v[1] + v[2]) / 2),
+        (f"at s_L = {s1:g}, x_L = {x2:g} is worse than x_L = {x0:g}, {x1:g}",
+         f"({s1:g}, {x2:g}) − mean of ({s1:g}, {x0:g}), ({s1:g}, {x1:g})",
+         [at(s1, x2), at(s1, x0), at(s1, x1)], lambda v: v[0] - (v[1] + v[2]) / 2),
+        (f"at s_L = {s2:g} accuracy is the most stable over x_L",
+         f"range over x_L at s_L {s2:g} − mean range at {s0:g}, {s1:g}",
+         [at(s, x) for s in (s2, s0, s1) for x in (x0, x1, x2)],
+         lambda v: np.ptp(v[0:3]) - (np.ptp(v[3:6]) + np.ptp(v[6:9])) / 2),
+    ]
+    for label, comparison, slots, stat in shape:
+        if any(not s.by_seed for s in slots):
+            s = paired_summary([], -1.0) | {"verdict": "not run"}
+            rows.append(_row(label, where, comparison, dataset, float("nan"), -1.0, s,
+                             runs_text))
+            continue
+        diffs, _u, bad = paired_values(slots, stat)
+        s = paired_summary(diffs, -1.0)
+        notes = [f"seeds {bad} not paired: recipes differ" if bad else "",
+                 _noise_note(s, noise)]
+        rows.append(_row(label, where, comparison, dataset, float("nan"), -1.0, s, runs_text,
+                         "; ".join(n for n in notes if n)))
+    return rows
+
+
+def full_seed_spread(full: tuple[str, str] = FULL_SOURCE, metric: str = "test.accuracy",
+                     current: bool = True, root: str | os.PathLike[str] | None = None
+                     ) -> tuple[float, float, int]:
+    """Mean, sample sd (ddof=1; NaN below 2 seeds) and n of the full model's ``metric`` (points)
+    over its seeds: the seed noise of Fig. 10's band and of one-seed differences."""
+    runs_ = RunStore(root, current, full, metric).runs(*full)
+    v = np.asarray([x for x, _r in runs_.by_seed.values()], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v)
+
+
+def claims_ledger(full: tuple[str, str] = FULL_SOURCE, metric: str = "test.accuracy",
+                  current: bool = True, root: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """The claims of §4.4-4.5, one row each, with our paired evidence and a verdict.
+
+    Per row: the paper's difference (``paper``, in points of accuracy; NaN where the paper
+    gives only the direction, Fig. 10), ours as the mean of the per-seed paired differences
+    (records paired by ``seed``; the sweeps give every variant of seed s the same data order,
+    augmentation and shared initial weights) with its t-interval (``ci_low``, ``ci_high``,
+    level ``1 - ALPHA``), ``n``, the paired ``sd``, the smallest difference n pairs detect with
+    80 % power (:func:`detectable_difference`), the ``verdict`` (:data:`VERDICTS`, see
+    :func:`paired_summary`; *not run* when a side has no record), whether the paper's value
+    lies inside our CI, and ``runs``: how many of the planned seeds each side has.
+
+    ``full`` is where the full model's runs are read (:data:`FULL_SOURCE`); ``current``
+    keeps only records of today's experiment files (:class:`RunStore`). The distillation cost
+    row is measured on the architecture, exactly, and needs no run.
+    """
+    store = RunStore(root, current, full, metric)
+    _m, sd, k = full_seed_spread(full, metric, current, root)
+    noise = (sd, k) if np.isfinite(sd) and sd > 0 else None
+    claims = pair_claims()
+    rows = [_pair_row(store, c, noise) for c in claims[:4]]
+    rows.append(_cost_row(store))
+    rows += [_pair_row(store, c, noise) for c in claims[4:]]
+    rows += _fig10_rows(store, noise)
+    return pd.DataFrame(rows)
+
+
+def ledger_reading(ledger: pd.DataFrame) -> dict[str, Any]:
+    """What a reader should take from a :func:`claims_ledger`, for the chapter's prose.
+
+    ``ledger_supported_exact`` / ``_trained``: supported rows measured on the architecture
+    (no training) / resting on paired runs. ``ledger_paper_outside_ci``: rows whose CI excludes
+    the paper's difference (``_list`` names them). ``ledger_detect_above_paper`` of
+    ``ledger_powered_rows`` (rows with n ≥ 2 and a paper difference): rows where the smallest
+    difference n could detect exceeds the paper's, so *not resolved* is what n predicts.
+    ``ledger_min_detectable``: the smallest such detectable difference (points).
+    ``table4_paper_max_gap``: the largest |difference| the paper claims in Table 4.
+    """
+    sup = ledger[ledger["verdict"] == "supported"]
+    out: dict[str, Any] = {"ledger_supported_exact": int((sup["unit"] != "points").sum()),
+                           "ledger_supported_trained": int((sup["unit"] == "points").sum())}
+    outside = ledger[ledger["paper in CI"].map(lambda v: v is False)]
+    out["ledger_paper_outside_ci"] = len(outside)
+    out["ledger_paper_outside_list"] = "; ".join(outside["claim"]) or "none"
+    powered = ledger[(ledger["unit"] == "points") & (ledger["n"] >= 2)
+                     & np.isfinite(ledger["paper"].astype(float))
+                     & np.isfinite(ledger["detectable"].astype(float))]
+    out["ledger_powered_rows"] = len(powered)
+    out["ledger_detect_above_paper"] = int((powered["detectable"]
+                                            > powered["paper"].abs()).sum())
+    out["ledger_min_detectable"] = (f"{powered['detectable'].min():.2f}" if len(powered)
+                                    else "n/a")
+    t4 = [abs(c.paper) for c in pair_claims() if c.other[0] == "table4"]
+    out["table4_paper_max_gap"] = f"{max(t4):.2f}"
+    return out
+
+
+def variant_order(experiment: str, table: str, full: tuple[str, str] = FULL_SOURCE,
+                  metric: str = "test.accuracy", current: bool = True,
+                  root: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The presets of a paper table ordered by our mean ``metric`` and by the paper's FERPlus
+    number, as ``"a > b > c"`` (``ours``, ``paper``); presets without runs are left out of
+    ``ours`` and counted in ``missing``."""
+    p = paper.table(table).set_index("preset")["FERPlus"]
+    store = RunStore(root, current, full, metric)
+    ours: dict[str, float] = {}
+    for preset in p.index:
+        vals = [v for v, _r in store.runs(experiment, preset).by_seed.values()]
+        if vals:
+            ours[preset] = float(np.mean(vals))
+    return {"ours": " > ".join(sorted(ours, key=ours.__getitem__, reverse=True)) or "none run",
+            "paper": " > ".join(p.sort_values(ascending=False).index),
+            "missing": str(len(p) - len(ours))}
+
+
+def _signed(v: float, digits: int = 2) -> str:
+    return f"{v:+.{digits}f}" if np.isfinite(v) else "-"
+
+
+def ledger_display(ledger: pd.DataFrame) -> pd.DataFrame:
+    """:func:`claims_ledger` as text cells for the book (points of test accuracy)."""
+    out = []
+    for _i, r in ledger.iterrows():
+        unit = "" if r["unit"] == "points" else f" {r['unit']}"
+        if np.isfinite(r["paper"]):
+            paper_cell = f"{_signed(r['paper'])}{unit} ({r['paper dataset']})"
+        else:
+            paper_cell = f"{'> 0' if r['paper side'] > 0 else '< 0'} ({r['paper dataset']})"
+        run = r["verdict"] != "not run"
+        exact = r["unit"] != "points"
+        if not run:
+            ours = ci = n = det = "-"
+        elif exact:
+            digits = 4
+            ours, ci, n, det = f"{_signed(r['mean'], digits)}{unit}", "exact", "-", "-"
+        else:
+            ours = _signed(r["mean"])
+            ci = (f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]"
+                  if np.isfinite(r["ci_low"]) else "-")
+            n = str(int(r["n"]))
+            det = f"{r['detectable']:.2f}" if np.isfinite(r["detectable"]) else "n too small"
+        out.append({"claim": r["claim"], "where": r["where"], "comparison": r["comparison"],
+                    "paper": paper_cell, "ours: FERPlus, paired mean": ours, "95 % CI": ci, "n": n,
+                    "detectable at 80 % power": det, "verdict": r["verdict"],
+                    "paper in our CI": {True: "yes", False: "no"}.get(r["paper in CI"], "-"),
+                    "runs": r["runs"], "note": r["note"]})
+    return pd.DataFrame(out)
