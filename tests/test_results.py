@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cfdan import results
@@ -163,3 +164,21 @@ def test_superseded_records_leave_queries_but_not_lookups(tmp_path):
     assert results.load_arrays("old", "p", tmp_path)["confusion"].shape == (2, 2)
     assert len(results.load_history("old", root=tmp_path)) == 2
     assert len(results.load_history(experiment="p", root=tmp_path)) == 2  # the new run only
+
+
+def test_only_runs_an_experiment_file_plans_today_count(tmp_path, monkeypatch):
+    from cfdan import config
+
+    folder = tmp_path / "experiments"
+    folder.mkdir()
+    (folder / "abl.toml").write_text('description = "x"\nprofile = "smoke"\nseeds = [0, 1]\n\n'
+                                     '[variants]\nbaseline = { "model.preset" = "baseline" }\n')
+    monkeypatch.setattr(config, "EXPERIMENTS_DIR", folder)
+    seeds, ids = results.planned("abl")
+    assert seeds == (0, 1) and len(ids) == 2 and results.current_ids("abl") == ids
+    assert results.planned("no_such_file") is None and results.current_ids("no_such_file") is None
+
+    df = pd.DataFrame({"experiment": ["abl", "abl", "paper"],
+                       "run_id": [sorted(ids)[0], "of_an_older_schedule", "anything"]})
+    assert list(results.current_mask(df)) == [True, False, True]
+    assert list(results.current_mask(pd.DataFrame())) == []
