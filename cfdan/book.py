@@ -413,6 +413,32 @@ def ledger_reading(full: tuple[str, str] = claims.FULL_SOURCE,
     return out
 
 
+def presets_vs_noise(experiment: str = "table4", table: str = "table4", seed: int = 0,
+                     full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
+    """How far a table's presets lie apart at one seed, against the spread that seed noise
+    alone would give as many runs, for the prose (keys ``<experiment>_seed<seed>_...``):
+    ``presets`` (how many have that seed), ``range`` (max - min test accuracy, points),
+    ``top`` / ``bottom`` (the presets at the ends), ``noise_sd`` / ``noise_n`` (the full
+    model's sd over its seeds, :func:`cfdan.claims.full_seed_spread`), ``noise_range`` (that sd
+    times :func:`cfdan.claims.expected_range` of the number of presets) and ``reading``
+    (*no wider than* / *wider than*; *not comparable yet* below two presets or two seeds)."""
+    full = _book_source(full)
+    vals = claims.presets_at_seed(experiment, table, seed, full)
+    _mean, sd, n = claims.full_seed_spread(full)
+    key = f"{experiment}_seed{seed}_"
+    out: dict[str, Any] = {key + "presets": len(vals), key + "noise_n": n,
+                           key + "noise_sd": f"{sd:.2f}" if np.isfinite(sd) else "n/a"}
+    if len(vals) < 2 or not np.isfinite(sd):
+        return out | {key + "range": "n/a", key + "top": "n/a", key + "bottom": "n/a",
+                      key + "noise_range": "n/a", key + "reading": "not comparable yet"}
+    spread = max(vals.values()) - min(vals.values())
+    noise = sd * claims.expected_range(len(vals))
+    return out | {key + "range": f"{spread:.2f}", key + "top": max(vals, key=vals.__getitem__),
+                  key + "bottom": min(vals, key=vals.__getitem__),
+                  key + "noise_range": f"{noise:.2f}",
+                  key + "reading": "no wider than" if spread <= noise else "wider than"}
+
+
 def val_curves_figure(band: str = "minmax", full: tuple[str, str] = claims.FULL_SOURCE):
     """Fig. 6: validation accuracy per epoch of Table 3's four variants, mean and band over
     seeds (:func:`cfdan.report.plot_val_curves`)."""

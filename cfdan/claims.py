@@ -585,6 +585,34 @@ def variant_order(experiment: str, table: str, full: tuple[str, str] = FULL_SOUR
             "missing": str(len(p) - len(ours))}
 
 
+def expected_range(k: int) -> float:
+    """Expected range (max - min) of ``k`` independent standard normal draws (``d2`` of
+    quality control: about 1.13 for 2, 2.85 for 8), so that ``sd * expected_range(k)`` is the
+    spread that ``k`` runs differing by seed noise alone would show on average."""
+    from scipy import integrate, stats
+
+    if k < 2:
+        return 0.0
+    val, _err = integrate.quad(
+        lambda x: 1 - stats.norm.sf(x) ** k - stats.norm.cdf(x) ** k, -np.inf, np.inf)
+    return float(val)
+
+
+def presets_at_seed(experiment: str, table: str, seed: int = 0,
+                    full: tuple[str, str] = FULL_SOURCE, metric: str = "test.accuracy",
+                    current: bool = True, root: str | os.PathLike[str] | None = None
+                    ) -> dict[str, float]:
+    """``metric`` (points) at ``seed`` of each preset of a paper table that has that seed (the
+    full model's slot read from ``full``), in the paper table's order."""
+    store = RunStore(root, current, full, metric)
+    out: dict[str, float] = {}
+    for preset in paper.table(table)["preset"]:
+        got = store.runs(experiment, preset).by_seed.get(seed)
+        if got is not None:
+            out[preset] = got[0]
+    return out
+
+
 def _signed(v: float, digits: int = 2) -> str:
     return f"{v:+.{digits}f}" if np.isfinite(v) else "-"
 

@@ -395,3 +395,31 @@ def test_ledger_reading_separates_exact_from_trained_support_and_reads_power(sto
     assert order["ours"].split(" > ")[0] == "full"  # +5 points above the others
     assert order["missing"] == "1"  # dam_ilm has no run
     assert set(order["paper"].split(" > ")) == {"baseline", "dam", "dam_ilm", "full"}
+
+
+def test_expected_range_matches_known_values():
+    assert claims.expected_range(1) == 0.0
+    assert claims.expected_range(2) == pytest.approx(2 / np.sqrt(np.pi), rel=1e-6)
+    assert claims.expected_range(8) == pytest.approx(2.847, abs=1e-3)  # d2 of SPC tables
+    rng = np.random.default_rng(0)
+    draws = rng.standard_normal((20000, 5))
+    assert claims.expected_range(5) == pytest.approx(np.ptp(draws, axis=1).mean(), rel=0.02)
+
+
+def test_presets_at_one_seed_against_seed_noise(store):
+    for s, level in zip(SEEDS[:3], (80.0, 81.0, 82.0), strict=True):
+        save_run(store, "cpu_v2", "full", s, level)  # the full model: sd 1.0 over 3 seeds
+    save_run(store, "table4", "act_relu", 0, 80.5)
+    save_run(store, "table4", "act_tanh", 0, 79.0)
+    save_run(store, "table4", "act_tanh", 1, 99.0)  # another seed: not read at seed 0
+    got = claims.presets_at_seed("table4", "table4", seed=0)
+    assert got == {"act_pcp": 80.0, "act_relu": 80.5, "act_tanh": 79.0}
+    facts = book.presets_vs_noise()
+    assert facts["table4_seed0_presets"] == 3 and facts["table4_seed0_range"] == "1.50"
+    assert facts["table4_seed0_top"] == "act_relu" and facts["table4_seed0_bottom"] == "act_tanh"
+    assert facts["table4_seed0_noise_sd"] == "1.00" and facts["table4_seed0_noise_n"] == 3
+    assert facts["table4_seed0_noise_range"] == f"{claims.expected_range(3):.2f}"  # 1.69
+    assert facts["table4_seed0_reading"] == "no wider than"
+    save_run(store, "table4", "act_sigmoid", 0, 90.0)
+    assert book.presets_vs_noise()["table4_seed0_reading"] == "wider than"
+    assert book.presets_vs_noise(seed=4)["table4_seed4_reading"] == "not comparable yet"
