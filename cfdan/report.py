@@ -36,8 +36,8 @@ def runs(experiment: str | None = None, current: bool = True, superseded: bool =
     """The finished runs of ``experiment`` (all experiments if None; empty frame if none).
 
     With ``current`` (the default) only the runs its experiment file plans today
-    (:func:`cfdan.results.current_mask`), so a figure never picks a record of an older schedule; runs
-    marked ``superseded_by`` only with ``superseded``.
+    (:func:`cfdan.results.current_mask`), so a figure never picks a record of an older
+    schedule; runs marked ``superseded_by`` only with ``superseded``.
     """
     try:
         df = results.load(experiment, superseded=superseded, **filters)
@@ -86,10 +86,11 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
                    ) -> pd.DataFrame:
     """Tables 3-5: per preset, the paper's numbers beside ours (mean ± std over seeds).
 
-    Our runs are read as the claims ledger reads them (:class:`cfdan.claims.RunStore`): only records of the
-    experiment file as it is today, and the full model's rows from :data:`cfdan.claims.FULL_SOURCE`. The
-    ``runs`` column says how many of the planned seeds each row has and where they come from;
-    ``hardware`` says what they ran on (a table is one kind of hardware, :mod:`cfdan.sweep`).
+    Our runs are read as the claims ledger reads them (:class:`cfdan.claims.RunStore`): only
+    records of the experiment file as it is today, and the full model's rows from
+    :data:`cfdan.claims.FULL_SOURCE`. The ``runs`` column says how many of the planned seeds
+    each row has and where they come from; ``hardware`` says what they ran on (a table is one
+    kind of hardware, :mod:`cfdan.sweep`).
     """
     p = paper.table(table)
     store = RunStore(root, current, full or FULL_SOURCE, metric)
@@ -357,8 +358,8 @@ def history(experiment: str, current: bool = True) -> pd.DataFrame:
 def provenance(experiment: str | None = None) -> pd.DataFrame:
     """Where every number comes from: one row per run with commit, data, hardware, date.
 
-    Runs of an experiment file's older profile and superseded runs are listed too;
-    ``counted`` says whether the tables and figures use the run (:func:`cfdan.results.current_mask`)."""
+    Runs of an experiment file's older profile and superseded runs are listed too; ``counted``
+    says whether the tables and figures use the run (:func:`cfdan.results.current_mask`)."""
     df = runs(experiment, current=False, superseded=True)
     if df.empty:
         return df

@@ -402,6 +402,7 @@ def load_history(
         raise KeyError(f"no run {run_id!r} under {paths.results_dir(root)}")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+
 # --------------------------------------------------------------------------- which runs count
 def planned(experiment: str) -> tuple[tuple[int, ...], frozenset[str]] | None:
     """``(seeds, run_ids)`` of ``configs/experiments/<experiment>.toml`` as it is today; None
