@@ -439,6 +439,26 @@ def presets_vs_noise(experiment: str = "table4", table: str = "table4", seed: in
                   key + "reading": "no wider than" if spread <= noise else "wider than"}
 
 
+def presets_block_test(experiment: str = "table4", table: str = "table4",
+                       full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
+    """Whether a table's presets differ at all, for the prose (keys ``<experiment>_block_...``):
+    the seeds-as-blocks F test of :func:`cfdan.claims.preset_block_test` as ``presets``,
+    ``seeds`` (how many on the complete grid), ``F``, ``df1``, ``df2``, ``p``, ``resid_sd``
+    (points) and ``reading`` (*differ beyond* / *show no difference beyond*; *cannot yet be
+    tested against* below two presets with two common seeds)."""
+    got = claims.preset_block_test(experiment, table, _book_source(full))
+    key = f"{experiment}_block_"
+    if got is None:
+        return {key + k: "n/a" for k in ("presets", "seeds", "F", "df1", "df2", "p", "resid_sd")
+                } | {key + "reading": "cannot yet be tested against"}
+    differ = got.p < claims.ALPHA
+    return {key + "presets": len(got.presets), key + "seeds": len(got.seeds),
+            key + "F": f"{got.f:.2f}", key + "df1": got.df_presets, key + "df2": got.df_resid,
+            key + "p": f"{got.p:.2f}" if got.p >= 0.01 else f"{got.p:.1g}",
+            key + "resid_sd": f"{got.resid_sd:.2f}",
+            key + "reading": "differ beyond" if differ else "show no difference beyond"}
+
+
 def val_curves_figure(band: str = "minmax", full: tuple[str, str] = claims.FULL_SOURCE):
     """Fig. 6: validation accuracy per epoch of Table 3's four variants, mean and band over
     seeds (:func:`cfdan.report.plot_val_curves`)."""

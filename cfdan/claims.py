@@ -613,6 +613,60 @@ def presets_at_seed(experiment: str, table: str, seed: int = 0,
     return out
 
 
+@dataclass(frozen=True)
+class BlockTest:
+    """A two-way analysis of variance without replication: presets x seeds, seeds as blocks."""
+
+    presets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    f: float
+    df_presets: int
+    df_resid: int
+    p: float
+    resid_sd: float
+    """sqrt of the residual mean square: run-to-run noise once preset and seed effects are out."""
+
+
+def preset_block_test(experiment: str, table: str, full: tuple[str, str] = FULL_SOURCE,
+                      metric: str = "test.accuracy", current: bool = True,
+                      root: str | os.PathLike[str] | None = None) -> BlockTest | None:
+    """Do a table's presets differ at all? The F test of the preset effect in a randomized block
+    design, seeds as blocks (paired seeds share data order, augmentation and initial weights).
+
+    It reads the largest complete presets x seeds grid (the seed set, of two or more seeds,
+    that the most cells fill; ties to more seeds) and returns None below two presets on it.
+    """
+    from itertools import combinations
+
+    from scipy import stats
+
+    store = RunStore(root, current, full, metric)
+    by_seed = {p: store.runs(experiment, p).by_seed for p in paper.table(table)["preset"]}
+    seeds = sorted({s for got in by_seed.values() for s in got})
+    best: tuple[int, int, tuple[int, ...], list[str]] | None = None
+    for k in range(2, len(seeds) + 1):
+        for chosen in combinations(seeds, k):
+            rows = [p for p, got in by_seed.items() if all(s in got for s in chosen)]
+            cand = (len(rows) * k, k, chosen, rows)
+            if len(rows) >= 2 and (best is None or cand[:2] > best[:2]):
+                best = cand
+    if best is None:
+        return None
+    _cells, _k, chosen, rows = best
+    y = np.asarray([[by_seed[p][s][0] for s in chosen] for p in rows], dtype=float)
+    a, b = y.shape
+    grand = y.mean()
+    ss_p = b * ((y.mean(axis=1) - grand) ** 2).sum()
+    ss_s = a * ((y.mean(axis=0) - grand) ** 2).sum()
+    ss_r = ((y - grand) ** 2).sum() - ss_p - ss_s
+    df_p, df_r = a - 1, (a - 1) * (b - 1)
+    ms_r = max(ss_r, 0.0) / df_r
+    f = (ss_p / df_p) / ms_r if ms_r > 0 else float("inf")
+    p_val = float(stats.f.sf(f, df_p, df_r)) if np.isfinite(f) else 0.0
+    return BlockTest(tuple(rows), tuple(chosen), float(f), df_p, df_r, p_val,
+                     float(np.sqrt(ms_r)))
+
+
 def _signed(v: float, digits: int = 2) -> str:
     return f"{v:+.{digits}f}" if np.isfinite(v) else "-"
 

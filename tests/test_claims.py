@@ -423,3 +423,51 @@ def test_presets_at_one_seed_against_seed_noise(store):
     save_run(store, "table4", "act_sigmoid", 0, 90.0)
     assert book.presets_vs_noise()["table4_seed0_reading"] == "wider than"
     assert book.presets_vs_noise(seed=4)["table4_seed4_reading"] == "not comparable yet"
+
+
+def _ols_f(y: np.ndarray) -> tuple[float, float]:
+    """F and p of the row effect in a rows x blocks table by least squares with dummies: an
+    independent route to the two-way analysis without replication."""
+    a, b = y.shape
+    rows, cols = np.meshgrid(np.arange(a), np.arange(b), indexing="ij")
+    def design(with_rows: bool) -> np.ndarray:
+        parts = [np.ones(a * b)] + [(cols.ravel() == j).astype(float) for j in range(1, b)]
+        if with_rows:
+            parts += [(rows.ravel() == i).astype(float) for i in range(1, a)]
+        return np.column_stack(parts)
+    def rss(x: np.ndarray) -> float:
+        beta = np.linalg.lstsq(x, y.ravel(), rcond=None)[0]
+        return float(((y.ravel() - x @ beta) ** 2).sum())
+    full, reduced = rss(design(True)), rss(design(False))
+    df1, df2 = a - 1, (a - 1) * (b - 1)
+    f = ((reduced - full) / df1) / (full / df2)
+    return f, float(stats.f.sf(f, df1, df2))
+
+
+def test_preset_block_test_matches_least_squares_and_ignores_seed_levels(store):
+    assert claims.preset_block_test("table4", "table4") is None
+    assert book.presets_block_test()["table4_block_reading"] == "cannot yet be tested against"
+    rng = np.random.default_rng(3)
+    presets = ["act_pcp", "act_sigmoid", "act_relu", "act_tanh"]
+    effect = {"act_pcp": 0.0, "act_sigmoid": 0.3, "act_relu": -0.2, "act_tanh": 0.1}
+    y = {}
+    for p in presets:
+        for s in SEEDS[:2]:
+            y[p, s] = BASE[s] + effect[p] + float(rng.normal(0, 0.5))  # big seed levels
+            save_run(store, "cpu_v2" if p == "act_pcp" else "table4",
+                     "full" if p == "act_pcp" else p, s, y[p, s])
+    save_run(store, "cpu_v2", "full", SEEDS[2], 50.0)  # a third seed only one preset has
+    save_run(store, "table4", "act_relu_no_ilm", 0, 99.0)  # one seed only: not on the grid
+    got = claims.preset_block_test("table4", "table4")
+    assert got.presets == tuple(presets) and got.seeds == (0, 1)
+    f, p_val = _ols_f(np.asarray([[y[p, s] for s in SEEDS[:2]] for p in presets]))
+    assert got.f == pytest.approx(f) and got.p == pytest.approx(p_val)
+    assert (got.df_presets, got.df_resid) == (3, 3)
+    facts = book.presets_block_test()
+    assert facts["table4_block_presets"] == 4 and facts["table4_block_seeds"] == 2
+    assert facts["table4_block_reading"] == ("differ beyond" if p_val < claims.ALPHA
+                                             else "show no difference beyond")
+    assert facts["table4_block_reading"] == "show no difference beyond"  # effects << noise
+    save_run(store, "table4", "act_sigmoid", 0, BASE[0] + 6.0)
+    save_run(store, "table4", "act_sigmoid", 1, BASE[1] + 6.0)  # a real effect: found
+    assert book.presets_block_test()["table4_block_reading"] == "differ beyond"
