@@ -111,7 +111,7 @@ def _per_experiment(fn, experiment: str | None) -> pd.DataFrame:
 
 def _schedule_by_run(experiment: str | None) -> dict[str, str]:
     return {r["run_id"]: schedule(r) or "as planned"
-            for r in records(experiment, superseded=True)}
+            for r in records(experiment, superseded=True, current=False)}
 
 
 def table1() -> pd.DataFrame:
@@ -140,6 +140,18 @@ def ablation_table(experiment: str, table: str, current: bool = True) -> pd.Data
     return df
 
 
+def _with_counted(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` (rows of runs, with ``experiment`` and ``run_id``) with :func:`cfdan.report.
+    counted` inserted after ``run_id``: whether the tables and figures read each run."""
+    if df.empty:
+        return df
+    runs_ = _concat(report.runs(e, current=False, superseded=True)
+                    for e in df["experiment"].unique())
+    labels = dict(zip(runs_["run_id"], report.counted(runs_), strict=True))
+    df.insert(list(df.columns).index("run_id") + 1, "counted", df["run_id"].map(labels))
+    return df
+
+
 def provenance(experiment: str | None = None) -> pd.DataFrame:
     """:func:`cfdan.report.provenance` of the book's runs, with each run's schedule."""
     df = _per_experiment(report.provenance, experiment)
@@ -149,24 +161,26 @@ def provenance(experiment: str | None = None) -> pd.DataFrame:
 
 
 def hardware_table(experiment: str | None = None) -> pd.DataFrame:
-    """:func:`cfdan.report.hardware_table` of the book's runs, with each run's schedule."""
+    """:func:`cfdan.report.hardware_table` of the book's runs, with each run's schedule and
+    whether it is counted."""
     df = _per_experiment(report.hardware_table, experiment)
     if df.empty:
         return df
     cols = list(df.columns)
     at = cols.index("epochs run / planned") + 1 if "epochs run / planned" in cols else len(cols)
     df.insert(at, "schedule", df["run_id"].map(_schedule_by_run(experiment)))
-    return df
+    return _with_counted(df)
 
 
 def speed_table(experiment: str | None = None) -> pd.DataFrame:
-    """:func:`cfdan.report.speed_table` of the book's runs."""
-    return _per_experiment(report.speed_table, experiment)
+    """:func:`cfdan.report.speed_table` of the book's runs, with whether each is counted."""
+    return _with_counted(_per_experiment(report.speed_table, experiment))
 
 
 def fingerprint_table(experiment: str | None = None) -> pd.DataFrame:
-    """:func:`cfdan.report.fingerprint_table` of the book's runs."""
-    return _per_experiment(report.fingerprint_table, experiment)
+    """:func:`cfdan.report.fingerprint_table` of the book's runs, with whether each is
+    counted."""
+    return _with_counted(_per_experiment(report.fingerprint_table, experiment))
 
 
 def per_class_table(shown: Mapping[str, str]) -> pd.DataFrame:

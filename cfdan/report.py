@@ -355,6 +355,32 @@ def history(experiment: str, current: bool = True) -> pd.DataFrame:
     return h[results.current_mask(h.assign(experiment=experiment))].reset_index(drop=True)
 
 
+def counted(df: pd.DataFrame) -> pd.Series:
+    """Per row of a runs frame (``experiment``, ``run_id``, optional ``superseded_by``): does
+    a table or figure read the run, and if not, why (*older config*, *superseded by*, or
+    *retired*: :data:`cfdan.results.RETIRED`)."""
+    out = results.current_mask(df).map({True: "yes", False: "no: older config"})
+    by = df["superseded_by"] if "superseded_by" in df else pd.Series(None, index=df.index)
+    for i in df.index:
+        if isinstance(by[i], str) and by[i]:
+            out[i] = f"no: superseded by {by[i]}"
+        elif df.at[i, "experiment"] in results.RETIRED:
+            out[i] = f"no: retired ({results.RETIRED[df.at[i, 'experiment']]})"
+    return out
+
+
+def code_label(row: Mapping[str, Any]) -> str:
+    """The commit whose code produced a run (a runs-frame row): ``git_commit``, or, when the
+    tree was dirty, the ``code_commit`` that committed its changes (noted when missing)."""
+    commit = str(row.get("git_commit") or "unknown")[:7]
+    if not row.get("git_dirty"):
+        return commit
+    code = row.get("code_commit")
+    if isinstance(code, str) and code:
+        return f"{code[:7]} (ran as uncommitted changes on {commit})"
+    return f"{commit} + uncommitted changes"
+
+
 def provenance(experiment: str | None = None) -> pd.DataFrame:
     """Where every number comes from: one row per run with commit, data, hardware, date.
 
@@ -363,13 +389,10 @@ def provenance(experiment: str | None = None) -> pd.DataFrame:
     df = runs(experiment, current=False, superseded=True)
     if df.empty:
         return df
-    counted = results.current_mask(df).map({True: "yes", False: "no: older config"})
-    by = df["superseded_by"] if "superseded_by" in df else pd.Series(None, index=df.index)
-    df = df.assign(counted=[f"no: superseded by {b}" if isinstance(b, str) and b else c
-                            for c, b in zip(counted, by, strict=True)])
-    cols = ["experiment", "variant", "seed", "run_id", "counted", "git_commit", "git_dirty",
-            "device", "data_fingerprint", "date", "wall_time_s", "epochs_run", "cut_short",
-            "best_epoch", "test.accuracy"]
+    df = df.assign(counted=counted(df), code=[code_label(r) for _i, r in df.iterrows()])
+    cols = ["experiment", "variant", "seed", "run_id", "counted", "code", "device",
+            "data_fingerprint", "date", "wall_time_s", "epochs_run", "cut_short", "best_epoch",
+            "test.accuracy"]
     out = df[[c for c in cols if c in df]].sort_values(["experiment", "variant", "seed"])
     if "data_fingerprint" in out:  # one short hash per run: of the train split's fingerprint
         out["data_fingerprint"] = out["data_fingerprint"].map(
@@ -481,7 +504,8 @@ def hardware_table(experiment: str | None = None) -> pd.DataFrame:
             "wall time (min)": round(rec.get("wall_time_s", float("nan")) / 60, 1),
             "peak GPU MB": round(mem["gpu_max_allocated_mb"]) if "gpu_max_allocated_mb" in mem
             else None,
-            "peak host RSS MB": round(mem.get("host_max_rss_mb", float("nan"))),
+            "peak host RSS MB": round(mem["host_max_rss_mb"]) if "host_max_rss_mb" in mem
+            else None,
             "date": rec.get("date"),
             "superseded by": rec.get("superseded_by", ""),
         })
@@ -512,7 +536,8 @@ def speed_table(experiment: str | None = None) -> pd.DataFrame:
         hw = rec.get("hardware", {})
         rows.append({
             "experiment": rec["experiment"], "variant": rec.get("variant"),
-            "seed": rec.get("seed"), "hardware": hw.get("gpu") or hw.get("cpu"),
+            "seed": rec.get("seed"), "run_id": rec["run_id"],
+            "hardware": hw.get("gpu") or hw.get("cpu"),
             "threads": _threads(hw), "image px": rec["config"]["data"]["image_size"],
             "batch": rec["config"]["train"]["batch_size"],
             "compiled": compiled_label(rec["config"]["train"]),

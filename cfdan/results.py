@@ -275,6 +275,7 @@ def record_row(rec: Mapping[str, Any]) -> dict[str, Any]:
         "date": rec.get("date"),
         "git_commit": (rec.get("git") or {}).get("commit"),
         "git_dirty": (rec.get("git") or {}).get("dirty"),
+        "code_commit": rec.get("code_commit"),
         "device": (rec.get("hardware") or {}).get("device"),
         "wall_time_s": rec.get("wall_time_s"),
         "epochs_run": rec.get("epochs_run"),
@@ -421,6 +422,11 @@ def current_ids(experiment: str) -> frozenset[str] | None:
     (:func:`planned`); None when it has no file and every run counts."""
     plan = planned(experiment)
     return None if plan is None else plan[1]
+
+
+RETIRED: dict[str, str] = {"cpu": "cpu v1 profile, replaced by cpu_v2"}
+"""Experiments without a file whose runs no table or figure reads any more, and why: they stay
+in the store for the prose that tells their story (chapter 5 quotes the cpu v1 run)."""
 
 
 def current_mask(df: pd.DataFrame) -> pd.Series:

@@ -268,6 +268,23 @@ def test_provenance_lists_superseded_runs_as_not_counted(store):
     assert prov[a["run_id"]] == f"no: superseded by {b['run_id']}" and prov[b["run_id"]] == "yes"
 
 
+def test_retired_runs_and_dirty_trees_are_labelled(store, monkeypatch):
+    rec = save_run(store, "cpu_v2", "full", 0, 70.0)
+    monkeypatch.setattr(results, "RETIRED", {"cpu_v2": "replaced by something"})
+    prov = report.provenance("cpu_v2").set_index("run_id")
+    assert prov.at[rec["run_id"], "counted"] == "no: retired (replaced by something)"
+    hw = book.hardware_table("cpu_v2").set_index("run_id")
+    assert hw.at[rec["run_id"], "counted"] == "no: retired (replaced by something)"
+    fp = book.fingerprint_table("cpu_v2")
+    assert list(fp.columns).index("counted") == list(fp.columns).index("run_id") + 1
+    sha, code = "a" * 40, "b" * 40
+    assert report.code_label({"git_commit": sha, "git_dirty": False}) == "aaaaaaa"
+    assert report.code_label({"git_commit": sha, "git_dirty": True}) == \
+        "aaaaaaa + uncommitted changes"
+    assert report.code_label({"git_commit": sha, "git_dirty": True, "code_commit": code}) == \
+        "bbbbbbb (ran as uncommitted changes on aaaaaaa)"
+
+
 def test_full_source_is_a_parameter(store):
     for s in SEEDS:
         save_run(store, "table3", "dam_ilm", s, BASE[s])
