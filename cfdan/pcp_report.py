@@ -242,7 +242,9 @@ def _operation_rows() -> list[tuple[str, str, str, bool]]:
             horner["mul"] == 3 and horner["add"] == 3,
         ),
         (
-            "eqs. (7)-(8) cost far more than eq. (12) (paper: 4 div, 17 mul, 4 sub, 3 add)",
+            "the Hermite form costs far more than eq. (12) (paper: \"Equations 8 and 9 "
+            "requires 4 divisions, 17 multiplications, 4 subtractions and 3 additions\"; "
+            "we read this as eqs. (7)-(8))",
             "§3.4",
             f"as written in EQ8_CODE (h, x_(i+1)-x, x-x_i shared): {eq8['div']} div, "
             f"{eq8['mul']} mul, {eq8['sub']} sub, {eq8['add']} add against eq. (12)'s "

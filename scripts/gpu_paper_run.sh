@@ -37,8 +37,10 @@
 #
 # The full-speed call of the GPU issue (40 epochs, seed 0; if 40 do not fit, the cosine schedule
 # is refitted after epoch 2, once compilation is paid, and the record says so), with CUDA
-# graphs through torch.compile (train.compile_model) on top of the profile's bf16, channels_last, GPU-resident uint8 data with GPU augmentation and eval batch 512:
-#   CFDAN_GPU_FIT_AFTER=2 CFDAN_GPU_SECOND=none CFDAN_GPU_BUDGET_S=575 \
+# graphs through torch.compile (train.compile_model) on top of the profile's bf16,
+# channels_last, GPU-resident uint8 data with GPU augmentation and eval batch 512, as recorded
+# (without the preflight; drop CFDAN_GPU_PREFLIGHT=0 to run it first, from the same budget):
+#   CFDAN_GPU_PREFLIGHT=0 CFDAN_GPU_FIT_AFTER=2 CFDAN_GPU_SECOND=none CFDAN_GPU_BUDGET_S=575 \
 #   CFDAN_GPU_SET="train.compile=true train.compile_mode=reduce-overhead" \
 #   bash scripts/gpu_paper_run.sh packed/ferplus.npz
 set -euo pipefail

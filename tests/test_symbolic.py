@@ -165,7 +165,9 @@ def test_check_claims_verdicts_at_paper_parameters():
     assert not holds and "-1: jump" in text and "1: jump" in text  # C2 fails at -1 and 1
     assert row(claims, "Sigmoid")[1] and "0.250000" in row(claims, "Sigmoid")[0]
     assert row(claims, "eq. (12)")[1]
-    text, holds = row(claims, "eqs. (7)-(8)")
+    (hermite,) = (k for k in claims if k.startswith("the Hermite form"))
+    assert "Equations 8 and 9" in hermite and "eqs. (7)-(8)" in hermite  # quoted; our reading
+    text, holds = claims[hermite]
     assert holds and "neither confirmed nor refuted" in text  # the 17 mul depends on sharing
     text, holds = row(claims, "no exponentiation")
     assert holds and "PCP: none" in text and "Sigmoid: torch.sigmoid" in text
