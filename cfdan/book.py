@@ -140,6 +140,22 @@ def ablation_table(experiment: str, table: str, current: bool = True) -> pd.Data
     return df
 
 
+def table5() -> pd.DataFrame:
+    """Table 5: :func:`ablation_table` with our attention cost beside the paper's, measured on
+    the architecture at the scale of the Table 5 runs (:func:`cfdan.claims.attention_cost`)."""
+    df = ablation_table("table5", "table5")
+    got = claims.attention_cost()
+    if got is None or "preset" not in df:
+        return df
+    px, cost = got
+    at = list(df.columns).index("runs")
+    df.insert(at, f"ours attention params_M ({px} px)",
+              df["preset"].map(lambda p: round(cost[p].params_m, 3) if p in cost else "-"))
+    df.insert(at + 1, f"ours attention GMACs ({px} px)",
+              df["preset"].map(lambda p: round(cost[p].gmacs, 5) if p in cost else "-"))
+    return df
+
+
 def _with_counted(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` (rows of runs, with ``experiment`` and ``run_id``) with :func:`cfdan.report.
     counted` inserted after ``run_id``: whether the tables and figures read each run."""
@@ -215,6 +231,7 @@ def run_facts(rec: Mapping[str, Any]) -> dict[str, Any]:
         "train_s": rec.get("train_time_s"),
         "schedule": schedule(rec) or "as planned",
         "compiled": report.compiled_label(cfg.get("train") or {}),
+        "tta_flip": "on" if (cfg.get("eval") or {}).get("tta_flip") else "off",
     }
     if hist:
         out["img_per_s"] = statistics.median(h["images_per_s"] for h in hist)
@@ -327,6 +344,20 @@ def attention_figures(shown: Mapping[str, str], k: int = 4,
         fig.text(0.01, 0.005, textwrap.fill(caption, 120), ha="left", va="bottom", fontsize=6.5)
         figs.append(fig)
     return figs
+
+
+def attention_facts(shown: Mapping[str, str]) -> dict[str, Any]:
+    """:func:`cfdan.report.attention_similarity` of each shown run, for the prose: keys
+    ``attention_r_<prefix>_<map>`` (``<prefix>``: :data:`FACT_PREFIX`, e.g. ``cpu``,
+    ``paper``) as two-decimal strings, and ``attention_faces_<prefix>`` (faces stored)."""
+    out: dict[str, Any] = {}
+    for exp, run_id in shown.items():
+        pre = FACT_PREFIX.get(exp, exp)
+        for name, r in report.attention_similarity(run_id, exp).items():
+            out[f"attention_r_{pre}_{name}"] = f"{r:.2f}" if np.isfinite(r) else "n/a"
+        arr = results.load_arrays(run_id, exp)
+        out[f"attention_faces_{pre}"] = len(arr.get("attention_index", []))
+    return out
 
 
 def pcp_grid_curves(grid: Mapping[str, Sequence[float]] | None = None,
@@ -473,6 +504,37 @@ def presets_block_test(experiment: str = "table4", table: str = "table4",
             key + "reading": "differ beyond" if differ else "show no difference beyond"}
 
 
+def snapshot_facts(n: int = 1000, full: tuple[str, str] = claims.FULL_SOURCE
+                   ) -> dict[str, Any]:
+    """What Fig. 7 over training can show, for the prose: ``fig7_n`` (images per panel),
+    ``fig7_<class>`` (how many of them are Disgust, Contempt, Sadness; from the first run with
+    snapshots, all share one subsample) and ``fig7_knn_<variant>_<first|last>`` (the
+    :func:`cfdan.report.knn_accuracy` of its first and last snapshot, one decimal; "n/a"
+    without a run)."""
+    out: dict[str, Any] = {"fig7_n": n}
+    counted = False
+    for variant, where in report.snapshot_runs(full=_book_source(full)).items():
+        for end in ("first", "last"):
+            out[f"fig7_knn_{variant}_{end}"] = "n/a"
+        if where is None:
+            continue
+        arrays = results.load_arrays(where[1], where[0])
+        if "snapshot_features" not in arrays:
+            continue
+        labels = np.asarray(arrays["test_labels"])[np.asarray(arrays["snapshot_index"])][:n]
+        if not counted:
+            names = [str(c).lower() for c in arrays["class_names"]]
+            for cls in ("disgust", "contempt", "sadness"):
+                out[f"fig7_{cls}"] = int((labels == names.index(cls)).sum()) if cls in names \
+                    else 0
+            counted = True
+        feats = arrays["snapshot_features"]
+        for end, k in (("first", 0), ("last", len(feats) - 1)):
+            x = np.asarray(feats[k], dtype=np.float32)[:n]
+            out[f"fig7_knn_{variant}_{end}"] = f"{report.knn_accuracy(x, labels):.1f}"
+    return out
+
+
 def val_curves_figure(band: str = "minmax", full: tuple[str, str] = claims.FULL_SOURCE):
     """Fig. 6: validation accuracy per epoch of Table 3's four variants, mean and band over
     seeds (:func:`cfdan.report.plot_val_curves`)."""
@@ -525,6 +587,34 @@ def tsne_training_figure(n: int = 1000, full: tuple[str, str] = claims.FULL_SOUR
                        bbox_to_anchor=(1, 0.5))
     fig.tight_layout()
     return fig
+
+
+def selection_facts(experiments: Sequence[str] = ("cpu_v2", "table3", "table4", "table5",
+                                                  "fig10")) -> dict[str, Any]:
+    """How often validation selected the last epoch, for the prose: ``selected_runs`` (counted
+    runs of ``experiments``) and ``selected_last`` (those whose best validation epoch is their
+    last: still improving when the schedule ended)."""
+    recs = [r for e in experiments for r in records(e)]
+    last = sum(1 for r in recs if r.get("best_epoch") is not None
+               and r.get("best_epoch") == r.get("epochs_run"))
+    return {"selected_runs": len(recs), "selected_last": last}
+
+
+def fig10_facts(full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
+    """Fig. 10's state and band, for the prose: ``fig10_grid_runs`` / ``fig10_grid_planned``
+    (settings other than the centre with a run / planned), ``fig10_sd_seeds`` (seeds behind the
+    band's sd) and ``fig10_exact_wider`` (how many times wider than ± 2√2 sd an exact 95 %
+    prediction range for the difference of two one-seed runs is, the sd being estimated from
+    those seeds: t(0.975, n - 1) / 2; "n/a" below 2 seeds)."""
+    from scipy import stats
+
+    full = _book_source(full)
+    pts = report.sensitivity_points(full)
+    grid = pts[~pts["centre"]]
+    _m, _sd, k = claims.full_seed_spread(full)
+    wider = f"{stats.t.ppf(0.975, k - 1) / 2:.1f}" if k >= 2 else "n/a"
+    return {"fig10_grid_runs": int((grid["seeds"] > 0).sum()), "fig10_grid_planned": len(grid),
+            "fig10_sd_seeds": k, "fig10_exact_wider": wider}
 
 
 def sensitivity_figure(full: tuple[str, str] = claims.FULL_SOURCE):

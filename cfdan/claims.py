@@ -368,10 +368,12 @@ def _pair_row(store: RunStore, c: PairClaim, noise: tuple[float, int] | None) ->
                 "; ".join(n for n in notes if n))
 
 
-def attention_gmacs(store: RunStore, experiment: str = "table5", variant: str = "no_distill",
-                    presets: Sequence[str] = ("full", "no_distill")) -> dict[str, float] | None:
-    """GMACs of the attention stack of each preset at the scale of ``experiment``'s runs
-    (its ``variant``'s config with the preset swapped; :func:`cfdan.model.cost.measure`)."""
+def attention_cost(experiment: str = "table5", variant: str = "no_distill",
+                   presets: Sequence[str] = ("full", "no_distill")
+                   ) -> tuple[int, dict[str, Any]] | None:
+    """Image size and :class:`cfdan.model.cost.Cost` (params, MACs per image) of the attention
+    stack of each preset at the scale of ``experiment``'s runs (its ``variant``'s config with
+    the preset swapped; :func:`cfdan.model.cost.measure`); None without that variant."""
     from cfdan.config import ConfigError, load_experiment
     from cfdan.model import preset as model_preset
     from cfdan.model.cost import measure
@@ -383,8 +385,17 @@ def attention_gmacs(store: RunStore, experiment: str = "table5", variant: str = 
     fields = {k: v for k, v in cfg.model.items() if k != "preset"}
     if "trunk_blocks" in fields:
         fields["trunk_blocks"] = tuple(fields["trunk_blocks"])
-    return {p: measure(model_preset(p, image_size=cfg.data.image_size, **fields))["attention"].gmacs
-            for p in presets}
+    px = cfg.data.image_size
+    return px, {p: measure(model_preset(p, image_size=px, **fields))["attention"]
+                for p in presets}
+
+
+def attention_gmacs(store: RunStore, experiment: str = "table5", variant: str = "no_distill",
+                    presets: Sequence[str] = ("full", "no_distill")) -> dict[str, float] | None:
+    """GMACs of the attention stack of each preset at the scale of ``experiment``'s runs
+    (:func:`attention_cost`)."""
+    got = attention_cost(experiment, variant, presets)
+    return None if got is None else {p: c.gmacs for p, c in got[1].items()}
 
 
 def _cost_row(store: RunStore) -> dict[str, Any]:
@@ -553,7 +564,9 @@ def ledger_reading(ledger: pd.DataFrame) -> dict[str, Any]:
     ``ledger_powered_rows`` (rows with n ≥ 2 and a paper difference): rows where the smallest
     difference n could detect exceeds the paper's, so *not resolved* is what n predicts.
     ``ledger_min_detectable``: the smallest such detectable difference (points).
-    ``table4_paper_max_gap``: the largest |difference| the paper claims in Table 4.
+    ``ledger_ci_rows``: trained rows with a confidence interval (n ≥ 2).
+    ``table4_paper_max_gap``: the largest |difference| the paper claims in Table 4;
+    ``table4_min_detectable``: the smallest detectable difference of its rows with n ≥ 2.
     """
     sup = ledger[ledger["verdict"] == "supported"]
     out: dict[str, Any] = {"ledger_supported_exact": int((sup["unit"] != "points").sum()),
@@ -569,8 +582,13 @@ def ledger_reading(ledger: pd.DataFrame) -> dict[str, Any]:
                                             > powered["paper"].abs()).sum())
     out["ledger_min_detectable"] = (f"{powered['detectable'].min():.2f}" if len(powered)
                                     else "n/a")
+    out["ledger_ci_rows"] = int(((ledger["unit"] == "points")
+                                 & np.isfinite(ledger["ci_low"].astype(float))).sum())
     t4 = [abs(c.paper) for c in pair_claims() if c.other[0] == "table4"]
     out["table4_paper_max_gap"] = f"{max(t4):.2f}"
+    t4_rows = powered[powered["where"] == "§4.4, Table 4"]
+    out["table4_min_detectable"] = (f"{t4_rows['detectable'].min():.2f}" if len(t4_rows)
+                                    else "n/a")
     return out
 
 

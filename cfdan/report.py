@@ -67,15 +67,33 @@ def our_rows(experiments: dict[str, str], variant: str | None = None,
         vals = df[metric].tolist() if metric in df else []
         rows.append({"source": label, "FERPlus": mean_std(vals),
                      "RAF-DB": "not run (licensed, not here)",
-                     "AffectNet": "not run (licensed, not here)"})
+                     "AffectNet": "not run (licensed, not here)",
+                     "test protocol": test_protocol(df, metric)})
     return pd.DataFrame(rows)
+
+
+def test_protocol(df: pd.DataFrame, metric: str = "test.accuracy") -> str:
+    """How a row of our runs was scored: flip test-time augmentation on or off
+    (``eval.tta_flip``) and, for a single run, its test-set bootstrap 95 % interval
+    (``<metric>_ci95``), the sampling error of 3,137 test images that no seed spread shows."""
+    if df.empty:
+        return "-"
+    tta = {bool(v) for v in df.get("eval.tta_flip", pd.Series([False] * len(df)))}
+    parts = [{frozenset({True}): "flip TTA", frozenset({False}): "no TTA"}.get(
+        frozenset(tta), "flip TTA in some runs")]
+    ci = df.get(f"{metric}_ci95")
+    if len(df) == 1 and ci is not None and isinstance(ci.iloc[0], (list, tuple)):
+        lo, hi = (100 * float(x) for x in ci.iloc[0])
+        parts.append(f"test-set 95 % CI {lo:.2f}–{hi:.2f} (bootstrap)")
+    return "; ".join(parts)
 
 
 def table1(experiments: dict[str, str] | None = None) -> pd.DataFrame:
     """Table 1: the paper's rows, then ours (test accuracy %, mean ± std over seeds)."""
     p = paper.table("table1")
-    p = p.assign(source=p["source"] + ": " + p["method"])[["source", "RAF-DB", "AffectNet",
-                                                           "FERPlus"]]
+    method = p["method"].str.replace(" (Ours)", "", regex=False)  # "ours" is our runs here
+    p = p.assign(source=p["source"] + ": " + method)[["source", "RAF-DB", "AffectNet",
+                                                      "FERPlus"]]
     ours = our_rows(experiments or PROFILE_LABELS, variant="full")
     return pd.concat([p.astype(object), ours], ignore_index=True).fillna("-")
 
@@ -105,7 +123,9 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
     keep = [c for c in p.columns if c not in ("source",)]
     out = p[keep].copy()
     out.columns = [f"paper {c}" if c in ("AffectNet", "FERPlus", "RAF-DB") else c for c in keep]
-    out[f"ours {dataset_col} ({experiment})"] = ours
+    datasets = [c for c in ("RAF-DB", "AffectNet", "FERPlus") if c in p.columns]
+    stand_in = f" (stand-in for {datasets[0]})" if datasets and dataset_col not in datasets else ""
+    out[f"ours {dataset_col}{stand_in}"] = ours
     out["runs"] = counts
     out["hardware"] = hw
     return out
@@ -119,13 +139,15 @@ def _hardware_label(recs: Sequence[Mapping[str, Any]]) -> str:
     """
     from cfdan.sweep import device_kind
 
-    gpus, threads, cpu = set(), set(), False
+    gpus, threads, models, cpu = set(), set(), set(), False
     for rec in recs:
         hw = rec.get("hardware") or {}
         if device_kind(hw.get("device", "cpu")) == "cuda":
             gpus.add(f"GPU ({hw.get('gpu') or 'cuda'})")
             continue
         cpu = True
+        if hw.get("cpu"):
+            models.add(str(hw["cpu"]))
         n = hw.get("torch_threads") or hw.get("cpu_count")
         if n:
             threads.add(int(n))
@@ -133,7 +155,9 @@ def _hardware_label(recs: Sequence[Mapping[str, Any]]) -> str:
     if cpu:
         counts = ", ".join(str(t) for t in sorted(threads))
         unit = "thread" if threads == {1} else "threads"
-        kinds.append(f"CPU ({counts} {unit})" if threads else "CPU")
+        what = "; ".join(sorted(models))
+        inside = ", ".join(x for x in (what, f"{counts} {unit}" if threads else "") if x)
+        kinds.append(f"CPU ({inside})" if inside else "CPU")
     if not kinds:
         return "-"
     return kinds[0] if len(kinds) == 1 else "mixed: " + ", ".join(kinds)
@@ -342,6 +366,23 @@ def plot_attention(axes, run_id: str, experiment: str | None = None, k: int = 4,
         true, pred = names[arr["attention_labels"][i]], names[arr["attention_preds"][i]]
         axes[i, 0].set_ylabel(f"{true}\n(pred {pred})", fontsize=8)
     return _attention_caption(note, definition, faces is not None)
+
+
+def attention_similarity(run_id: str, experiment: str | None = None) -> dict[str, float]:
+    """How much Fig. 8's maps depend on the face: per map kind (spatial, channel, fused), the
+    mean Pearson correlation between the maps of every pair of the record's stored faces
+    (near 1: the same map for every face, a fixed positional pattern; NaN if not stored)."""
+    arr = results.load_arrays(run_id, experiment)
+    out: dict[str, float] = {}
+    for name in ("spatial", "channel", "fused"):
+        maps = arr.get(f"attention_{name}")
+        if maps is None or len(maps) < 2:
+            out[name] = float("nan")
+            continue
+        flat = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
+        r = np.corrcoef(flat)
+        out[name] = float(r[np.triu_indices(len(flat), k=1)].mean())
+    return out
 
 
 def history(experiment: str, current: bool = True) -> pd.DataFrame:
@@ -672,8 +713,27 @@ def tsne_snapshots(arrays: Mapping[str, np.ndarray], total_epochs: int,
         x = np.asarray(feats[k], dtype=np.float32)[keep]
         emb = TSNE(**setting).fit_transform(x)
         out.append({"fraction": f, "epoch": int(epochs[k]), "embedding": emb,
-                    "labels": labels[keep]})
+                    "labels": labels[keep], "knn": knn_accuracy(x, labels[keep])})
     return out
+
+
+KNN_K = 10
+"""Neighbours of Fig. 7's per-panel separability number (:func:`knn_accuracy`)."""
+
+
+def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = KNN_K, folds: int = 5,
+                 seed: int = 0) -> float:
+    """How well the classes separate in feature space, as one number per Fig. 7 panel: the
+    cross-validated accuracy (%) of a ``k``-nearest-neighbour vote on L2-normalised features
+    (``folds`` shuffled folds, seeded). Unlike a t-SNE picture, it does not depend on the
+    embedding's randomness."""
+    from sklearn.model_selection import KFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x = np.asarray(features, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    cv = KFold(folds, shuffle=True, random_state=seed)
+    return float(100 * cross_val_score(KNeighborsClassifier(k), x, labels, cv=cv).mean())
 
 
 def plot_tsne_over_training(axes, panels: Mapping[str, Sequence[dict[str, Any] | None] | None],
@@ -694,7 +754,9 @@ def plot_tsne_over_training(axes, panels: Mapping[str, Sequence[dict[str, Any] |
                 for c, name in enumerate(class_names):
                     sel = p["labels"] == c
                     ax.scatter(p["embedding"][sel, 0], p["embedding"][sel, 1], s=2, label=name)
-                ax.set_title(f"epoch {p['epoch']}/{total_epochs.get(variant, '?')}", fontsize=8)
+                knn = f"; {KNN_K}-NN {p['knn']:.1f} %" if "knn" in p else ""
+                ax.set_title(f"epoch {p['epoch']}/{total_epochs.get(variant, '?')}{knn}",
+                             fontsize=8)
             if i == 0:
                 ax.annotate(f"{100 * f:.0f} % of training", (0.5, 1.18), xycoords="axes fraction",
                             ha="center", fontsize=9)

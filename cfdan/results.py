@@ -289,6 +289,9 @@ def record_row(rec: Mapping[str, Any]) -> dict[str, Any]:
     for split in ("val", "test"):
         metrics = rec.get(split) or {}
         for k, v in metrics.items():
+            if k.endswith("_ci95") and isinstance(v, list) and len(v) == 2:
+                row[f"{split}.{k}"] = tuple(v)  # a bootstrap interval, kept as one cell
+                continue
             if k in _SCALAR_METRICS_SKIP or isinstance(v, (list, dict)):
                 continue
             row[f"{split}.{k}"] = v

@@ -410,6 +410,7 @@ def test_ledger_reading_separates_exact_from_trained_support_and_reads_power(sto
                if not r["ci_low"] <= r["paper"] <= r["ci_high"]]
     assert top["claim"] in outside  # +5 at every seed, well above the paper's gap
     assert got["ledger_paper_outside_ci"] == len(outside)
+    assert got["ledger_ci_rows"] == 2 and got["table4_min_detectable"] == "n/a"
     t4 = paper.table("table4").set_index("preset")["RAF-DB"]
     gaps = [abs(t4[f"act_pcp{s}"] - t4[f"act_{a}{s}"]) for s in ("", "_no_ilm")
             for a in ("sigmoid", "relu", "tanh")]
@@ -494,3 +495,57 @@ def test_preset_block_test_matches_least_squares_and_ignores_seed_levels(store):
     save_run(store, "table4", "act_sigmoid", 0, BASE[0] + 6.0)
     save_run(store, "table4", "act_sigmoid", 1, BASE[1] + 6.0)  # a real effect: found
     assert book.presets_block_test()["table4_block_reading"] == "differ beyond"
+
+
+def test_table1_protocol_and_table_headers_say_what_was_measured(store):
+    df = pd.DataFrame({"eval.tta_flip": [True], "test.accuracy_ci95": [(0.80, 0.83)]})
+    assert report.test_protocol(df) == "flip TTA; test-set 95 % CI 80.00–83.00 (bootstrap)"
+    two = pd.DataFrame({"eval.tta_flip": [False, True]})
+    assert report.test_protocol(two) == "flip TTA in some runs"  # and no CI for n > 1
+    assert report.test_protocol(pd.DataFrame()) == "-"
+    t1 = report.table1({"cpu_v2": "ours: cpu"})
+    assert "paper: CF-DAN" in set(t1["source"]) and t1["test protocol"].iloc[-1] == "-"
+    assert "ours FERPlus" in report.ablation_table("table3", "table3").columns
+    assert "ours FERPlus (stand-in for RAF-DB)" in report.ablation_table("table4", "table4")
+
+
+def test_table5_shows_our_attention_cost_beside_the_papers(store):
+    t5 = book.table5()
+    params = next(c for c in t5.columns if c.startswith("ours attention params_M"))
+    gmacs = next(c for c in t5.columns if c.startswith("ours attention GMACs"))
+    px = run_config("table5", "no_distill", 0).data.image_size
+    assert params.endswith(f"({px} px)")
+    cost = t5.set_index("preset")[gmacs]
+    assert cost["full"] < cost["no_distill"]  # distillation pools before the attention
+    g = claims.attention_gmacs(claims.RunStore())
+    assert cost["full"] == pytest.approx(g["full"], abs=1e-5)
+
+
+def test_fig10_and_selection_facts(store, monkeypatch):
+    got = book.fig10_facts()
+    assert got == {"fig10_grid_runs": 0, "fig10_grid_planned": 12, "fig10_sd_seeds": 0,
+                   "fig10_exact_wider": "n/a"}
+    for s in SEEDS[:3]:
+        save_run(store, "cpu_v2", "full", s, BASE[s])
+    save_run(store, "fig10", fig10_name(claims.fig10_points()[0]), 0, 70.0)
+    got = book.fig10_facts()
+    assert got["fig10_sd_seeds"] == 3 and got["fig10_grid_runs"] == 1
+    assert got["fig10_exact_wider"] == f"{stats.t.ppf(0.975, 2) / 2:.1f}"  # 2.2
+    recs = [{"best_epoch": 18, "epochs_run": 18}, {"best_epoch": 12, "epochs_run": 18},
+            {"epochs_run": 18}]
+    monkeypatch.setattr(book, "records", lambda e: recs if e == "table3" else [])
+    assert book.selection_facts() == {"selected_runs": 3, "selected_last": 1}
+
+
+def test_attention_similarity_is_one_for_a_map_that_ignores_the_face(store):
+    rng = np.random.default_rng(0)
+    fixed = np.tile(rng.normal(size=(1, 6, 6)), (4, 1, 1))
+    arrays = {"attention_spatial": fixed, "attention_channel": rng.normal(size=(4, 6, 6)),
+              "attention_index": np.arange(4)}
+    rec = save_run(store, "cpu_v2", "full", 0, 70.0, arrays=arrays)
+    got = report.attention_similarity(rec["run_id"], "cpu_v2")
+    assert got["spatial"] == pytest.approx(1.0)
+    assert abs(got["channel"]) < 0.3 and np.isnan(got["fused"])
+    facts = book.attention_facts({"cpu_v2": rec["run_id"]})
+    assert facts["attention_r_cpu_spatial"] == "1.00" and facts["attention_faces_cpu"] == 4
+    assert facts["attention_r_cpu_fused"] == "n/a"

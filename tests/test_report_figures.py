@@ -131,15 +131,30 @@ def test_snapshot_runs_and_the_figure(store):
     report.plot_tsne_over_training(axes, panels, CLASSES, {"baseline": 8})
     assert [t.get_text() for t in axes[1, 0].texts] == ["not run"]
     assert [t.get_text() for t in axes[2, 3].texts] == ["no snapshot"]
-    assert axes[0, 1].get_title() == "epoch 4/8" and len(axes[0, 0].collections) == 3
+    assert axes[0, 1].get_title().startswith("epoch 4/8; 10-NN ")
+    assert len(axes[0, 0].collections) == 3
     assert axes[2, 0].get_ylabel() == "full"
     plt.close("all")
     fig = book.tsne_training_figure(n=40)
-    assert len(fig.axes) == 12 and fig.axes[0].get_title() == "epoch 1/3"
+    assert len(fig.axes) == 12 and fig.axes[0].get_title().startswith("epoch 1/3; 10-NN ")
     assert "no snapshot" in [t.get_text() for t in fig.axes[1].texts]  # 50 %: none near
-    assert fig.axes[3].get_title() == "epoch 3/3"
+    assert fig.axes[3].get_title().startswith("epoch 3/3")
     assert [t.get_text() for t in fig.axes[4].texts] == ["not run"]  # dam
     plt.close("all")
+    facts = book.snapshot_facts(n=40)
+    assert facts["fig7_n"] == 40 and facts["fig7_knn_dam_first"] == "n/a"
+    assert float(facts["fig7_knn_baseline_last"]) > 90  # features cluster by class
+    assert facts["fig7_disgust"] == 0  # these synthetic classes hold no Disgust
+
+
+def test_knn_accuracy_reads_separation_not_the_embedding():
+    arrays = snapshot_arrays([1], s=90)
+    x = arrays["snapshot_features"][0].astype(np.float32)
+    y = arrays["test_labels"][arrays["snapshot_index"]]
+    assert report.knn_accuracy(x, y) > 95
+    shuffled = np.random.default_rng(1).permutation(y)  # features no longer tell the class
+    assert report.knn_accuracy(x, shuffled) < 60
+    assert report.knn_accuracy(x, y) == report.knn_accuracy(x, y)  # seeded folds
 
 
 def test_book_tsne_figure_is_none_without_snapshots(store):
