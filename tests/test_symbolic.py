@@ -205,6 +205,13 @@ def test_speed_claims_from_table():
     s = R.speed_claims(t)
     assert list(s["faster than both"]) == [True, False]
     assert s["PCP / Sigmoid"].tolist() == [0.5, 2.5]
+    no_tanh = R.speed_claims(t[t["activation"] != "Tanh"])
+    assert no_tanh["PCP / Sigmoid"].tolist() == [0.5, 2.5]
+    assert no_tanh["PCP / Tanh"].isna().all() and list(no_tanh["faster than both"]) == [None] * 2
+    stored = t.assign(hardware="GPU", call=["call1", "call1", "call1"])
+    per_call = R.stored_speed_claims(pd.concat([stored, stored.assign(call="call2")]))
+    assert list(per_call["call"]) == ["call1", "call1", "call2", "call2"]
+    assert list(per_call["faster than both"]) == [True, False, True, False]
 
 
 def test_stored_gpu_benchmarks_sit_beside_this_machine(tmp_path):
