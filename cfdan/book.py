@@ -427,11 +427,12 @@ def claims_ledger(full: tuple[str, str] = claims.FULL_SOURCE) -> pd.DataFrame:
 def ledger_and_facts(full: tuple[str, str] = claims.FULL_SOURCE
                      ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The claims ledger as the chapter shows it and every fact its prose glues
-    (:func:`ledger_facts`, :func:`ledger_reading`), the ledger computed once."""
+    (:func:`ledger_facts`, :func:`ledger_reading`, :func:`cfdan.claims.headline`), the ledger
+    computed once."""
     full = _book_source(full)
     raw = claims.claims_ledger(full)
     shown = claims.ledger_display(raw)
-    return shown, {**ledger_facts(shown), **ledger_reading(full, raw)}
+    return shown, {**ledger_facts(shown), **ledger_reading(full, raw), **claims.headline(raw)}
 
 
 def ledger_facts(ledger: pd.DataFrame) -> dict[str, int]:

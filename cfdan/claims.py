@@ -592,6 +592,54 @@ def ledger_reading(ledger: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+HEADLINE = "CF-DAN beats the baseline (all of Table 3)"
+"""The ledger row that sums up Table 3: the full model against the baseline."""
+
+
+def row_reading(row: Mapping[str, Any]) -> str:
+    """One clause on what a trained ledger row says, from its verdict, CI and power: whether
+    the paper's difference lies in our CI and whether our n could have detected it."""
+    if row["verdict"] == "not run":
+        return "has no runs yet"
+    if row["unit"] != "points":
+        return "measured exactly on the architecture"
+    if row["n"] < 2 or not np.isfinite(row["ci_low"]):
+        return "rests on one seed: no test yet"
+    paper_diff = float(row["paper"])
+    if not np.isfinite(paper_diff):  # the paper gives a direction only (Fig. 10)
+        return {"supported": "supports the paper's direction",
+                "contradicted": "points the other way than the paper, beyond seed noise"}.get(
+                    row["verdict"], "cannot tell at this n")
+    inside = row["ci_low"] <= paper_diff <= row["ci_high"]
+    powered = np.isfinite(row["detectable"]) and row["detectable"] <= abs(paper_diff)
+    if row["verdict"] == "supported":
+        return ("supports the paper's direction" +
+                (", and its size lies in our interval" if inside else
+                 ", though not the paper's size"))
+    if row["verdict"] == "contradicted":
+        return "points the other way than the paper, beyond seed noise"
+    if not inside and powered:
+        return ("speaks against an effect of the paper's size: our n could have detected it, "
+                "and our interval excludes it")
+    if not inside:
+        return ("excludes the paper's size from our interval, though our n is too small to "
+                "be sure of detecting it")
+    return "cannot tell: both no effect and the paper's lie within our interval"
+
+
+def headline(ledger: pd.DataFrame, claim: str = HEADLINE) -> dict[str, Any]:
+    """The facts of one ledger row for the prose (keys ``headline_...``): ``paper``, ``mean``,
+    ``ci`` (as ``[lo, hi]``), ``n``, ``detectable``, ``verdict`` and ``reading``
+    (:func:`row_reading`), numbers as signed two-decimal strings."""
+    row = ledger[ledger["claim"] == claim].iloc[0]
+    ci = (f"[{_signed(row['ci_low'])}, {_signed(row['ci_high'])}]"
+          if np.isfinite(row["ci_low"]) else "none")
+    det = f"{row['detectable']:.2f}" if np.isfinite(row["detectable"]) else "n/a"
+    return {"headline_paper": _signed(row["paper"]), "headline_mean": _signed(row["mean"]),
+            "headline_ci": ci, "headline_n": int(row["n"]), "headline_detectable": det,
+            "headline_verdict": row["verdict"], "headline_reading": row_reading(row)}
+
+
 def variant_order(experiment: str, table: str, full: tuple[str, str] = FULL_SOURCE,
                   metric: str = "test.accuracy", current: bool = True,
                   root: str | os.PathLike[str] | None = None) -> dict[str, str]:
@@ -722,5 +770,5 @@ def ledger_display(ledger: pd.DataFrame) -> pd.DataFrame:
                     "paper": paper_cell, "ours: FERPlus, paired mean": ours, "95 % CI": ci, "n": n,
                     "detectable at 80 % power": det, "verdict": r["verdict"],
                     "paper in our CI": {True: "yes", False: "no"}.get(r["paper in CI"], "-"),
-                    "runs": r["runs"], "note": r["note"]})
+                    "reading": row_reading(r), "runs": r["runs"], "note": r["note"]})
     return pd.DataFrame(out)

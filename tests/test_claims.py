@@ -376,7 +376,8 @@ def test_book_ledger_facts_count_verdicts(store):
     assert sum(v for k, v in facts.items() if k != "ledger_claims") == 16
     once, all_facts = book.ledger_and_facts()
     pd.testing.assert_frame_equal(once, shown)
-    assert all_facts == {**facts, **book.ledger_reading()}
+    assert all_facts == {**facts, **book.ledger_reading(),
+                         **claims.headline(claims.claims_ledger())}
 
 
 def test_latest_record_of_a_seed_wins(store):
@@ -549,3 +550,28 @@ def test_attention_similarity_is_one_for_a_map_that_ignores_the_face(store):
     facts = book.attention_facts({"cpu_v2": rec["run_id"]})
     assert facts["attention_r_cpu_spatial"] == "1.00" and facts["attention_faces_cpu"] == 4
     assert facts["attention_r_cpu_fused"] == "n/a"
+
+
+def test_row_reading_follows_ci_power_and_the_papers_size(store):
+    base = {"verdict": "not resolved at this n", "unit": "points", "n": 3, "paper": 2.0,
+            "ci_low": -1.0, "ci_high": 0.5, "detectable": 1.0}
+    assert claims.row_reading(base).startswith("speaks against an effect of the paper's size")
+    assert claims.row_reading(base | {"detectable": 3.0}).startswith("excludes the paper's size")
+    assert claims.row_reading(base | {"ci_high": 2.5}).startswith("cannot tell")
+    assert claims.row_reading(base | {"verdict": "supported", "ci_low": 1.0, "ci_high": 3.0}) \
+        == "supports the paper's direction, and its size lies in our interval"
+    assert claims.row_reading(base | {"n": 1, "ci_low": float("nan")}).startswith("rests on one")
+    assert claims.row_reading(base | {"paper": float("nan")}) == "cannot tell at this n"
+    assert claims.row_reading(base | {"verdict": "not run"}) == "has no runs yet"
+    for s in SEEDS:
+        save_run(store, "table3", "baseline", s, BASE[s])
+        save_run(store, "cpu_v2", "full", s, BASE[s] - 3.0 + 0.01 * s)  # worse, every seed
+    ledger = claims.claims_ledger()
+    got = claims.headline(ledger)
+    assert got["headline_verdict"] == "contradicted" and got["headline_n"] == 5
+    assert got["headline_mean"] == f"{np.mean([-3.0 + 0.01 * s for s in SEEDS]):+.2f}"
+    assert got["headline_reading"].startswith("points the other way")
+    shown = claims.ledger_display(ledger)
+    assert row(shown, claims.HEADLINE)["reading"] == got["headline_reading"]
+    assert row(shown, "distillation lowers cost")["reading"] == \
+        "measured exactly on the architecture"
