@@ -346,17 +346,27 @@ def attention_figures(shown: Mapping[str, str], k: int = 4,
     return figs
 
 
-def attention_facts(shown: Mapping[str, str]) -> dict[str, Any]:
+def attention_facts(shown: Mapping[str, str],
+                    expected: Sequence[str] = PROFILE_EXPERIMENTS) -> dict[str, Any]:
     """:func:`cfdan.report.attention_similarity` of each shown run, for the prose: keys
     ``attention_r_<prefix>_<map>`` (``<prefix>``: :data:`FACT_PREFIX`, e.g. ``cpu``,
-    ``paper``) as two-decimal strings, and ``attention_faces_<prefix>`` (faces stored)."""
+    ``paper``) as two-decimal strings, and ``attention_faces_<prefix>`` (faces stored); "n/a"
+    for an ``expected`` experiment without a shown run or stored maps."""
     out: dict[str, Any] = {}
-    for exp, run_id in shown.items():
+    for exp in (*expected, *(e for e in shown if e not in expected)):
         pre = FACT_PREFIX.get(exp, exp)
-        for name, r in report.attention_similarity(run_id, exp).items():
+        sim: dict[str, float] = {}
+        faces: Any = "n/a"
+        if exp in shown:
+            try:
+                sim = report.attention_similarity(shown[exp], exp)
+                faces = len(results.load_arrays(shown[exp], exp).get("attention_index", []))
+            except (FileNotFoundError, KeyError):
+                pass
+        for name in ("spatial", "channel", "fused"):
+            r = sim.get(name, float("nan"))
             out[f"attention_r_{pre}_{name}"] = f"{r:.2f}" if np.isfinite(r) else "n/a"
-        arr = results.load_arrays(run_id, exp)
-        out[f"attention_faces_{pre}"] = len(arr.get("attention_index", []))
+        out[f"attention_faces_{pre}"] = faces
     return out
 
 
@@ -487,22 +497,25 @@ def presets_vs_noise(experiment: str = "table4", table: str = "table4", seed: in
 
 def presets_block_test(experiment: str = "table4", table: str = "table4",
                        full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
-    """Whether a table's presets differ at all, for the prose (keys ``<experiment>_block_...``):
-    the seeds-as-blocks F test of :func:`cfdan.claims.preset_block_test` as ``presets``,
-    ``seeds`` (how many on the complete grid), ``F``, ``df1``, ``df2``, ``p``, ``resid_sd``
-    (points) and ``reading`` (*differ beyond* / *show no difference beyond*; *cannot yet be
-    tested against* below two presets with two common seeds)."""
+    """Whether the activations of a table differ beyond seed noise, for the prose (keys
+    ``<experiment>_block_...``): the test of :func:`cfdan.claims.preset_block_test` as
+    ``presets`` (how many on the complete grid) and ``names``, ``seeds``, ``F``, ``df1``,
+    ``df2``, ``p`` (with its relation: ``= 0.39``, ``< 0.001``), ``resid_sd`` (points) and
+    ``reading`` (*differ beyond* / *cannot be told apart from*; *cannot yet be tested
+    against* without a complete grid of two presets and two seeds)."""
     got = claims.preset_block_test(experiment, table, _book_source(full))
     key = f"{experiment}_block_"
-    if got is None:
-        return {key + k: "n/a" for k in ("presets", "seeds", "F", "df1", "df2", "p", "resid_sd")
-                } | {key + "reading": "cannot yet be tested against"}
-    differ = got.p < claims.ALPHA
-    return {key + "presets": len(got.presets), key + "seeds": len(got.seeds),
-            key + "F": f"{got.f:.2f}", key + "df1": got.df_presets, key + "df2": got.df_resid,
-            key + "p": f"{got.p:.2f}" if got.p >= 0.01 else f"{got.p:.1g}",
+    if got is None or not np.isfinite(got.p):
+        return {key + k: "n/a" for k in ("presets", "names", "seeds", "F", "df1", "df2", "p",
+                                          "resid_sd")} | {key + "reading":
+                                                          "cannot yet be tested against"}
+    p = "< 0.001" if got.p < 0.001 else f"= {got.p:.3f}" if got.p < 0.01 else f"= {got.p:.2f}"
+    return {key + "presets": len(got.presets), key + "names": ", ".join(got.presets),
+            key + "seeds": len(got.seeds), key + "F": f"{got.f:.2f}",
+            key + "df1": got.df_effect, key + "df2": got.df_resid, key + "p": p,
             key + "resid_sd": f"{got.resid_sd:.2f}",
-            key + "reading": "differ beyond" if differ else "show no difference beyond"}
+            key + "reading": ("differ beyond" if got.p < claims.ALPHA
+                              else "cannot be told apart from")}
 
 
 def snapshot_facts(n: int = 1000, full: tuple[str, str] = claims.FULL_SOURCE
@@ -510,24 +523,28 @@ def snapshot_facts(n: int = 1000, full: tuple[str, str] = claims.FULL_SOURCE
     """What Fig. 7 over training can show, for the prose: ``fig7_n`` (images per panel),
     ``fig7_<class>`` (how many of them are Disgust, Contempt, Sadness; from the first run with
     snapshots, all share one subsample) and ``fig7_knn_<variant>_<first|last>`` (the
-    :func:`cfdan.report.knn_accuracy` of its first and last snapshot, one decimal; "n/a"
-    without a run)."""
+    :func:`cfdan.report.knn_accuracy` of its first and last snapshot, one decimal); "n/a"
+    where no run or class gives one."""
     out: dict[str, Any] = {"fig7_n": n}
+    out.update({f"fig7_{cls}": "n/a" for cls in ("disgust", "contempt", "sadness")})
     counted = False
     for variant, where in report.snapshot_runs(full=_book_source(full)).items():
         for end in ("first", "last"):
             out[f"fig7_knn_{variant}_{end}"] = "n/a"
         if where is None:
             continue
-        arrays = results.load_arrays(where[1], where[0])
+        try:
+            arrays = results.load_arrays(where[1], where[0])
+        except FileNotFoundError:
+            continue
         if "snapshot_features" not in arrays:
             continue
         labels = np.asarray(arrays["test_labels"])[np.asarray(arrays["snapshot_index"])][:n]
         if not counted:
             names = [str(c).lower() for c in arrays["class_names"]]
             for cls in ("disgust", "contempt", "sadness"):
-                out[f"fig7_{cls}"] = int((labels == names.index(cls)).sum()) if cls in names \
-                    else 0
+                if cls in names:
+                    out[f"fig7_{cls}"] = int((labels == names.index(cls)).sum())
             counted = True
         feats = arrays["snapshot_features"]
         for end, k in (("first", 0), ("last", len(feats) - 1)):

@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from cfdan import paper, results
+
+if TYPE_CHECKING:
+    from cfdan.model.cost import Cost
 
 FULL_SOURCE: tuple[str, str] = ("cpu_v2", "full")
 """Where the full model's runs are read, ``(experiment, variant)``: the cpu v2 records.
@@ -370,7 +373,7 @@ def _pair_row(store: RunStore, c: PairClaim, noise: tuple[float, int] | None) ->
 
 def attention_cost(experiment: str = "table5", variant: str = "no_distill",
                    presets: Sequence[str] = ("full", "no_distill")
-                   ) -> tuple[int, dict[str, Any]] | None:
+                   ) -> tuple[int, dict[str, Cost]] | None:
     """Image size and :class:`cfdan.model.cost.Cost` (params, MACs per image) of the attention
     stack of each preset at the scale of ``experiment``'s runs (its ``variant``'s config with
     the preset swapped; :func:`cfdan.model.cost.measure`); None without that variant."""
@@ -549,7 +552,7 @@ def claims_ledger(full: tuple[str, str] = FULL_SOURCE, metric: str = "test.accur
     rows = []
     for c in pair_claims():
         rows.append(_pair_row(store, c, noise))
-        if c.other[0] == "table5":
+        if c.claim == "distillation helps accuracy":
             rows.append(_cost_row(store))  # Table 5's other claim, beside its accuracy row
     rows += _fig10_rows(store, noise)
     return pd.DataFrame(rows)
@@ -619,8 +622,9 @@ def row_reading(row: Mapping[str, Any]) -> str:
     if row["verdict"] == "contradicted":
         return "points the other way than the paper, beyond seed noise"
     if not inside and powered:
-        return ("speaks against an effect of the paper's size: our n could have detected it, "
-                "and our interval excludes it")
+        return ("speaks against an effect of the paper's size: our interval excludes it, and "
+                "even the rough power estimate (from the same few pairs) says our n should "
+                "have found it")
     if not inside:
         return ("excludes the paper's size from our interval, though our n is too small to "
                 "be sure of detecting it")
@@ -688,26 +692,41 @@ def presets_at_seed(experiment: str, table: str, seed: int = 0,
 
 @dataclass(frozen=True)
 class BlockTest:
-    """A two-way analysis of variance without replication: presets x seeds, seeds as blocks."""
+    """The F test of a table's activation effect, seeds as blocks (:func:`preset_block_test`)."""
 
     presets: tuple[str, ...]
     seeds: tuple[int, ...]
     f: float
-    df_presets: int
+    df_effect: int
     df_resid: int
     p: float
     resid_sd: float
-    """sqrt of the residual mean square: run-to-run noise once preset and seed effects are out."""
+    """sqrt of the residual mean square: run-to-run noise once seed and preset effects are out."""
+
+
+def _rss(y: np.ndarray, columns: list[np.ndarray]) -> float:
+    x = np.column_stack([np.ones(len(y)), *columns])
+    beta = np.linalg.lstsq(x, y, rcond=None)[0]
+    return float(((y - x @ beta) ** 2).sum())
+
+
+def _dummies(labels: Sequence[Any]) -> list[np.ndarray]:
+    levels = sorted(set(labels), key=str)
+    return [np.asarray([lab == lv for lab in labels], dtype=float) for lv in levels[1:]]
 
 
 def preset_block_test(experiment: str, table: str, full: tuple[str, str] = FULL_SOURCE,
                       metric: str = "test.accuracy", current: bool = True,
                       root: str | os.PathLike[str] | None = None) -> BlockTest | None:
-    """Do a table's presets differ at all? The F test of the preset effect in a randomized block
-    design, seeds as blocks (paired seeds share data order, augmentation and initial weights).
+    """Does the activation matter at all, once ILM's own effect and the seed are out? The F
+    test of the presets beyond ILM in a randomized block design, seeds as blocks (paired seeds
+    share data order, augmentation and initial weights), by least squares: the full model
+    ``seed + preset`` against ``seed + ILM`` (a preset is an activation with or without ILM,
+    ``act_<name>[_no_ilm]``), so the effect tested is the activation's, in either ILM setting.
 
     It reads the largest complete presets x seeds grid (the seed set, of two or more seeds,
-    that the most cells fill; ties to more seeds) and returns None below two presets on it.
+    that the most cells fill; ties to more seeds) and returns None below two presets on it or
+    without residual degrees of freedom.
     """
     from itertools import combinations
 
@@ -726,17 +745,25 @@ def preset_block_test(experiment: str, table: str, full: tuple[str, str] = FULL_
     if best is None:
         return None
     _cells, _k, chosen, rows = best
-    y = np.asarray([[by_seed[p][s][0] for s in chosen] for p in rows], dtype=float)
-    a, b = y.shape
-    grand = y.mean()
-    ss_p = b * ((y.mean(axis=1) - grand) ** 2).sum()
-    ss_s = a * ((y.mean(axis=0) - grand) ** 2).sum()
-    ss_r = ((y - grand) ** 2).sum() - ss_p - ss_s
-    df_p, df_r = a - 1, (a - 1) * (b - 1)
-    ms_r = max(ss_r, 0.0) / df_r
-    f = (ss_p / df_p) / ms_r if ms_r > 0 else float("inf")
-    p_val = float(stats.f.sf(f, df_p, df_r)) if np.isfinite(f) else 0.0
-    return BlockTest(tuple(rows), tuple(chosen), float(f), df_p, df_r, p_val,
+    cells = [(p, s) for p in rows for s in chosen]
+    y = np.asarray([by_seed[p][s][0] for p, s in cells], dtype=float)
+    seed_cols = _dummies([s for _p, s in cells])
+    ilm_cols = _dummies([p.endswith("_no_ilm") for p, _s in cells])
+    full_cols = seed_cols + _dummies([p for p, _s in cells])
+    rss_full, rss_reduced = _rss(y, full_cols), _rss(y, seed_cols + ilm_cols)
+    df_effect = len(full_cols) - len(seed_cols) - len(ilm_cols)
+    df_resid = len(y) - 1 - len(full_cols)
+    if df_effect < 1 or df_resid < 1:
+        return None
+    ms_r = rss_full / df_resid
+    gain = max(rss_reduced - rss_full, 0.0) / df_effect
+    if ms_r <= 1e-12 * max(float(np.var(y)), 1.0):
+        f = float("nan") if gain <= 1e-12 else float("inf")
+    else:
+        f = gain / ms_r
+    p_val = float(stats.f.sf(f, df_effect, df_resid)) if np.isfinite(f) else \
+        (0.0 if f == float("inf") else float("nan"))
+    return BlockTest(tuple(rows), tuple(chosen), float(f), df_effect, df_resid, p_val,
                      float(np.sqrt(ms_r)))
 
 

@@ -78,7 +78,8 @@ def test_protocol(df: pd.DataFrame, metric: str = "test.accuracy") -> str:
     (``<metric>_ci95``), the sampling error of 3,137 test images that no seed spread shows."""
     if df.empty:
         return "-"
-    tta = {bool(v) for v in df.get("eval.tta_flip", pd.Series([False] * len(df)))}
+    flags = df["eval.tta_flip"].fillna(False) if "eval.tta_flip" in df else [False] * len(df)
+    tta = {bool(v) for v in flags}  # a record from before the option: no TTA
     parts = [{frozenset({True}): "flip TTA", frozenset({False}): "no TTA"}.get(
         frozenset(tta), "flip TTA in some runs")]
     ci = df.get(f"{metric}_ci95")
@@ -156,7 +157,7 @@ def _hardware_label(recs: Sequence[Mapping[str, Any]]) -> str:
         counts = ", ".join(str(t) for t in sorted(threads))
         unit = "thread" if threads == {1} else "threads"
         what = "; ".join(sorted(models))
-        inside = ", ".join(x for x in (what, f"{counts} {unit}" if threads else "") if x)
+        inside = "; ".join(x for x in (what, f"{counts} {unit}" if threads else "") if x)
         kinds.append(f"CPU ({inside})" if inside else "CPU")
     if not kinds:
         return "-"
@@ -371,7 +372,8 @@ def plot_attention(axes, run_id: str, experiment: str | None = None, k: int = 4,
 def attention_similarity(run_id: str, experiment: str | None = None) -> dict[str, float]:
     """How much Fig. 8's maps depend on the face: per map kind (spatial, channel, fused), the
     mean Pearson correlation between the maps of every pair of the record's stored faces
-    (near 1: the same map for every face, a fixed positional pattern; NaN if not stored)."""
+    (near 1: nearly the same map for every face; constant maps are left out; NaN if fewer
+    than two remain)."""
     arr = results.load_arrays(run_id, experiment)
     out: dict[str, float] = {}
     for name in ("spatial", "channel", "fused"):
@@ -380,6 +382,10 @@ def attention_similarity(run_id: str, experiment: str | None = None) -> dict[str
             out[name] = float("nan")
             continue
         flat = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
+        flat = flat[flat.std(axis=1) > 0]  # a constant map has no correlation
+        if len(flat) < 2:
+            out[name] = float("nan")
+            continue
         r = np.corrcoef(flat)
         out[name] = float(r[np.triu_indices(len(flat), k=1)].mean())
     return out

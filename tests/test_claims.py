@@ -487,15 +487,36 @@ def test_preset_block_test_matches_least_squares_and_ignores_seed_levels(store):
     assert got.presets == tuple(presets) and got.seeds == (0, 1)
     f, p_val = _ols_f(np.asarray([[y[p, s] for s in SEEDS[:2]] for p in presets]))
     assert got.f == pytest.approx(f) and got.p == pytest.approx(p_val)
-    assert (got.df_presets, got.df_resid) == (3, 3)
+    assert (got.df_effect, got.df_resid) == (3, 3)  # one ILM setting: presets = activations
     facts = book.presets_block_test()
     assert facts["table4_block_presets"] == 4 and facts["table4_block_seeds"] == 2
+    assert facts["table4_block_p"] == f"= {p_val:.2f}"
     assert facts["table4_block_reading"] == ("differ beyond" if p_val < claims.ALPHA
-                                             else "show no difference beyond")
-    assert facts["table4_block_reading"] == "show no difference beyond"  # effects << noise
+                                             else "cannot be told apart from")
+    assert facts["table4_block_reading"] == "cannot be told apart from"  # effects << noise
     save_run(store, "table4", "act_sigmoid", 0, BASE[0] + 6.0)
     save_run(store, "table4", "act_sigmoid", 1, BASE[1] + 6.0)  # a real effect: found
     assert book.presets_block_test()["table4_block_reading"] == "differ beyond"
+
+
+def test_block_test_separates_the_activation_from_ilm(store):
+    rng = np.random.default_rng(5)
+    for s in SEEDS[:2]:
+        save_run(store, "cpu_v2", "full", s, BASE[s] + float(rng.normal(0, 0.3)))  # act_pcp
+        save_run(store, "table4", "act_sigmoid", s, BASE[s] + float(rng.normal(0, 0.3)))
+        for act in ("pcp", "sigmoid"):  # ILM alone moves accuracy by 6 points
+            save_run(store, "table4", f"act_{act}_no_ilm", s,
+                     BASE[s] - 6.0 + float(rng.normal(0, 0.3)))
+    got = claims.preset_block_test("table4", "table4")
+    assert len(got.presets) == 4 and (got.df_effect, got.df_resid) == (2, 3)
+    assert got.p > claims.ALPHA  # a preset-only test would call this a difference
+    assert book.presets_block_test()["table4_block_reading"] == "cannot be told apart from"
+    for s in SEEDS[:2]:  # identical cells: no residual, no effect, no verdict
+        for v in ("act_sigmoid", "act_pcp_no_ilm", "act_sigmoid_no_ilm"):
+            save_run(store, "table4", v, s, 70.0)
+        save_run(store, "cpu_v2", "full", s, 70.0)
+    assert np.isnan(claims.preset_block_test("table4", "table4").p)
+    assert book.presets_block_test()["table4_block_reading"] == "cannot yet be tested against"
 
 
 def test_table1_protocol_and_table_headers_say_what_was_measured(store):
@@ -518,8 +539,13 @@ def test_table5_shows_our_attention_cost_beside_the_papers(store):
     assert params.endswith(f"({px} px)")
     cost = t5.set_index("preset")[gmacs]
     assert cost["full"] < cost["no_distill"]  # distillation pools before the attention
-    g = claims.attention_gmacs(claims.RunStore())
-    assert cost["full"] == pytest.approx(g["full"], abs=1e-5)
+    from cfdan.model import preset
+    from cfdan.model.cost import measure
+
+    cfg = run_config("table5", "no_distill", 0)
+    fields = {k: v for k, v in cfg.model.items() if k != "preset"}
+    want = measure(preset("full", image_size=px, **fields))["attention"]
+    assert cost["full"] == pytest.approx(want.gmacs, abs=1e-5)
 
 
 def test_fig10_and_selection_facts(store, monkeypatch):
@@ -550,6 +576,10 @@ def test_attention_similarity_is_one_for_a_map_that_ignores_the_face(store):
     facts = book.attention_facts({"cpu_v2": rec["run_id"]})
     assert facts["attention_r_cpu_spatial"] == "1.00" and facts["attention_faces_cpu"] == 4
     assert facts["attention_r_cpu_fused"] == "n/a"
+    assert facts["attention_r_paper_spatial"] == "n/a" and facts["attention_faces_paper"] == "n/a"
+    arrays["attention_channel"][0] = 0.0  # a constant map is left out, not a NaN for all
+    rec = save_run(store, "cpu_v2", "full", 1, 70.0, arrays=arrays)
+    assert np.isfinite(report.attention_similarity(rec["run_id"], "cpu_v2")["channel"])
 
 
 def test_row_reading_follows_ci_power_and_the_papers_size(store):
@@ -561,7 +591,14 @@ def test_row_reading_follows_ci_power_and_the_papers_size(store):
     assert claims.row_reading(base | {"verdict": "supported", "ci_low": 1.0, "ci_high": 3.0}) \
         == "supports the paper's direction, and its size lies in our interval"
     assert claims.row_reading(base | {"n": 1, "ci_low": float("nan")}).startswith("rests on one")
+    assert claims.row_reading(base | {"verdict": "supported", "ci_low": 0.2, "ci_high": 1.0}) \
+        == "supports the paper's direction, though not the paper's size"
     assert claims.row_reading(base | {"paper": float("nan")}) == "cannot tell at this n"
+    direction_only = base | {"paper": float("nan"), "ci_low": 0.2, "ci_high": 1.0}
+    assert claims.row_reading(direction_only | {"verdict": "supported"}) == \
+        "supports the paper's direction"
+    assert claims.row_reading(direction_only | {"verdict": "contradicted"}).startswith(
+        "points the other way")
     assert claims.row_reading(base | {"verdict": "not run"}) == "has no runs yet"
     for s in SEEDS:
         save_run(store, "table3", "baseline", s, BASE[s])
