@@ -611,7 +611,7 @@ def selection_facts(experiments: Sequence[str] = ("cpu_v2", "table3", "table4", 
                                                   "fig10")) -> dict[str, Any]:
     """How often validation selected the last epoch, for the prose: ``selected_runs`` (counted
     runs of ``experiments``) and ``selected_last`` (those whose best validation epoch is their
-    last: still improving when the schedule ended)."""
+    last; with a learning rate decaying to its minimum, that need not mean still improving)."""
     recs = [r for e in experiments for r in records(e)]
     last = sum(1 for r in recs if r.get("best_epoch") is not None
                and r.get("best_epoch") == r.get("epochs_run"))

@@ -609,18 +609,18 @@ def row_reading(row: Mapping[str, Any]) -> str:
     if row["n"] < 2 or not np.isfinite(row["ci_low"]):
         return "rests on one seed: no test yet"
     paper_diff = float(row["paper"])
+    supported, against = "supports the paper's direction", \
+        "points the other way than the paper, beyond seed noise"
     if not np.isfinite(paper_diff):  # the paper gives a direction only (Fig. 10)
-        return {"supported": "supports the paper's direction",
-                "contradicted": "points the other way than the paper, beyond seed noise"}.get(
-                    row["verdict"], "cannot tell at this n")
+        return {"supported": supported, "contradicted": against}.get(
+            row["verdict"], "cannot tell at this n")
     inside = row["ci_low"] <= paper_diff <= row["ci_high"]
     powered = np.isfinite(row["detectable"]) and row["detectable"] <= abs(paper_diff)
     if row["verdict"] == "supported":
-        return ("supports the paper's direction" +
-                (", and its size lies in our interval" if inside else
-                 ", though not the paper's size"))
+        return supported + (", and its size lies in our interval" if inside else
+                            ", though not the paper's size")
     if row["verdict"] == "contradicted":
-        return "points the other way than the paper, beyond seed noise"
+        return against
     if not inside and powered:
         return ("speaks against an effect of the paper's size: our interval excludes it, and "
                 "even the rough power estimate (from the same few pairs) says our n should "
