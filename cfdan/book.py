@@ -336,11 +336,12 @@ def attention_figures(shown: Mapping[str, str], k: int = 4,
 
     figs = []
     for exp, run_id in shown.items():
-        fig, axes = plt.subplots(k, 4, figsize=(7, 1.85 * k + 0.6), squeeze=False)
+        height = 1.85 * k + 0.9  # rows, title, and the caption under the colour bars
+        fig, axes = plt.subplots(k, 4, figsize=(7, height), squeeze=False)
         caption = report.plot_attention(axes, run_id, exp, k=k, root=root,
                                         show_faces=show_faces)
         fig.suptitle(run_label(exp, _variant(exp, run_id), short=True))
-        fig.tight_layout(rect=(0, 0.5 / (1.85 * k + 0.6), 1, 1))
+        fig.tight_layout(rect=(0, 0.8 / height, 1, 1))
         fig.text(0.01, 0.005, textwrap.fill(caption, 120), ha="left", va="bottom", fontsize=6.5)
         figs.append(fig)
     return figs

@@ -305,15 +305,39 @@ def _upsample(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _map_style(name: str, m: np.ndarray, definition: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """The map as drawn and its imshow colour scale: sequential for attention received and
-    old maps, diverging around 0 for class-activation maps."""
+    """The map as drawn and its imshow colour scale, the same for every face of a column (each
+    face's map is scaled to its own largest value first, so one colour bar reads them all):
+    sequential for attention received and old maps, diverging around 0 for class-activation
+    maps."""
     if definition != ATTENTION_V2:
         return m, {"cmap": "jet", "vmin": 0.0, "vmax": 1.0}
     if name == "spatial":
         top = float(m.max())
         return m / top if top > 0 else m, {"cmap": "inferno", "vmin": 0.0, "vmax": 1.0}
     lim = float(np.abs(m).max()) or 1.0
-    return m, {"cmap": "RdBu_r", "vmin": -lim, "vmax": lim}
+    return m / lim, {"cmap": "RdBu_r", "vmin": -1.0, "vmax": 1.0}
+
+
+def _colour_bar_label(name: str, definition: str) -> str:
+    """What a column's colour bar measures (:func:`_map_style`'s per-face scaling)."""
+    if definition != ATTENTION_V2:
+        return "min-max per face"
+    if name == "spatial":
+        return "÷ the face's max"
+    return "against (−) / for (+) the class\n÷ the face's max |value|"
+
+
+def _add_colour_bar(ax, style: Mapping[str, Any], label: str) -> None:
+    """A horizontal colour bar under ``ax`` (a child axes: ``fig.axes`` keeps its grid order)."""
+    import matplotlib as mpl
+
+    cax = ax.inset_axes((0.05, -0.2, 0.9, 0.07))
+    norm = mpl.colors.Normalize(vmin=style["vmin"], vmax=style["vmax"])
+    bar = ax.figure.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=style["cmap"]), cax=cax,
+                             orientation="horizontal")
+    bar.set_ticks([style["vmin"], (style["vmin"] + style["vmax"]) / 2, style["vmax"]])
+    bar.ax.tick_params(labelsize=6, length=2, pad=1)
+    bar.set_label(label, fontsize=6, labelpad=1)
 
 
 def plot_attention(axes, run_id: str, experiment: str | None = None, k: int = 4,
@@ -364,6 +388,8 @@ def plot_attention(axes, run_id: str, experiment: str | None = None, k: int = 4,
                 continue
             m, style = _map_style(name, _upsample(arr[key][i], size), definition)
             ax.imshow(m, alpha=0.5 if face is not None else 1.0, **style)
+            if i == min(k, n) - 1:
+                _add_colour_bar(ax, style, _colour_bar_label(name, definition))
         true, pred = names[arr["attention_labels"][i]], names[arr["attention_preds"][i]]
         axes[i, 0].set_ylabel(f"{true}\n(pred {pred})", fontsize=8)
     return _attention_caption(note, definition, faces is not None)

@@ -267,6 +267,24 @@ def test_without_the_dataset_the_maps_stand_alone_and_say_why(
     plt.close("all")
 
 
+def test_each_map_column_gets_one_colour_bar_on_a_shared_per_face_scale(
+        fake_ferplus: Path) -> None:
+    test = load_dataset("ferplus", fake_ferplus, "test", image_size=48)
+    _store_run("bars", test, [0, 3])
+    fig = book.attention_figures({"fig8": "bars"}, k=2, show_faces=False)[0]
+    grid = np.asarray(fig.axes[:8]).reshape(2, 4)
+    assert [len(ax.child_axes) for ax in grid[0]] == [0, 0, 0, 0]  # bars under the last row
+    assert [len(ax.child_axes) for ax in grid[1]] == [0, 1, 1, 1]  # none for the face column
+    spatial, channel = grid[1, 1].child_axes[0], grid[1, 2].child_axes[0]
+    assert spatial.get_xlim() == (0.0, 1.0) and channel.get_xlim() == (-1.0, 1.0)
+    assert "max" in spatial.get_xlabel() and "for (+)" in channel.get_xlabel()
+    for row in grid:  # each face's class map is scaled to its own largest |value|
+        cam = row[2].images[-1]
+        assert cam.get_clim() == (-1.0, 1.0)
+        assert np.isclose(np.abs(cam.get_array()).max(), 1.0)
+    plt.close("all")
+
+
 def test_a_test_split_that_is_not_the_runs_is_not_used(fake_ferplus: Path) -> None:
     test = load_dataset("ferplus", fake_ferplus, "test", image_size=48)
     _store_run("otherdata", test, [0, 1], fingerprint="0123456789abcdef")
