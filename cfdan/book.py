@@ -470,6 +470,11 @@ def ledger_reading(full: tuple[str, str] = claims.FULL_SOURCE,
     return out
 
 
+def _p_text(p: float) -> str:
+    """A p-value with its relation, for the prose: ``< 0.001``, ``= 0.004``, ``= 0.39``."""
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}" if p < 0.01 else f"= {p:.2f}"
+
+
 def presets_vs_noise(experiment: str = "table4", table: str = "table4", seed: int = 0,
                      full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
     """How far a table's presets lie apart at one seed, against the spread that seed noise
@@ -496,6 +501,24 @@ def presets_vs_noise(experiment: str = "table4", table: str = "table4", seed: in
                   key + "reading": "no wider than" if spread <= noise else "wider than"}
 
 
+def presets_rank_agreement(experiment: str = "table4", table: str = "table4",
+                           seeds: tuple[int, int] = (0, 1),
+                           full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
+    """Whether the presets keep their order across two seeds, for the prose (keys
+    ``<experiment>_rank_...``): ``n`` (presets with both seeds), ``rho`` (Spearman, two
+    decimals), ``p`` (with its relation, as :func:`presets_block_test`) and ``reading``
+    (the order *repeats* / *does not repeat* beyond chance; *cannot yet be compared* without
+    a value),
+    from :func:`cfdan.claims.preset_rank_agreement`."""
+    rho, p, n = claims.preset_rank_agreement(experiment, table, seeds, _book_source(full))
+    key = f"{experiment}_rank_"
+    if not np.isfinite(rho):
+        return {key + "n": n, key + "rho": "n/a", key + "p": "n/a",
+                key + "reading": "cannot yet be compared"}
+    return {key + "n": n, key + "rho": f"{rho:+.2f}", key + "p": _p_text(p),
+            key + "reading": "repeats" if p < claims.ALPHA else "does not repeat"}
+
+
 def presets_block_test(experiment: str = "table4", table: str = "table4",
                        full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
     """Whether the activations of a table differ beyond seed noise, for the prose (keys
@@ -510,7 +533,7 @@ def presets_block_test(experiment: str = "table4", table: str = "table4",
         return {key + k: "n/a" for k in ("presets", "names", "seeds", "F", "df1", "df2", "p",
                                           "resid_sd")} | {key + "reading":
                                                           "cannot yet be tested against"}
-    p = "< 0.001" if got.p < 0.001 else f"= {got.p:.3f}" if got.p < 0.01 else f"= {got.p:.2f}"
+    p = _p_text(got.p)
     return {key + "presets": len(got.presets), key + "names": ", ".join(got.presets),
             key + "seeds": len(got.seeds), key + "F": f"{got.f:.2f}",
             key + "df1": got.df_effect, key + "df2": got.df_resid, key + "p": p,

@@ -9,6 +9,7 @@ figures of the same runs through :class:`RunStore`.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -688,6 +689,33 @@ def presets_at_seed(experiment: str, table: str, seed: int = 0,
         if got is not None:
             out[preset] = got[0]
     return out
+
+
+def preset_rank_agreement(experiment: str, table: str, seeds: tuple[int, int] = (0, 1),
+                          full: tuple[str, str] = FULL_SOURCE,
+                          root: str | os.PathLike[str] | None = None
+                          ) -> tuple[float, float, int]:
+    """Whether a table's presets keep their order from one seed to another: Spearman's rank
+    correlation of their test accuracies at the two ``seeds``, its two-sided p (exact over all
+    orderings up to 9 presets) and the number of presets with both seeds. NaN below three
+    presets or when either seed's accuracies are all tied."""
+    from scipy import stats
+
+    a = presets_at_seed(experiment, table, seeds[0], full, root=root)
+    b = presets_at_seed(experiment, table, seeds[1], full, root=root)
+    both = [p for p in a if p in b]
+    x, y = [a[p] for p in both], [b[p] for p in both]
+    if len(both) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan"), float("nan"), len(both)
+    rho = float(stats.spearmanr(x, y).statistic)
+    if len(both) > 9:
+        return rho, float(stats.spearmanr(x, y).pvalue), len(both)
+    # exact: Spearman is Pearson on ranks; pair x's ranks with every ordering of y's
+    rx, ry = stats.rankdata(x), stats.rankdata(y)
+    orders = ry[np.asarray(list(itertools.permutations(range(len(ry)))))]
+    u, v = rx - rx.mean(), orders - orders.mean(axis=1, keepdims=True)
+    null = (v @ u) / np.sqrt((u @ u) * (v * v).sum(axis=1))
+    return rho, float(np.mean(np.abs(null) >= abs(rho) - 1e-12)), len(both)
 
 
 @dataclass(frozen=True)

@@ -519,6 +519,34 @@ def test_block_test_separates_the_activation_from_ilm(store):
     assert book.presets_block_test()["table4_block_reading"] == "cannot yet be tested against"
 
 
+def test_rank_agreement_of_presets_across_two_seeds(store):
+    presets = ["act_sigmoid", "act_pcp_no_ilm", "act_sigmoid_no_ilm", "act_relu"]
+    for s in SEEDS[:2]:  # the full model (act_pcp) plus four presets, the same order twice
+        save_run(store, "cpu_v2", "full", s, 80.0 + s)
+        for i, v in enumerate(presets):
+            save_run(store, "table4", v, s, 81.0 + i + s)
+    rho, p, n = claims.preset_rank_agreement("table4", "table4")
+    assert (rho, n) == (pytest.approx(1.0), 5)
+    assert p == pytest.approx(2 / 120)  # exact: 2 of the 5! pairings are as extreme
+    facts = book.presets_rank_agreement()
+    assert facts == {"table4_rank_n": 5, "table4_rank_rho": "+1.00", "table4_rank_p": "= 0.02",
+                     "table4_rank_reading": "repeats"}
+    rng = np.random.default_rng(3)
+    seed1 = rng.permutation(5) + 90.0
+    save_run(store, "cpu_v2", "full", 1, float(seed1[0]))
+    for v, acc in zip(presets, seed1[1:], strict=True):
+        save_run(store, "table4", v, 1, float(acc))
+    x = list(claims.presets_at_seed("table4", "table4", 0).values())
+    y = list(claims.presets_at_seed("table4", "table4", 1).values())
+    rho, p, _n = claims.preset_rank_agreement("table4", "table4")
+    assert rho == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert p == pytest.approx(stats.permutation_test(
+        (x, y), lambda u, v: stats.spearmanr(u, v).statistic, permutation_type="pairings",
+        n_resamples=np.inf).pvalue)  # the exact test by another route
+    assert book.presets_rank_agreement(seeds=(0, 4))["table4_rank_reading"] == \
+        "cannot yet be compared"  # no preset has seed 4
+
+
 def test_table1_protocol_and_table_headers_say_what_was_measured(store):
     df = pd.DataFrame({"eval.tta_flip": [True], "test.accuracy_ci95": [(0.80, 0.83)]})
     assert report.test_protocol(df) == "flip TTA; test-set 95 % CI 80.00–83.00 (bootstrap)"
