@@ -648,10 +648,13 @@ def headline(ledger: pd.DataFrame, claim: str = HEADLINE) -> dict[str, Any]:
 def variant_order(experiment: str, table: str, full: tuple[str, str] = FULL_SOURCE,
                   metric: str = "test.accuracy", current: bool = True,
                   root: str | os.PathLike[str] | None = None) -> dict[str, str]:
-    """The presets of a paper table ordered by our mean ``metric`` and by the paper's FERPlus
-    number, as ``"a > b > c"`` (``ours``, ``paper``); presets without runs are left out of
-    ``ours`` and counted in ``missing``."""
-    p = paper.table(table).set_index("preset")["FERPlus"]
+    """The presets of a paper table ordered by our mean ``metric`` and by the paper's number
+    (its FERPlus column where it has one, else its first, e.g. Table 4's RAF-DB), as
+    ``"a > b > c"`` (``ours``, ``paper``, and ``paper_column``: the column read); presets
+    without runs are left out of ``ours`` and counted in ``missing``."""
+    columns = paper.value_columns(table)
+    column = "FERPlus" if "FERPlus" in columns else columns[0]
+    p = paper.table(table).set_index("preset")[column]
     store = RunStore(root, current, full, metric)
     ours: dict[str, float] = {}
     for preset in p.index:
@@ -660,7 +663,7 @@ def variant_order(experiment: str, table: str, full: tuple[str, str] = FULL_SOUR
             ours[preset] = float(np.mean(vals))
     return {"ours": " > ".join(sorted(ours, key=ours.__getitem__, reverse=True)) or "none run",
             "paper": " > ".join(p.sort_values(ascending=False).index),
-            "missing": str(len(p) - len(ours))}
+            "missing": str(len(p) - len(ours)), "paper_column": column}
 
 
 def expected_range(k: int) -> float:

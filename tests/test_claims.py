@@ -420,6 +420,10 @@ def test_ledger_reading_separates_exact_from_trained_support_and_reads_power(sto
     assert order["ours"].split(" > ")[0] == "full"  # +5 points above the others
     assert order["missing"] == "1"  # dam_ilm has no run
     assert set(order["paper"].split(" > ")) == {"baseline", "dam", "dam_ilm", "full"}
+    assert order["paper_column"] == "FERPlus"
+    t4 = claims.variant_order("table4", "table4")  # Table 4 has RAF-DB only
+    raf = paper.table("table4").set_index("preset")["RAF-DB"]
+    assert t4["paper_column"] == "RAF-DB" and t4["paper"].split(" > ")[0] == raf.idxmax()
 
 
 def test_expected_range_matches_known_values():
