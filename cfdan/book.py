@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cfdan import claims, paper, report, results
+from cfdan import claims, paper, presets, report, results
 
 EXPERIMENTS = ("cpu", "cpu_v2", "paper", "table3", "table4", "table5", "fig10")
 """The experiments whose records the book shows (in the store's folder order)."""
@@ -465,7 +465,7 @@ def ledger_reading(full: tuple[str, str] = claims.FULL_SOURCE,
     by our mean and by the paper (``table3_order_ours``, ``table3_order_paper``)."""
     full = _book_source(full)
     out = claims.ledger_reading(claims.claims_ledger(full) if ledger is None else ledger)
-    order = claims.variant_order("table3", "table3", full)
+    order = presets.variant_order("table3", "table3", full)
     out.update({f"table3_order_{k}": v for k, v in order.items()})
     return out
 
@@ -482,10 +482,10 @@ def presets_vs_noise(experiment: str = "table4", table: str = "table4", seed: in
     ``presets`` (how many have that seed), ``range`` (max - min test accuracy, points),
     ``top`` / ``bottom`` (the presets at the ends), ``noise_sd`` / ``noise_n`` (the full
     model's sd over its seeds, :func:`cfdan.claims.full_seed_spread`), ``noise_range`` (that sd
-    times :func:`cfdan.claims.expected_range` of the number of presets) and ``reading``
+    times :func:`cfdan.presets.expected_range` of the number of presets) and ``reading``
     (*no wider than* / *wider than*; *not comparable yet* below two presets or two seeds)."""
     full = _book_source(full)
-    vals = claims.presets_at_seed(experiment, table, seed, full)
+    vals = presets.presets_at_seed(experiment, table, seed, full)
     _mean, sd, n = claims.full_seed_spread(full)
     key = f"{experiment}_seed{seed}_"
     out: dict[str, Any] = {key + "presets": len(vals), key + "noise_n": n,
@@ -494,7 +494,7 @@ def presets_vs_noise(experiment: str = "table4", table: str = "table4", seed: in
         return out | {key + "range": "n/a", key + "top": "n/a", key + "bottom": "n/a",
                       key + "noise_range": "n/a", key + "reading": "not comparable yet"}
     spread = max(vals.values()) - min(vals.values())
-    noise = sd * claims.expected_range(len(vals))
+    noise = sd * presets.expected_range(len(vals))
     return out | {key + "range": f"{spread:.2f}", key + "top": max(vals, key=vals.__getitem__),
                   key + "bottom": min(vals, key=vals.__getitem__),
                   key + "noise_range": f"{noise:.2f}",
@@ -509,8 +509,8 @@ def presets_rank_agreement(experiment: str = "table4", table: str = "table4",
     decimals), ``p`` (with its relation, as :func:`presets_block_test`) and ``reading``
     (the order *repeats* / *does not repeat* beyond chance; *cannot yet be compared* without
     a value),
-    from :func:`cfdan.claims.preset_rank_agreement`."""
-    rho, p, n = claims.preset_rank_agreement(experiment, table, seeds, _book_source(full))
+    from :func:`cfdan.presets.preset_rank_agreement`."""
+    rho, p, n = presets.preset_rank_agreement(experiment, table, seeds, _book_source(full))
     key = f"{experiment}_rank_"
     if not np.isfinite(rho):
         return {key + "n": n, key + "rho": "n/a", key + "p": "n/a",
@@ -522,12 +522,12 @@ def presets_rank_agreement(experiment: str = "table4", table: str = "table4",
 def presets_block_test(experiment: str = "table4", table: str = "table4",
                        full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
     """Whether the activations of a table differ beyond seed noise, for the prose (keys
-    ``<experiment>_block_...``): the test of :func:`cfdan.claims.preset_block_test` as
+    ``<experiment>_block_...``): the test of :func:`cfdan.presets.preset_block_test` as
     ``presets`` (how many on the complete grid) and ``names``, ``seeds``, ``F``, ``df1``,
     ``df2``, ``p`` (with its relation: ``= 0.39``, ``< 0.001``), ``resid_sd`` (points) and
     ``reading`` (*differ beyond* / *cannot be told apart from*; *cannot yet be tested
     against* without a complete grid of two presets and two seeds)."""
-    got = claims.preset_block_test(experiment, table, _book_source(full))
+    got = presets.preset_block_test(experiment, table, _book_source(full))
     key = f"{experiment}_block_"
     if got is None or not np.isfinite(got.p):
         return {key + k: "n/a" for k in ("presets", "names", "seeds", "F", "df1", "df2", "p",

@@ -1,0 +1,155 @@
+"""How a paper table's presets compare as a group (cfdan.presets): order, spread at one seed
+against seed noise, rank agreement across seeds and the block F test, on the claims tests'
+store of hand-made records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import test_claims
+from scipy import stats
+from test_claims import BASE, SEEDS, save_run
+
+from cfdan import book, claims, paper, presets
+
+store = test_claims.store  # the same fixture: an empty store with temporary experiment files
+
+
+def test_variant_order_by_our_mean_and_by_the_papers_own_column(store):
+    for s in SEEDS:
+        save_run(store, "table3", "baseline", s, BASE[s])
+        save_run(store, "table3", "dam", s, BASE[s] + 0.2 + 0.3 * (-1) ** s)
+        save_run(store, "cpu_v2", "full", s, BASE[s] + 5.0 + 0.01 * s)
+    order = presets.variant_order("table3", "table3")
+    assert order["ours"].split(" > ")[0] == "full"  # +5 points above the others
+    assert order["missing"] == "1"  # dam_ilm has no run
+    assert set(order["paper"].split(" > ")) == {"baseline", "dam", "dam_ilm", "full"}
+    assert order["paper_column"] == "FERPlus"
+    t4 = presets.variant_order("table4", "table4")  # Table 4 has RAF-DB only
+    raf = paper.table("table4").set_index("preset")["RAF-DB"]
+    assert t4["paper_column"] == "RAF-DB" and t4["paper"].split(" > ")[0] == raf.idxmax()
+
+
+def test_expected_range_matches_known_values():
+    assert presets.expected_range(1) == 0.0
+    assert presets.expected_range(2) == pytest.approx(2 / np.sqrt(np.pi), rel=1e-6)
+    assert presets.expected_range(8) == pytest.approx(2.847, abs=1e-3)  # d2 of SPC tables
+    rng = np.random.default_rng(0)
+    draws = rng.standard_normal((20000, 5))
+    assert presets.expected_range(5) == pytest.approx(np.ptp(draws, axis=1).mean(), rel=0.02)
+
+
+def test_presets_at_one_seed_against_seed_noise(store):
+    for s, level in zip(SEEDS[:3], (80.0, 81.0, 82.0), strict=True):
+        save_run(store, "cpu_v2", "full", s, level)  # the full model: sd 1.0 over 3 seeds
+    save_run(store, "table4", "act_relu", 0, 80.5)
+    save_run(store, "table4", "act_tanh", 0, 79.0)
+    save_run(store, "table4", "act_tanh", 1, 99.0)  # another seed: not read at seed 0
+    got = presets.presets_at_seed("table4", "table4", seed=0)
+    assert got == {"act_pcp": 80.0, "act_relu": 80.5, "act_tanh": 79.0}
+    facts = book.presets_vs_noise()
+    assert facts["table4_seed0_presets"] == 3 and facts["table4_seed0_range"] == "1.50"
+    assert facts["table4_seed0_top"] == "act_relu" and facts["table4_seed0_bottom"] == "act_tanh"
+    assert facts["table4_seed0_noise_sd"] == "1.00" and facts["table4_seed0_noise_n"] == 3
+    assert facts["table4_seed0_noise_range"] == f"{presets.expected_range(3):.2f}"  # 1.69
+    assert facts["table4_seed0_reading"] == "no wider than"
+    save_run(store, "table4", "act_sigmoid", 0, 90.0)
+    assert book.presets_vs_noise()["table4_seed0_reading"] == "wider than"
+    assert book.presets_vs_noise(seed=4)["table4_seed4_reading"] == "not comparable yet"
+
+
+def _ols_f(y: np.ndarray) -> tuple[float, float]:
+    """F and p of the row effect in a rows x blocks table by least squares with dummies: an
+    independent route to the two-way analysis without replication."""
+    a, b = y.shape
+    rows, cols = np.meshgrid(np.arange(a), np.arange(b), indexing="ij")
+    def design(with_rows: bool) -> np.ndarray:
+        parts = [np.ones(a * b)] + [(cols.ravel() == j).astype(float) for j in range(1, b)]
+        if with_rows:
+            parts += [(rows.ravel() == i).astype(float) for i in range(1, a)]
+        return np.column_stack(parts)
+    def rss(x: np.ndarray) -> float:
+        beta = np.linalg.lstsq(x, y.ravel(), rcond=None)[0]
+        return float(((y.ravel() - x @ beta) ** 2).sum())
+    full, reduced = rss(design(True)), rss(design(False))
+    df1, df2 = a - 1, (a - 1) * (b - 1)
+    f = ((reduced - full) / df1) / (full / df2)
+    return f, float(stats.f.sf(f, df1, df2))
+
+
+def test_preset_block_test_matches_least_squares_and_ignores_seed_levels(store):
+    assert presets.preset_block_test("table4", "table4") is None
+    assert book.presets_block_test()["table4_block_reading"] == "cannot yet be tested against"
+    rng = np.random.default_rng(3)
+    names = ["act_pcp", "act_sigmoid", "act_relu", "act_tanh"]
+    effect = {"act_pcp": 0.0, "act_sigmoid": 0.3, "act_relu": -0.2, "act_tanh": 0.1}
+    y = {}
+    for p in names:
+        for s in SEEDS[:2]:
+            y[p, s] = BASE[s] + effect[p] + float(rng.normal(0, 0.5))  # big seed levels
+            save_run(store, "cpu_v2" if p == "act_pcp" else "table4",
+                     "full" if p == "act_pcp" else p, s, y[p, s])
+    save_run(store, "cpu_v2", "full", SEEDS[2], 50.0)  # a third seed only one preset has
+    save_run(store, "table4", "act_relu_no_ilm", 0, 99.0)  # one seed only: not on the grid
+    got = presets.preset_block_test("table4", "table4")
+    assert got.presets == tuple(names) and got.seeds == (0, 1)
+    f, p_val = _ols_f(np.asarray([[y[p, s] for s in SEEDS[:2]] for p in names]))
+    assert got.f == pytest.approx(f) and got.p == pytest.approx(p_val)
+    assert (got.df_effect, got.df_resid) == (3, 3)  # one ILM setting: presets = activations
+    facts = book.presets_block_test()
+    assert facts["table4_block_presets"] == 4 and facts["table4_block_seeds"] == 2
+    assert facts["table4_block_p"] == f"= {p_val:.2f}"
+    assert facts["table4_block_reading"] == ("differ beyond" if p_val < claims.ALPHA
+                                             else "cannot be told apart from")
+    assert facts["table4_block_reading"] == "cannot be told apart from"  # effects << noise
+    save_run(store, "table4", "act_sigmoid", 0, BASE[0] + 6.0)
+    save_run(store, "table4", "act_sigmoid", 1, BASE[1] + 6.0)  # a real effect: found
+    assert book.presets_block_test()["table4_block_reading"] == "differ beyond"
+
+
+def test_block_test_separates_the_activation_from_ilm(store):
+    rng = np.random.default_rng(5)
+    for s in SEEDS[:2]:
+        save_run(store, "cpu_v2", "full", s, BASE[s] + float(rng.normal(0, 0.3)))  # act_pcp
+        save_run(store, "table4", "act_sigmoid", s, BASE[s] + float(rng.normal(0, 0.3)))
+        for act in ("pcp", "sigmoid"):  # ILM alone moves accuracy by 6 points
+            save_run(store, "table4", f"act_{act}_no_ilm", s,
+                     BASE[s] - 6.0 + float(rng.normal(0, 0.3)))
+    got = presets.preset_block_test("table4", "table4")
+    assert len(got.presets) == 4 and (got.df_effect, got.df_resid) == (2, 3)
+    assert got.p > claims.ALPHA  # a preset-only test would call this a difference
+    assert book.presets_block_test()["table4_block_reading"] == "cannot be told apart from"
+    for s in SEEDS[:2]:  # identical cells: no residual, no effect, no verdict
+        for v in ("act_sigmoid", "act_pcp_no_ilm", "act_sigmoid_no_ilm"):
+            save_run(store, "table4", v, s, 70.0)
+        save_run(store, "cpu_v2", "full", s, 70.0)
+    assert np.isnan(presets.preset_block_test("table4", "table4").p)
+    assert book.presets_block_test()["table4_block_reading"] == "cannot yet be tested against"
+
+
+def test_rank_agreement_of_presets_across_two_seeds(store):
+    names = ["act_sigmoid", "act_pcp_no_ilm", "act_sigmoid_no_ilm", "act_relu"]
+    for s in SEEDS[:2]:  # the full model (act_pcp) plus four presets, the same order twice
+        save_run(store, "cpu_v2", "full", s, 80.0 + s)
+        for i, v in enumerate(names):
+            save_run(store, "table4", v, s, 81.0 + i + s)
+    rho, p, n = presets.preset_rank_agreement("table4", "table4")
+    assert (rho, n) == (pytest.approx(1.0), 5)
+    assert p == pytest.approx(2 / 120)  # exact: 2 of the 5! pairings are as extreme
+    facts = book.presets_rank_agreement()
+    assert facts == {"table4_rank_n": 5, "table4_rank_rho": "+1.00", "table4_rank_p": "= 0.02",
+                     "table4_rank_reading": "repeats"}
+    rng = np.random.default_rng(3)
+    seed1 = rng.permutation(5) + 90.0
+    save_run(store, "cpu_v2", "full", 1, float(seed1[0]))
+    for v, acc in zip(names, seed1[1:], strict=True):
+        save_run(store, "table4", v, 1, float(acc))
+    x = list(presets.presets_at_seed("table4", "table4", 0).values())
+    y = list(presets.presets_at_seed("table4", "table4", 1).values())
+    rho, p, _n = presets.preset_rank_agreement("table4", "table4")
+    assert rho == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert p == pytest.approx(stats.permutation_test(
+        (x, y), lambda u, v: stats.spearmanr(u, v).statistic, permutation_type="pairings",
+        n_resamples=np.inf).pvalue)  # the exact test by another route
+    assert book.presets_rank_agreement(seeds=(0, 4))["table4_rank_reading"] == \
+        "cannot yet be compared"  # no preset has seed 4
