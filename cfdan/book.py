@@ -665,7 +665,7 @@ def sensitivity_figure(full: tuple[str, str] = claims.FULL_SOURCE):
     import matplotlib.pyplot as plt
 
     full = _book_source(full)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
     report.plot_sensitivity(axes, report.sensitivity_points(full),
                             claims.full_seed_spread(full))
     fig.tight_layout()

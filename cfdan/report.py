@@ -857,6 +857,7 @@ def plot_sensitivity(axes, points: pd.DataFrame, spread: tuple[float, float, int
         pad = 0.3 * (values[1] - values[0])
         ax.set_xticks(values)
         ax.set_xlim(values[0] - pad, values[-1] + pad)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+                  frameon=False)  # under the panel: the points fill the plot as the grid runs
     a.set(xlabel="$x_L$", ylabel="test accuracy (%)", title=f"$P_1$ = {best['P1']:g}")
     b.set(xlabel="$P_1$", title=f"$s_L$ = {best['s_L']:g}, $x_L$ = {best['x_L']:g}")
