@@ -471,8 +471,12 @@ def ledger_reading(full: tuple[str, str] = claims.FULL_SOURCE,
 
 
 def _p_text(p: float) -> str:
-    """A p-value with its relation, for the prose: ``< 0.001``, ``= 0.004``, ``= 0.39``."""
-    return "< 0.001" if p < 0.001 else f"= {p:.3f}" if p < 0.01 else f"= {p:.2f}"
+    """A p-value with its relation, for the prose: ``< 0.001``, ``= 0.048``, ``= 0.39`` (three
+    decimals below 0.1; a p just under :data:`cfdan.claims.ALPHA` never prints as equal to it)."""
+    if p < 0.001:
+        return "< 0.001"
+    text = f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
+    return f"< {text}" if p < claims.ALPHA <= float(text) else f"= {text}"
 
 
 def presets_vs_noise(experiment: str = "table4", table: str = "table4", seed: int = 0,
@@ -504,19 +508,19 @@ def presets_vs_noise(experiment: str = "table4", table: str = "table4", seed: in
 def presets_rank_agreement(experiment: str = "table4", table: str = "table4",
                            seeds: tuple[int, int] = (0, 1),
                            full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
-    """Whether the presets keep their order across two seeds, for the prose (keys
-    ``<experiment>_rank_...``): ``n`` (presets with both seeds), ``rho`` (Spearman, two
-    decimals), ``p`` (with its relation, as :func:`presets_block_test`) and ``reading``
-    (the order *repeats* / *does not repeat* beyond chance; *cannot yet be compared* without
-    a value),
-    from :func:`cfdan.presets.preset_rank_agreement`."""
+    """Whether the activations keep their order across two seeds, ILM's effect taken out, for
+    the prose (keys ``<experiment>_rank_...``): ``n`` (presets with both seeds), ``rho``
+    (Spearman, two decimals), ``p`` (one-sided permutation p with its relation, as
+    :func:`presets_block_test`) and ``reading`` (the order *repeats* / *is not shown to
+    repeat* beyond chance; *cannot yet be compared* without a value), from
+    :func:`cfdan.presets.preset_rank_agreement`."""
     rho, p, n = presets.preset_rank_agreement(experiment, table, seeds, _book_source(full))
     key = f"{experiment}_rank_"
     if not np.isfinite(rho):
         return {key + "n": n, key + "rho": "n/a", key + "p": "n/a",
                 key + "reading": "cannot yet be compared"}
     return {key + "n": n, key + "rho": f"{rho:+.2f}", key + "p": _p_text(p),
-            key + "reading": "repeats" if p < claims.ALPHA else "does not repeat"}
+            key + "reading": "repeats" if p < claims.ALPHA else "is not shown to repeat"}
 
 
 def presets_block_test(experiment: str = "table4", table: str = "table4",

@@ -7,6 +7,7 @@ least-squares F test with seeds as blocks and ILM's own effect taken out)."""
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,31 +68,70 @@ def presets_at_seed(experiment: str, table: str, seed: int = 0,
     return out
 
 
+MAX_ORDERINGS = 200_000
+"""Above this many within-group reorderings, :func:`preset_rank_agreement` samples its null."""
+
+
+def ilm_group(preset: str) -> bool:
+    """A Table 4 preset's ILM group: True for the presets without ILM (``*_no_ilm``)."""
+    return preset.endswith("_no_ilm")
+
+
+def _ranks_within_groups(values: Sequence[float], groups: Sequence[bool]) -> np.ndarray:
+    """Each value's rank within its group (ties averaged), minus its group's mean rank."""
+    from scipy import stats
+
+    v, g = np.asarray(values, dtype=float), np.asarray(groups)
+    out = np.zeros(len(v))
+    for flag in set(groups):
+        r = stats.rankdata(v[g == flag])
+        out[g == flag] = r - r.mean()
+    return out
+
+
+def _within_group_orderings(groups: Sequence[bool], rng: np.random.Generator) -> np.ndarray:
+    """Index arrays that reorder positions only within their group: all of them, or
+    :data:`MAX_ORDERINGS` drawn at random when there are more."""
+    members = [np.flatnonzero(np.asarray(groups) == flag) for flag in sorted(set(groups))]
+    total = int(np.prod([math.factorial(len(m)) for m in members]))
+    if total > MAX_ORDERINGS:
+        out = np.tile(np.arange(len(groups)), (MAX_ORDERINGS, 1))
+        for m in members:
+            out[:, m] = rng.permuted(np.tile(m, (MAX_ORDERINGS, 1)), axis=1)
+        return out
+    out = np.tile(np.arange(len(groups)), (total, 1))
+    for row, combo in enumerate(itertools.product(
+            *(itertools.permutations(m) for m in members))):
+        for m, perm in zip(members, combo, strict=True):
+            out[row, m] = perm
+    return out
+
+
 def preset_rank_agreement(experiment: str, table: str, seeds: tuple[int, int] = (0, 1),
                           full: tuple[str, str] = FULL_SOURCE,
                           root: str | os.PathLike[str] | None = None
                           ) -> tuple[float, float, int]:
-    """Whether a table's presets keep their order from one seed to another: Spearman's rank
-    correlation of their test accuracies at the two ``seeds``, its two-sided p (exact over all
-    orderings up to 9 presets) and the number of presets with both seeds. NaN below three
-    presets or when either seed's accuracies are all tied."""
-    from scipy import stats
-
+    """Whether a table's activations keep their order from one seed to another, ILM's own
+    effect taken out (as :func:`preset_block_test`): the presets are ranked within their ILM
+    group at each seed, and rho is the correlation of these ranks between the two ``seeds``
+    (a Spearman correlation stratified by ILM group; plain Spearman with one group). Its
+    one-sided p (the order repeats: rho > 0) comes from a null that reorders presets only
+    within their group, so ILM alone cannot make an order repeat; it is exact (every
+    within-group reordering) up to :data:`MAX_ORDERINGS`, else sampled with a fixed seed.
+    Returns (rho, p, presets with both seeds); NaN below three presets or when a seed's
+    presets are all tied within their groups."""
     a = presets_at_seed(experiment, table, seeds[0], full, root=root)
     b = presets_at_seed(experiment, table, seeds[1], full, root=root)
     both = [p for p in a if p in b]
-    x, y = [a[p] for p in both], [b[p] for p in both]
-    if len(both) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    groups = [ilm_group(p) for p in both]
+    u = _ranks_within_groups([a[p] for p in both], groups)
+    w = _ranks_within_groups([b[p] for p in both], groups)
+    if len(both) < 3 or not u.any() or not w.any():
         return float("nan"), float("nan"), len(both)
-    rho = float(stats.spearmanr(x, y).statistic)
-    if len(both) > 9:
-        return rho, float(stats.spearmanr(x, y).pvalue), len(both)
-    # exact: Spearman is Pearson on ranks; pair x's ranks with every ordering of y's
-    rx, ry = stats.rankdata(x), stats.rankdata(y)
-    orders = ry[np.asarray(list(itertools.permutations(range(len(ry)))))]
-    u, v = rx - rx.mean(), orders - orders.mean(axis=1, keepdims=True)
+    v = w[_within_group_orderings(groups, np.random.default_rng(0))]  # rows: mean 0 as w
     null = (v @ u) / np.sqrt((u @ u) * (v * v).sum(axis=1))
-    return rho, float(np.mean(np.abs(null) >= abs(rho) - 1e-12)), len(both)
+    rho = float((w @ u) / np.sqrt((u @ u) * (w @ w)))
+    return rho, float(np.mean(null >= rho - 1e-12)), len(both)
 
 
 @dataclass(frozen=True)
@@ -132,8 +172,6 @@ def preset_block_test(experiment: str, table: str, full: tuple[str, str] = FULL_
     that the most cells fill; ties to more seeds) and returns None below two presets on it or
     without residual degrees of freedom.
     """
-    from itertools import combinations
-
     from scipy import stats
 
     store = RunStore(root, current, full, metric)
@@ -141,7 +179,7 @@ def preset_block_test(experiment: str, table: str, full: tuple[str, str] = FULL_
     seeds = sorted({s for got in by_seed.values() for s in got})
     best: tuple[int, int, tuple[int, ...], list[str]] | None = None
     for k in range(2, len(seeds) + 1):
-        for chosen in combinations(seeds, k):
+        for chosen in itertools.combinations(seeds, k):
             rows = [p for p, got in by_seed.items() if all(s in got for s in chosen)]
             cand = (len(rows) * k, k, chosen, rows)
             if len(rows) >= 2 and (best is None or cand[:2] > best[:2]):
@@ -152,7 +190,7 @@ def preset_block_test(experiment: str, table: str, full: tuple[str, str] = FULL_
     cells = [(p, s) for p in rows for s in chosen]
     y = np.asarray([by_seed[p][s][0] for p, s in cells], dtype=float)
     seed_cols = _dummies([s for _p, s in cells])
-    ilm_cols = _dummies([p.endswith("_no_ilm") for p, _s in cells])
+    ilm_cols = _dummies([ilm_group(p) for p, _s in cells])
     full_cols = seed_cols + _dummies([p for p, _s in cells])
     rss_full, rss_reduced = _rss(y, full_cols), _rss(y, seed_cols + ilm_cols)
     df_effect = len(full_cols) - len(seed_cols) - len(ilm_cols)

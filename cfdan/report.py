@@ -288,8 +288,9 @@ def _attention_caption(faces_note: str, definition: str, has_faces: bool) -> str
              else f"Maps alone: {faces_note}; records keep the faces' indices, never pixels.")
     if definition == ATTENTION_V2:
         what = ("Maps (v2, chapter 2): spatial = attention each cell receives in the last "
-                "layer, scaled to its maximum; channel, fused = each cell's share of the "
-                "predicted class's logit (red for, blue against).")
+                "layer; channel, fused = each cell's share of the predicted class's logit (red "
+                "for, blue against). Each map is scaled to its own largest |value|, so colours "
+                "compare cells within a face, not faces.")
     else:
         what = ("Maps: token norms after the residual, min-max scaled per face (old records, "
                 "made before the v2 definition of chapter 2; not attention).")
@@ -305,10 +306,10 @@ def _upsample(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _map_style(name: str, m: np.ndarray, definition: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """The map as drawn and its imshow colour scale, the same for every face of a column (each
-    face's map is scaled to its own largest value first, so one colour bar reads them all):
-    sequential for attention received and old maps, diverging around 0 for class-activation
-    maps."""
+    """The map as drawn and its imshow colour scale, the same for every face of a column, so
+    one colour bar reads them all: v2 maps are scaled to their own largest (absolute) value,
+    sequential for attention received, diverging around 0 for class-activation maps; old maps
+    were stored min-max scaled per face and are drawn as stored."""
     if definition != ATTENTION_V2:
         return m, {"cmap": "jet", "vmin": 0.0, "vmax": 1.0}
     if name == "spatial":

@@ -4,6 +4,8 @@ store of hand-made records."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import test_claims
@@ -98,13 +100,18 @@ def test_preset_block_test_matches_least_squares_and_ignores_seed_levels(store):
     assert (got.df_effect, got.df_resid) == (3, 3)  # one ILM setting: presets = activations
     facts = book.presets_block_test()
     assert facts["table4_block_presets"] == 4 and facts["table4_block_seeds"] == 2
-    assert facts["table4_block_p"] == f"= {p_val:.2f}"
+    assert facts["table4_block_p"] == book._p_text(p_val)
     assert facts["table4_block_reading"] == ("differ beyond" if p_val < claims.ALPHA
                                              else "cannot be told apart from")
     assert facts["table4_block_reading"] == "cannot be told apart from"  # effects << noise
     save_run(store, "table4", "act_sigmoid", 0, BASE[0] + 6.0)
     save_run(store, "table4", "act_sigmoid", 1, BASE[1] + 6.0)  # a real effect: found
     assert book.presets_block_test()["table4_block_reading"] == "differ beyond"
+
+
+def test_p_values_print_with_their_relation_and_never_round_onto_alpha():
+    assert [book._p_text(p) for p in (0.0004, 0.0123, 0.0499, 0.0504, 0.061, 0.394)] == \
+        ["< 0.001", "= 0.012", "< 0.050", "= 0.050", "= 0.061", "= 0.39"]
 
 
 def test_block_test_separates_the_activation_from_ilm(store):
@@ -127,29 +134,80 @@ def test_block_test_separates_the_activation_from_ilm(store):
     assert book.presets_block_test()["table4_block_reading"] == "cannot yet be tested against"
 
 
-def test_rank_agreement_of_presets_across_two_seeds(store):
-    names = ["act_sigmoid", "act_pcp_no_ilm", "act_sigmoid_no_ilm", "act_relu"]
-    for s in SEEDS[:2]:  # the full model (act_pcp) plus four presets, the same order twice
-        save_run(store, "cpu_v2", "full", s, 80.0 + s)
-        for i, v in enumerate(names):
-            save_run(store, "table4", v, s, 81.0 + i + s)
+ILM_ON = ["act_sigmoid", "act_relu", "act_tanh"]  # with act_pcp, the full model
+ILM_OFF = ["act_pcp_no_ilm", "act_sigmoid_no_ilm", "act_relu_no_ilm"]
+
+
+def _save_table4_seed(store, seed: int, on: list[float], off: list[float]) -> None:
+    """act_pcp (the full model) and ILM_ON at accuracies ``on``, ILM_OFF at ``off``."""
+    save_run(store, "cpu_v2", "full", seed, on[0])
+    for v, acc in zip(ILM_ON + ILM_OFF, on[1:] + off, strict=True):
+        save_run(store, "table4", v, seed, acc)
+
+
+def _brute_force_p(x: list[float], y: list[float], off: list[bool]) -> tuple[float, float]:
+    """rho and one-sided p of the within-ILM-group rank correlation, every reordering of y
+    within its group tried, with scipy."""
+    g = np.asarray(off)
+    def ranks(v: np.ndarray) -> np.ndarray:
+        out = np.empty(len(v))
+        for flag in (False, True):
+            out[g == flag] = stats.rankdata(v[g == flag]) - stats.rankdata(v[g == flag]).mean()
+        return out
+    x, y = np.asarray(x), np.asarray(y)
+    rho = stats.pearsonr(ranks(x), ranks(y)).statistic
+    on_idx, off_idx = np.flatnonzero(~g), np.flatnonzero(g)
+    null = []
+    for a in itertools.permutations(on_idx):
+        for b in itertools.permutations(off_idx):
+            order = np.arange(len(y))
+            order[on_idx], order[off_idx] = a, b
+            null.append(stats.pearsonr(ranks(x), ranks(y[order])).statistic)
+    return float(rho), float(np.mean(np.asarray(null) >= rho - 1e-12))
+
+
+def test_rank_agreement_reads_the_activations_order_with_ilm_taken_out(store):
+    _save_table4_seed(store, 0, [80.0, 81.0, 82.0, 83.0], [70.0, 71.0, 72.0])
+    _save_table4_seed(store, 1, [85.0, 86.0, 87.0, 88.0], [60.0, 62.0, 64.0])
     rho, p, n = presets.preset_rank_agreement("table4", "table4")
-    assert (rho, n) == (pytest.approx(1.0), 5)
-    assert p == pytest.approx(2 / 120)  # exact: 2 of the 5! pairings are as extreme
-    facts = book.presets_rank_agreement()
-    assert facts == {"table4_rank_n": 5, "table4_rank_rho": "+1.00", "table4_rank_p": "= 0.02",
-                     "table4_rank_reading": "repeats"}
-    rng = np.random.default_rng(3)
-    seed1 = rng.permutation(5) + 90.0
-    save_run(store, "cpu_v2", "full", 1, float(seed1[0]))
-    for v, acc in zip(names, seed1[1:], strict=True):
-        save_run(store, "table4", v, 1, float(acc))
-    x = list(presets.presets_at_seed("table4", "table4", 0).values())
-    y = list(presets.presets_at_seed("table4", "table4", 1).values())
+    assert (rho, n) == (pytest.approx(1.0), 7)
+    assert p == pytest.approx(1 / (24 * 6))  # only the identity of 4! x 3! reorderings
+    assert book.presets_rank_agreement() == {
+        "table4_rank_n": 7, "table4_rank_rho": "+1.00", "table4_rank_p": "= 0.007",
+        "table4_rank_reading": "repeats"}
+    # each group's order reversed at seed 1, a big ILM gap kept: ILM alone must not make the
+    # order repeat (the plain Spearman of the raw accuracies would say it does)
+    _save_table4_seed(store, 1, [88.0, 87.0, 86.0, 85.0], [64.0, 62.0, 60.0])
+    raw = [list(presets.presets_at_seed("table4", "table4", s).values()) for s in (0, 1)]
+    assert stats.spearmanr(*raw).statistic >= 0.5  # the ILM gap alone
     rho, p, _n = presets.preset_rank_agreement("table4", "table4")
-    assert rho == pytest.approx(stats.spearmanr(x, y).statistic)
-    assert p == pytest.approx(stats.permutation_test(
-        (x, y), lambda u, v: stats.spearmanr(u, v).statistic, permutation_type="pairings",
-        n_resamples=np.inf).pvalue)  # the exact test by another route
+    assert rho == pytest.approx(-1.0) and p == 1.0
+    assert book.presets_rank_agreement()["table4_rank_reading"] == "is not shown to repeat"
     assert book.presets_rank_agreement(seeds=(0, 4))["table4_rank_reading"] == \
         "cannot yet be compared"  # no preset has seed 4
+
+
+def test_rank_agreement_matches_a_brute_force_permutation_test_with_ties(store):
+    rng = np.random.default_rng(7)
+    for s in SEEDS[:2]:  # whole numbers: ties within and across the groups
+        _save_table4_seed(store, s, [float(v) for v in rng.integers(80, 84, 4)],
+                          [float(v) for v in rng.integers(78, 82, 3)])
+    got = [presets.presets_at_seed("table4", "table4", s) for s in (0, 1)]
+    names = list(got[0])
+    rho, p, _n = presets.preset_rank_agreement("table4", "table4")
+    want = _brute_force_p([got[0][v] for v in names], [got[1][v] for v in names],
+                          [presets.ilm_group(v) for v in names])
+    assert (rho, p) == (pytest.approx(want[0]), pytest.approx(want[1]))
+
+
+def test_sampled_orderings_reorder_only_within_ilm_groups(monkeypatch):
+    groups = [False, True, False, True, True, False]
+    monkeypatch.setattr(presets, "MAX_ORDERINGS", 50)  # 3! x 3! = 36 exact; 4! x ... sampled
+    exact = presets._within_group_orderings(groups, np.random.default_rng(0))
+    assert len(exact) == 36 and len({tuple(r) for r in exact}) == 36
+    groups += [False]  # 4! x 3! = 144 > 50: sampled
+    sampled = presets._within_group_orderings(groups, np.random.default_rng(0))
+    assert len(sampled) == 50 and len({tuple(r) for r in sampled}) > 10
+    for flag in (False, True):
+        members = np.flatnonzero(np.asarray(groups) == flag)
+        assert all(set(r[members]) == set(members) for r in sampled)
