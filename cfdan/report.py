@@ -328,14 +328,15 @@ def _colour_bar_label(name: str, definition: str) -> str:
     return "against (−) / for (+) the class\n÷ the face's max |value|"
 
 
-def _add_colour_bar(ax, style: Mapping[str, Any], label: str) -> None:
-    """A horizontal colour bar under ``ax`` (a child axes: ``fig.axes`` keeps its grid order)."""
+def _add_colour_bar(ax, style: Mapping[str, Any], label: str, alpha: float = 1.0) -> None:
+    """A horizontal colour bar under ``ax`` (a child axes: ``fig.axes`` keeps its grid order),
+    as translucent as the maps it reads."""
     import matplotlib as mpl
 
     cax = ax.inset_axes((0.05, -0.2, 0.9, 0.07))
     norm = mpl.colors.Normalize(vmin=style["vmin"], vmax=style["vmax"])
     bar = ax.figure.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=style["cmap"]), cax=cax,
-                             orientation="horizontal")
+                             orientation="horizontal", alpha=alpha)
     bar.set_ticks([style["vmin"], (style["vmin"] + style["vmax"]) / 2, style["vmax"]])
     bar.ax.tick_params(labelsize=6, length=2, pad=1)
     bar.set_label(label, fontsize=6, labelpad=1)
@@ -388,9 +389,10 @@ def plot_attention(axes, run_id: str, experiment: str | None = None, k: int = 4,
                         transform=ax.transAxes)
                 continue
             m, style = _map_style(name, _upsample(arr[key][i], size), definition)
-            ax.imshow(m, alpha=0.5 if face is not None else 1.0, **style)
+            alpha = 0.5 if face is not None else 1.0
+            ax.imshow(m, alpha=alpha, **style)
             if i == min(k, n) - 1:
-                _add_colour_bar(ax, style, _colour_bar_label(name, definition))
+                _add_colour_bar(ax, style, _colour_bar_label(name, definition), alpha)
         true, pred = names[arr["attention_labels"][i]], names[arr["attention_preds"][i]]
         axes[i, 0].set_ylabel(f"{true}\n(pred {pred})", fontsize=8)
     return _attention_caption(note, definition, faces is not None)

@@ -237,6 +237,13 @@ def _store_run(run_id: str, test, index: list[int], definition: str | None = "v2
     results.save_record(rec, arrays)
 
 
+def _bar_colours(cax):
+    """The coloured mesh of a colour bar's axes."""
+    from matplotlib.collections import QuadMesh
+
+    return next(c for c in cax.collections if isinstance(c, QuadMesh))
+
+
 def test_faces_are_read_from_the_dataset_by_index(fake_ferplus: Path) -> None:
     test = load_dataset("ferplus", fake_ferplus, "test", image_size=48)
     _store_run("withdata", test, [0, 3])
@@ -247,6 +254,8 @@ def test_faces_are_read_from_the_dataset_by_index(fake_ferplus: Path) -> None:
     caption = fig.texts[-1].get_text()
     assert "read from the FERPlus test split" in caption and "v2" in caption
     assert len(fig.axes[0].images) == 1 and len(fig.axes[1].images) == 2  # face; face + map
+    bar = _bar_colours(fig.axes[5].child_axes[0])  # under the last row's spatial map
+    assert bar.get_alpha() == fig.axes[5].images[-1].get_alpha() == 0.5  # as the map drawn
     plt.close("all")
 
 
@@ -277,6 +286,7 @@ def test_each_map_column_gets_one_colour_bar_on_a_shared_per_face_scale(
     assert [len(ax.child_axes) for ax in grid[1]] == [0, 1, 1, 1]  # none for the face column
     spatial, channel = grid[1, 1].child_axes[0], grid[1, 2].child_axes[0]
     assert spatial.get_xlim() == (0.0, 1.0) and channel.get_xlim() == (-1.0, 1.0)
+    assert _bar_colours(spatial).get_alpha() in (None, 1.0)  # maps alone: opaque
     assert "max" in spatial.get_xlabel() and "for (+)" in channel.get_xlabel()
     for row in grid:  # each face's class map is scaled to its own largest |value|
         cam = row[2].images[-1]
