@@ -537,10 +537,9 @@ def presets_block_test(experiment: str = "table4", table: str = "table4",
         return {key + k: "n/a" for k in ("presets", "names", "seeds", "F", "df1", "df2", "p",
                                           "resid_sd")} | {key + "reading":
                                                           "cannot yet be tested against"}
-    p = _p_text(got.p)
     return {key + "presets": len(got.presets), key + "names": ", ".join(got.presets),
             key + "seeds": len(got.seeds), key + "F": f"{got.f:.2f}",
-            key + "df1": got.df_effect, key + "df2": got.df_resid, key + "p": p,
+            key + "df1": got.df_effect, key + "df2": got.df_resid, key + "p": _p_text(got.p),
             key + "resid_sd": f"{got.resid_sd:.2f}",
             key + "reading": ("differ beyond" if got.p < claims.ALPHA
                               else "cannot be told apart from")}

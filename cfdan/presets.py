@@ -128,9 +128,11 @@ def preset_rank_agreement(experiment: str, table: str, seeds: tuple[int, int] = 
     w = _ranks_within_groups([b[p] for p in both], groups)
     if len(both) < 3 or not u.any() or not w.any():
         return float("nan"), float("nan"), len(both)
-    v = w[_within_group_orderings(groups, np.random.default_rng(0))]  # rows: mean 0 as w
-    null = (v @ u) / np.sqrt((u @ u) * (v * v).sum(axis=1))
-    rho = float((w @ u) / np.sqrt((u @ u) * (w @ w)))
+    def corr(rows: np.ndarray) -> np.ndarray:  # rows have mean 0, as u
+        return (rows @ u) / np.sqrt((u @ u) * (rows * rows).sum(axis=1))
+
+    null = corr(w[_within_group_orderings(groups, np.random.default_rng(0))])
+    rho = float(corr(w[None])[0])
     return rho, float(np.mean(null >= rho - 1e-12)), len(both)
 
 
