@@ -662,6 +662,52 @@ def fig10_facts(full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
             "fig10_sd_seeds": k, "fig10_exact_wider": wider}
 
 
+def _setting_text(s_l: float, x_l: float, p1: float) -> str:
+    return f"s_L {s_l:g}, x_L {x_l:g}, P1 {p1:g}"
+
+
+def fig10_screen(full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
+    """Fig. 10 read through its band (:func:`cfdan.report.sensitivity_screen`), for the prose:
+    ``fig10_band_half`` (points), ``fig10_inside`` / ``fig10_above`` / ``fig10_below``
+    (grid settings with a run), ``fig10_centre_rank`` of ``fig10_ranked`` (settings with a
+    value, the centre included; 1 = highest), ``fig10_best`` / ``fig10_best_gap`` (the highest
+    setting and its lead over the centre), ``fig10_span`` (highest − lowest) and
+    ``fig10_reading``, a clause saying what the screen finds."""
+    full = _book_source(full)
+    pts = report.sensitivity_points(full)
+    spread = claims.full_seed_spread(full)
+    screen = report.sensitivity_screen(pts, spread)
+    half = report.FIG10_BAND * spread[1]
+    ran = pts[pts["accuracy"].notna()]
+    counts = screen["position"].value_counts()
+    facts: dict[str, Any] = {
+        "fig10_band_half": f"{half:.2f}" if np.isfinite(half) else "n/a",
+        **{f"fig10_{k}": int(counts.get(k, 0)) for k in ("inside", "above", "below")},
+        "fig10_ranked": len(ran)}
+    centre = ran[ran["centre"]]
+    if len(screen) == 0 or len(centre) == 0:
+        return facts | {"fig10_centre_rank": "n/a", "fig10_best": "n/a", "fig10_best_gap": "n/a",
+                        "fig10_span": "n/a", "fig10_reading": "the grid has not run yet"}
+    c = float(centre["accuracy"].iloc[0])
+    top = ran.loc[ran["accuracy"].idxmax()]
+    facts |= {"fig10_centre_rank": int((ran["accuracy"] > c).sum()) + 1,
+              "fig10_best": _setting_text(top["s_L"], top["x_L"], top["P1"]),
+              "fig10_best_gap": f"{top['accuracy'] - c:+.2f}",
+              "fig10_span": f"{np.ptp(ran['accuracy']):.2f}"}
+    if not np.isfinite(half):
+        reading = "without a seed spread of the full model there is no band to screen against"
+    elif counts.get("inside", 0) == len(screen):
+        reading = ("every setting run lies inside the band: at one seed each, none can be told "
+                   "apart from the paper's best")
+    else:
+        out = screen[screen["position"] != "inside"]
+        named = "; ".join(f"{_setting_text(r['s_L'], r['x_L'], r['P1'])} {r['position']} "
+                          f"({r['minus centre']:+.2f})" for _i, r in out.iterrows())
+        reading = (f"{len(out)} setting{'s' * (len(out) != 1)} lie outside the band ({named}): "
+                   "each is worth a second seed before it is read as a real difference")
+    return facts | {"fig10_reading": reading}
+
+
 def sensitivity_figure(full: tuple[str, str] = claims.FULL_SOURCE):
     """Fig. 10: accuracy over the PCP grid with the full model's seed spread as a band
     (:func:`cfdan.report.plot_sensitivity`)."""

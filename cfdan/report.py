@@ -827,6 +827,23 @@ runs of the same setting differ by more than 2√2 sd about 5 % of the time (nor
 sd taken as known), so a one-seed point outside the band is unlikely to be seed noise alone."""
 
 
+def sensitivity_screen(points: pd.DataFrame, spread: tuple[float, float, int]) -> pd.DataFrame:
+    """Fig. 10's band as a screen: per grid setting with a run, its accuracy minus the centre's
+    (points) and ``position`` against the band (``inside`` / ``above`` / ``below`` the centre ±
+    :data:`FIG10_BAND` sd; ``n/a`` without an sd). ``points`` from :func:`sensitivity_points`,
+    ``spread`` = mean, sd, n from :func:`cfdan.claims.full_seed_spread`."""
+    centre = points.loc[points["centre"], "accuracy"]
+    c = float(centre.iloc[0]) if len(centre) else float("nan")
+    half = FIG10_BAND * spread[1]
+    grid = points[~points["centre"] & points["accuracy"].notna()]
+    diff = grid["accuracy"] - c
+    position = np.where(~np.isfinite(diff) | ~np.isfinite(half), "n/a",
+                        np.where(diff > half, "above", np.where(diff < -half, "below", "inside")))
+    return pd.DataFrame({"s_L": grid["s_L"], "x_L": grid["x_L"], "P1": grid["P1"],
+                         "accuracy": grid["accuracy"], "minus centre": diff,
+                         "position": position}).reset_index(drop=True)
+
+
 def plot_sensitivity(axes, points: pd.DataFrame, spread: tuple[float, float, int]) -> None:
     """Fig. 10 in two panels: accuracy over x_L, one line per s_L (P1 at the best), and over P1
     (s_L, x_L at the best). The grey band is the centre point ± :data:`FIG10_BAND` sd, sd of the

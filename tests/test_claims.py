@@ -463,6 +463,35 @@ def test_fig10_and_selection_facts(store, monkeypatch):
     assert book.selection_facts() == {"selected_runs": 3, "selected_last": 1}
 
 
+def test_fig10_screen_places_each_setting_against_the_band(store):
+    got = book.fig10_screen()
+    assert got["fig10_reading"] == "the grid has not run yet" and got["fig10_inside"] == 0
+    full = [70.0, 71.0, 72.0]  # sd 1, so the band is centre ± 2√2 = ± 2.83 points
+    for s, v in enumerate(full):
+        save_run(store, "cpu_v2", "full", s, v)
+    others = [pt for pt in claims.fig10_points() if pt != claims.FIG10_CENTRE]
+    save_run(store, "fig10", fig10_name(others[0]), 0, 70.0 + 3.0)  # above
+    save_run(store, "fig10", fig10_name(others[1]), 0, 70.0 - 2.9)  # below
+    save_run(store, "fig10", fig10_name(others[2]), 0, 70.0 + 2.8)  # inside, the edge
+    screen = report.sensitivity_screen(report.sensitivity_points(), claims.full_seed_spread())
+    assert list(screen["position"]) == ["above", "below", "inside"]
+    assert screen["minus centre"].to_numpy() == pytest.approx([3.0, -2.9, 2.8])
+    got = book.fig10_screen()
+    assert got["fig10_band_half"] == f"{2 * np.sqrt(2):.2f}"
+    assert (got["fig10_inside"], got["fig10_above"], got["fig10_below"]) == (1, 1, 1)
+    # the centre (seed 0 only: the grid's seeds) ranks third of four, under +3.0 and +2.8
+    assert (got["fig10_centre_rank"], got["fig10_ranked"]) == (3, 4)
+    s_l, x_l, p1 = others[0]
+    assert got["fig10_best"] == f"s_L {s_l:g}, x_L {x_l:g}, P1 {p1:g}"
+    assert got["fig10_best_gap"] == "+3.00" and got["fig10_span"] == "5.90"
+    assert got["fig10_reading"].startswith("2 settings lie outside the band (")
+    assert "above (+3.00)" in got["fig10_reading"] and "below (-2.90)" in got["fig10_reading"]
+    store_inside = report.sensitivity_screen(report.sensitivity_points(), (70.0, 2.0, 3))
+    assert (store_inside["position"] == "inside").all()  # a wider sd takes all three in
+    nan_sd = report.sensitivity_screen(report.sensitivity_points(), (70.0, float("nan"), 1))
+    assert (nan_sd["position"] == "n/a").all()
+
+
 def test_attention_similarity_is_one_for_a_map_that_ignores_the_face(store):
     rng = np.random.default_rng(0)
     fixed = np.tile(rng.normal(size=(1, 6, 6)), (4, 1, 1))
