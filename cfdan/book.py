@@ -360,8 +360,9 @@ def attention_facts(shown: Mapping[str, str],
         faces: Any = "n/a"
         if exp in shown:
             try:
-                sim = report.attention_similarity(shown[exp], exp)
-                faces = len(results.load_arrays(shown[exp], exp).get("attention_index", []))
+                arrays = results.load_arrays(shown[exp], exp)
+                sim = report.map_similarity(arrays)
+                faces = len(arrays.get("attention_index", []))
             except (FileNotFoundError, KeyError):
                 pass
         for name in ("spatial", "channel", "fused"):

@@ -108,8 +108,8 @@ def _within_group_orderings(groups: Sequence[bool], rng: np.random.Generator) ->
 
 
 def preset_rank_agreement(experiment: str, table: str, seeds: tuple[int, int] = (0, 1),
-                          full: tuple[str, str] = FULL_SOURCE,
-                          root: str | os.PathLike[str] | None = None
+                          full: tuple[str, str] = FULL_SOURCE, metric: str = "test.accuracy",
+                          current: bool = True, root: str | os.PathLike[str] | None = None
                           ) -> tuple[float, float, int]:
     """Whether a table's activations keep their order from one seed to another, ILM's own
     effect taken out (as :func:`preset_block_test`): the presets are ranked within their ILM
@@ -120,14 +120,14 @@ def preset_rank_agreement(experiment: str, table: str, seeds: tuple[int, int] = 
     within-group reordering) up to :data:`MAX_ORDERINGS`, else sampled with a fixed seed.
     Returns (rho, p, presets with both seeds); NaN below three presets or when a seed's
     presets are all tied within their groups."""
-    a = presets_at_seed(experiment, table, seeds[0], full, root=root)
-    b = presets_at_seed(experiment, table, seeds[1], full, root=root)
+    a, b = (presets_at_seed(experiment, table, s, full, metric, current, root) for s in seeds)
     both = [p for p in a if p in b]
     groups = [ilm_group(p) for p in both]
     u = _ranks_within_groups([a[p] for p in both], groups)
     w = _ranks_within_groups([b[p] for p in both], groups)
     if len(both) < 3 or not u.any() or not w.any():
         return float("nan"), float("nan"), len(both)
+
     def corr(rows: np.ndarray) -> np.ndarray:  # rows have mean 0, as u
         return (rows @ u) / np.sqrt((u @ u) * (rows * rows).sum(axis=1))
 

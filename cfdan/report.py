@@ -399,11 +399,15 @@ def plot_attention(axes, run_id: str, experiment: str | None = None, k: int = 4,
 
 
 def attention_similarity(run_id: str, experiment: str | None = None) -> dict[str, float]:
-    """How much Fig. 8's maps depend on the face: per map kind (spatial, channel, fused), the
-    mean Pearson correlation between the maps of every pair of the record's stored faces
-    (near 1: nearly the same map for every face; constant maps are left out; NaN if fewer
-    than two remain)."""
-    arr = results.load_arrays(run_id, experiment)
+    """How much Fig. 8's maps depend on the face, for a record's stored maps
+    (:func:`map_similarity` of its arrays)."""
+    return map_similarity(results.load_arrays(run_id, experiment))
+
+
+def map_similarity(arr: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Per map kind (spatial, channel, fused), the mean Pearson correlation between the
+    ``attention_<kind>`` maps of every pair of stored faces (near 1: nearly the same map for
+    every face; constant maps are left out; NaN if fewer than two remain)."""
     out: dict[str, float] = {}
     for name in ("spatial", "channel", "fused"):
         maps = arr.get(f"attention_{name}")

@@ -187,6 +187,20 @@ def test_rank_agreement_reads_the_activations_order_with_ilm_taken_out(store):
         "cannot yet be compared"  # no preset has seed 4
 
 
+def test_rank_agreement_reads_the_metric_and_records_asked_for(store, monkeypatch):
+    asked = []
+    real = presets.presets_at_seed
+
+    def spy(experiment, table, seed, full, metric, current, root):
+        asked.append((seed, metric, current))
+        return real(experiment, table, seed, full, metric, current, root)
+
+    monkeypatch.setattr(presets, "presets_at_seed", spy)
+    presets.preset_rank_agreement("table4", "table4", (0, 1), metric="val.accuracy",
+                                  current=False)
+    assert asked == [(0, "val.accuracy", False), (1, "val.accuracy", False)]
+
+
 def test_rank_agreement_matches_a_brute_force_permutation_test_with_ties(store):
     rng = np.random.default_rng(7)
     for s in SEEDS[:2]:  # whole numbers: ties within and across the groups
