@@ -149,7 +149,7 @@ def table5() -> pd.DataFrame:
         return df
     px, cost = got
     at = list(df.columns).index("runs")
-    df.insert(at, f"ours attention params_M ({px} px)",
+    df.insert(at, "ours attention params_M",  # parameters do not depend on the input size
               df["preset"].map(lambda p: round(cost[p].params_m, 3) if p in cost else "-"))
     df.insert(at + 1, f"ours attention GMACs ({px} px)",
               df["preset"].map(lambda p: round(cost[p].gmacs, 5) if p in cost else "-"))
@@ -485,7 +485,7 @@ def presets_vs_noise(experiment: str = "table4", table: str = "table4", seed: in
     """How far a table's presets lie apart at one seed, against the spread that seed noise
     alone would give as many runs, for the prose (keys ``<experiment>_seed<seed>_...``):
     ``presets`` (how many have that seed), ``range`` (max - min test accuracy, points),
-    ``top`` / ``bottom`` (the presets at the ends), ``noise_sd`` / ``noise_n`` (the full
+    ``top`` / ``bottom`` (the presets at the ends, ties named together), ``noise_sd`` / ``noise_n`` (the full
     model's sd over its seeds, :func:`cfdan.claims.full_seed_spread`), ``noise_range`` (that sd
     times :func:`cfdan.presets.expected_range` of the number of presets) and ``reading``
     (*no wider than* / *wider than*; *not comparable yet* below two presets or two seeds)."""
@@ -500,8 +500,13 @@ def presets_vs_noise(experiment: str = "table4", table: str = "table4", seed: in
                       key + "noise_range": "n/a", key + "reading": "not comparable yet"}
     spread = max(vals.values()) - min(vals.values())
     noise = sd * presets.expected_range(len(vals))
-    return out | {key + "range": f"{spread:.2f}", key + "top": max(vals, key=vals.__getitem__),
-                  key + "bottom": min(vals, key=vals.__getitem__),
+
+    def at(end: float) -> str:  # every preset at that end: equal accuracy is a tie
+        names = [p for p, v in vals.items() if np.isclose(v, end, rtol=0, atol=1e-9)]
+        return names[0] if len(names) == 1 else " and ".join(names) + " (tied)"
+
+    return out | {key + "range": f"{spread:.2f}", key + "top": at(max(vals.values())),
+                  key + "bottom": at(min(vals.values())),
                   key + "noise_range": f"{noise:.2f}",
                   key + "reading": "no wider than" if spread <= noise else "wider than"}
 
@@ -663,6 +668,12 @@ def fig10_facts(full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
             "fig10_sd_seeds": k, "fig10_exact_wider": wider}
 
 
+def _ordinal(k: int) -> str:
+    """1 -> "1st", 2 -> "2nd", 11 -> "11th", 23 -> "23rd"."""
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
 def _setting_text(s_l: float, x_l: float, p1: float) -> str:
     return f"s_L {s_l:g}, x_L {x_l:g}, P1 {p1:g}"
 
@@ -671,9 +682,9 @@ def fig10_screen(full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
     """Fig. 10 read through its band (:func:`cfdan.report.sensitivity_screen`), for the prose:
     ``fig10_band_half`` (points), ``fig10_inside`` / ``fig10_above`` / ``fig10_below``
     (grid settings with a run), ``fig10_centre_rank`` of ``fig10_ranked`` (settings with a
-    value, the centre included; 1 = highest), ``fig10_best`` / ``fig10_best_gap`` (the highest
+    value, the centre included; an ordinal, "1st" = highest), ``fig10_best`` / ``fig10_best_gap`` (the highest
     setting and its lead over the centre), ``fig10_span`` (highest − lowest) and
-    ``fig10_reading``, a clause saying what the screen finds."""
+    ``fig10_reading``, a sentence saying what the screen finds."""
     full = _book_source(full)
     pts = report.sensitivity_points(full)
     spread = claims.full_seed_spread(full)
@@ -688,24 +699,23 @@ def fig10_screen(full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
     centre = ran[ran["centre"]]
     if len(screen) == 0 or len(centre) == 0:
         return facts | {"fig10_centre_rank": "n/a", "fig10_best": "n/a", "fig10_best_gap": "n/a",
-                        "fig10_span": "n/a", "fig10_reading": "the grid has not run yet"}
+                        "fig10_span": "n/a", "fig10_reading": "The grid has not run yet."}
     c = float(centre["accuracy"].iloc[0])
     top = ran.loc[ran["accuracy"].idxmax()]
-    facts |= {"fig10_centre_rank": int((ran["accuracy"] > c).sum()) + 1,
+    facts |= {"fig10_centre_rank": _ordinal(int((ran["accuracy"] > c).sum()) + 1),
               "fig10_best": _setting_text(top["s_L"], top["x_L"], top["P1"]),
               "fig10_best_gap": f"{top['accuracy'] - c:+.2f}",
               "fig10_span": f"{np.ptp(ran['accuracy']):.2f}"}
     if not np.isfinite(half):
-        reading = "without a seed spread of the full model there is no band to screen against"
+        reading = "Without a seed spread of the full model there is no band to screen against."
     elif counts.get("inside", 0) == len(screen):
-        reading = ("every setting run lies inside the band: at one seed each, none can be told "
-                   "apart from the paper's best")
+        reading = "At one seed each, none can be told apart from the paper's best."
     else:
         out = screen[screen["position"] != "inside"]
         named = "; ".join(f"{_setting_text(r['s_L'], r['x_L'], r['P1'])} {r['position']} "
                           f"({r['minus centre']:+.2f})" for _i, r in out.iterrows())
-        reading = (f"{len(out)} setting{'s' * (len(out) != 1)} lie outside the band ({named}): "
-                   "each is worth a second seed before it is read as a real difference")
+        reading = (f"Outside the band: {named}; each is worth a second seed before it is read "
+                   "as a real difference.")
     return facts | {"fig10_reading": reading}
 
 

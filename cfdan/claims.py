@@ -341,16 +341,27 @@ def _row(claim: str, where: str, comparison: str, dataset: str, paper_diff: floa
             "paper in CI": inside, "runs": runs_text, "note": note}
 
 
-def _noise_note(summary: Mapping[str, Any], noise: tuple[float, int] | None) -> str:
-    """For n = 1: the single difference in units of the sd of a difference of two one-seed
-    runs, sqrt(2) x the full model's seed-to-seed sd (unpaired; pairing by seed can shrink it)."""
+def _noise_note(summary: Mapping[str, Any], noise: tuple[float, int] | None,
+                scale: float = float(np.sqrt(2.0)), what: str = "a difference of two runs",
+                factor: str = "√2") -> str:
+    """For n = 1: the single value in units of its sd under seed noise alone, ``scale`` (shown
+    as ``factor``) x the full model's seed-to-seed sd: √2 for a difference of two one-seed runs
+    (unpaired; pairing by seed can shrink it)."""
     if summary["n"] != 1 or noise is None or not np.isfinite(summary["mean"]):
         return ""
     sd, k = noise
-    diff_sd = float(np.sqrt(2.0) * sd)
-    return (f"one seed: the difference is {summary['mean'] / diff_sd:+.1f} x the sd of a "
-            f"difference of two runs ({diff_sd:.2f} points = √2 x the full model's seed sd "
-            f"{sd:.2f}, {k} seeds); not a test")
+    diff_sd = float(scale * sd)
+    return (f"one seed: the value is {summary['mean'] / diff_sd:+.1f} x the sd of {what} "
+            f"({diff_sd:.2f} points = {factor} x the full model's seed sd {sd:.2f}, {k} seeds); "
+            "not a test")
+
+
+def range_difference_sd(k: int = 3, draws: int = 200_000) -> float:
+    """sd, in units of the runs' sd, of range(k runs) - mean of two other ranges(k runs) under
+    independent normal noise (Fig. 10's stability statement; Monte Carlo, fixed seed)."""
+    z = np.random.default_rng(0).standard_normal((draws, 3, k))
+    r = np.ptp(z, axis=2)
+    return float(np.std(r[:, 0] - (r[:, 1] + r[:, 2]) / 2, ddof=1))
 
 
 def _pair_row(store: RunStore, c: PairClaim, noise: tuple[float, int] | None) -> dict[str, Any]:
@@ -409,16 +420,17 @@ def _cost_row(store: RunStore) -> dict[str, Any]:
     side = float(np.sign(p))
     g = attention_gmacs(store)
     s = paired_summary([], side)
+    paper_scale = "224 px; the paper's FLOPs read as MACs"
     if g is None:
         s["verdict"] = "not run"
         return _row("distillation lowers cost", "§3.3, §4.4, Table 5",
-                    "attention GMACs: full − no_distill", "224 px", p, side, s,
+                    "attention GMACs: full − no_distill", paper_scale, p, side, s,
                     "configs/experiments/table5.toml has no no_distill variant", unit="GMACs")
     diff = g["full"] - g["no_distill"]
     s.update(mean=diff, ci_low=diff, ci_high=diff, n=0, sd=0.0,
              verdict="supported" if np.sign(diff) == side else "contradicted")
     row = _row("distillation lowers cost", "§3.3, §4.4, Table 5",
-               "attention GMACs: full − no_distill", "224 px", p, side, s,
+               "attention GMACs: full − no_distill", paper_scale, p, side, s,
                "measured on the architecture at the table5 runs' scale; needs no run",
                note=f"exact, no seed spread: {g['full']:.5f} vs {g['no_distill']:.5f} GMACs "
                     "(our scale is not the paper's: compare signs, not sizes)", unit="GMACs")
@@ -432,7 +444,7 @@ def _fig10_rows(store: RunStore, noise: tuple[float, int] | None,
 
     1. the best setting (s_L 1.85, x_L 0.19, P1 -0.24) beats each of the other 12 (supported
        only if all 12 paired CIs lie above 0; contradicted if any lies below; the row shows
-       the closest competitor);
+       the best-scoring other setting, the centre's smallest lead);
     2. at s_L = 1.75, x_L = 0.19 is worse than the mean of x_L = 0.20 and 0.21;
     3. at s_L = 1.85, x_L = 0.21 is worse than the mean of x_L = 0.19 and 0.20;
     4. at s_L = 1.95 accuracy is the most stable over x_L: its range over x_L minus the mean
@@ -477,11 +489,17 @@ def _fig10_rows(store: RunStore, noise: tuple[float, int] | None,
             s["verdict"] = "supported"
         else:
             s["verdict"] = "not resolved at this n"
-        note = (f"closest: s_L {pt[0]:g}, x_L {pt[1]:g}, P1 {pt[2]:g}; "
-                f"{sum(v == 'supported' for v in verdicts)} of {len(others)} comparisons "
-                f"supported, {verdicts.count('contradicted')} contradicted")
-        note = "; ".join(n for n in (note, _noise_note(s, noise)) if n)
-        rows.append(_row(label, where, "centre − closest other setting", dataset, float("nan"),
+        missing = len(others) - len(comps)
+        note = (f"best other: s_L {pt[0]:g}, x_L {pt[1]:g}, P1 {pt[2]:g}; "
+                f"{sum(v == 'supported' for v in verdicts)} of the {len(comps)} comparisons run "
+                f"supported, {verdicts.count('contradicted')} contradicted"
+                + (f" ({missing} not run)" if missing else ""))
+        noise_note = _noise_note(s, noise)
+        if noise_note and len(comps) > 1:
+            noise_note += (f"; the smallest of {len(comps)} leads, so seed noise alone pulls it "
+                           "below 0 more often than one pair's")
+        note = "; ".join(n for n in (note, noise_note) if n)
+        rows.append(_row(label, where, "centre − best other setting", dataset, float("nan"),
                          1.0, s, runs_text, note))
 
     # 2.-4. the shape around the best setting
@@ -490,19 +508,22 @@ def _fig10_rows(store: RunStore, noise: tuple[float, int] | None,
 
     x0, x1, x2 = paper.FIG10_GRID["x_L"]
     s0, s1, s2 = paper.FIG10_GRID["s_L"]
+    one_vs_two = (float(np.sqrt(1.5)), "one run minus the mean of two", "√1.5")
+    range_sd = range_difference_sd()
     shape = [
         (f"at s_L = {s0:g}, x_L = {x0:g} is worse than x_L = {x1:g}, {x2:g}",
          f"({s0:g}, {x0:g}) − mean of ({s0:g}, {x1:g}), ({s0:g}, {x2:g})",
-         [at(s0, x0), at(s0, x1), at(s0, x2)], lambda v: v[0] - (v[1] + v[2]) / 2),
+         [at(s0, x0), at(s0, x1), at(s0, x2)], lambda v: v[0] - (v[1] + v[2]) / 2, one_vs_two),
         (f"at s_L = {s1:g}, x_L = {x2:g} is worse than x_L = {x0:g}, {x1:g}",
          f"({s1:g}, {x2:g}) − mean of ({s1:g}, {x0:g}), ({s1:g}, {x1:g})",
-         [at(s1, x2), at(s1, x0), at(s1, x1)], lambda v: v[0] - (v[1] + v[2]) / 2),
+         [at(s1, x2), at(s1, x0), at(s1, x1)], lambda v: v[0] - (v[1] + v[2]) / 2, one_vs_two),
         (f"at s_L = {s2:g} accuracy is the most stable over x_L",
          f"range over x_L at s_L {s2:g} − mean range at {s0:g}, {s1:g}",
          [at(s, x) for s in (s2, s0, s1) for x in (x0, x1, x2)],
-         lambda v: np.ptp(v[0:3]) - (np.ptp(v[3:6]) + np.ptp(v[6:9])) / 2),
+         lambda v: np.ptp(v[0:3]) - (np.ptp(v[3:6]) + np.ptp(v[6:9])) / 2,
+         (range_sd, "this range difference", f"{range_sd:.2f}")),
     ]
-    for label, comparison, slots, stat in shape:
+    for label, comparison, slots, stat, scale in shape:
         if any(not s.by_seed for s in slots):
             s = paired_summary([], -1.0) | {"verdict": "not run"}
             rows.append(_row(label, where, comparison, dataset, float("nan"), -1.0, s,
@@ -511,7 +532,7 @@ def _fig10_rows(store: RunStore, noise: tuple[float, int] | None,
         diffs, _u, bad = paired_values(slots, stat)
         s = paired_summary(diffs, -1.0)
         notes = [f"seeds {bad} not paired: recipes differ" if bad else "",
-                 _noise_note(s, noise)]
+                 _noise_note(s, noise, *scale)]
         rows.append(_row(label, where, comparison, dataset, float("nan"), -1.0, s, runs_text,
                          "; ".join(n for n in notes if n)))
     return rows
@@ -603,7 +624,7 @@ def row_reading(row: Mapping[str, Any]) -> str:
     """One clause on what a trained ledger row says, from its verdict, CI and power: whether
     the paper's difference lies in our CI and whether our n could have detected it."""
     if row["verdict"] == "not run":
-        return "has no runs yet"
+        return "waits for runs it needs"
     if row["unit"] != "points":
         return "measured exactly on the architecture"
     if row["n"] < 2 or not np.isfinite(row["ci_low"]):

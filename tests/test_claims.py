@@ -335,7 +335,7 @@ def test_fig10_pattern_as_the_paper_describes_it_is_supported(store):
     rows = ledger[ledger["where"] == "§4.5, Fig. 10"]
     assert list(rows["verdict"]) == ["supported"] * 4, rows[["claim", "verdict", "note"]]
     best = rows.iloc[0]
-    assert best["n"] == 3 and "12 of 12 comparisons supported" in best["note"]
+    assert best["n"] == 3 and "12 of the 12 comparisons run supported" in best["note"]
     assert "fig10: 36 of 36 runs" in best["runs"]
     assert "centre = cpu_v2/full: 5 of 5 seeds" in best["runs"]
 
@@ -347,7 +347,7 @@ def test_fig10_a_better_setting_contradicts_the_best_point(store):
     _fig10_runs(store, better_p1)
     best = row(claims.claims_ledger(), "best setting beats the other 12")
     assert best["verdict"] == "contradicted" and best["mean"] < 0
-    assert "closest: s_L 1.85, x_L 0.19, P1 -0.26" in best["note"]
+    assert "best other: s_L 1.85, x_L 0.19, P1 -0.26" in best["note"]
 
 
 def test_fig10_single_seed_is_not_resolved(store, monkeypatch):
@@ -360,8 +360,21 @@ def test_fig10_single_seed_is_not_resolved(store, monkeypatch):
     best = row(ledger, "best setting beats the other 12")
     assert best["verdict"] == "not resolved at this n" and best["n"] == 1
     assert "fig10: 4 of 36 runs" in best["runs"]
-    assert row(ledger, "at s_L = 1.95 accuracy is the most stable over x_L")["verdict"] == \
-        "not run"
+    assert "of the 4 comparisons run supported, 0 contradicted (8 not run)" in best["note"]
+    assert "the smallest of 4 leads" in best["note"]
+    sd = np.std(BASE, ddof=1)
+    # one run minus the mean of two: sd √1.5 x the seed sd, not √2
+    low = row(ledger, "at s_L = 1.75, x_L = 0.19 is worse than x_L = 0.2, 0.21")
+    assert f"({np.sqrt(1.5) * sd:.2f} points = √1.5 x the full model's seed sd" in low["note"]
+    stable = row(ledger, "at s_L = 1.95 accuracy is the most stable over x_L")
+    assert stable["verdict"] == "not run" and claims.row_reading(stable) == \
+        "waits for runs it needs"
+
+
+def test_range_difference_sd_matches_the_range_tables():
+    # sd of the range of 3 normal draws is d3(3) = 0.888 (quality-control tables); the
+    # statistic is one range minus the mean of two independent others
+    assert claims.range_difference_sd() == pytest.approx(0.888 * np.sqrt(1.5), rel=0.01)
 
 
 def test_book_ledger_facts_count_verdicts(store):
@@ -435,7 +448,7 @@ def test_table5_shows_our_attention_cost_beside_the_papers(store):
     params = next(c for c in t5.columns if c.startswith("ours attention params_M"))
     gmacs = next(c for c in t5.columns if c.startswith("ours attention GMACs"))
     px = run_config("table5", "no_distill", 0).data.image_size
-    assert params.endswith(f"({px} px)")
+    assert params == "ours attention params_M" and gmacs.endswith(f"({px} px)")
     cost = t5.set_index("preset")[gmacs]
     assert cost["full"] < cost["no_distill"]  # distillation pools before the attention
     from cfdan.model import preset
@@ -465,7 +478,7 @@ def test_fig10_and_selection_facts(store, monkeypatch):
 
 def test_fig10_screen_places_each_setting_against_the_band(store):
     got = book.fig10_screen()
-    assert got["fig10_reading"] == "the grid has not run yet" and got["fig10_inside"] == 0
+    assert got["fig10_reading"] == "The grid has not run yet." and got["fig10_inside"] == 0
     full = [70.0, 71.0, 72.0]  # sd 1, so the band is centre ± 2√2 = ± 2.83 points
     for s, v in enumerate(full):
         save_run(store, "cpu_v2", "full", s, v)
@@ -480,16 +493,18 @@ def test_fig10_screen_places_each_setting_against_the_band(store):
     assert got["fig10_band_half"] == f"{2 * np.sqrt(2):.2f}"
     assert (got["fig10_inside"], got["fig10_above"], got["fig10_below"]) == (1, 1, 1)
     # the centre (seed 0 only: the grid's seeds) ranks third of four, under +3.0 and +2.8
-    assert (got["fig10_centre_rank"], got["fig10_ranked"]) == (3, 4)
+    assert (got["fig10_centre_rank"], got["fig10_ranked"]) == ("3rd", 4)
     s_l, x_l, p1 = others[0]
     assert got["fig10_best"] == f"s_L {s_l:g}, x_L {x_l:g}, P1 {p1:g}"
     assert got["fig10_best_gap"] == "+3.00" and got["fig10_span"] == "5.90"
-    assert got["fig10_reading"].startswith("2 settings lie outside the band (")
+    assert got["fig10_reading"].startswith("Outside the band: s_L ")
     assert "above (+3.00)" in got["fig10_reading"] and "below (-2.90)" in got["fig10_reading"]
     store_inside = report.sensitivity_screen(report.sensitivity_points(), (70.0, 2.0, 3))
     assert (store_inside["position"] == "inside").all()  # a wider sd takes all three in
     nan_sd = report.sensitivity_screen(report.sensitivity_points(), (70.0, float("nan"), 1))
     assert (nan_sd["position"] == "n/a").all()
+    assert [book._ordinal(k) for k in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 112)] == \
+        ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "112th"]
 
 
 def test_attention_similarity_is_one_for_a_map_that_ignores_the_face(store):
@@ -527,7 +542,7 @@ def test_row_reading_follows_ci_power_and_the_papers_size(store):
         "supports the paper's direction"
     assert claims.row_reading(direction_only | {"verdict": "contradicted"}).startswith(
         "points the other way")
-    assert claims.row_reading(base | {"verdict": "not run"}) == "has no runs yet"
+    assert claims.row_reading(base | {"verdict": "not run"}) == "waits for runs it needs"
     for s in SEEDS:
         save_run(store, "table3", "baseline", s, BASE[s])
         save_run(store, "cpu_v2", "full", s, BASE[s] - 3.0 + 0.01 * s)  # worse, every seed

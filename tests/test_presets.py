@@ -58,6 +58,10 @@ def test_presets_at_one_seed_against_seed_noise(store):
     save_run(store, "table4", "act_sigmoid", 0, 90.0)
     assert book.presets_vs_noise()["table4_seed0_reading"] == "wider than"
     assert book.presets_vs_noise(seed=4)["table4_seed4_reading"] == "not comparable yet"
+    save_run(store, "table4", "act_relu", 1, 70.0)
+    save_run(store, "table4", "act_sigmoid", 1, 70.0)  # equal accuracy at the bottom: a tie
+    assert book.presets_vs_noise(seed=1)["table4_seed1_bottom"] == \
+        "act_sigmoid and act_relu (tied)"
 
 
 def _ols_f(y: np.ndarray) -> tuple[float, float]:
