@@ -46,7 +46,11 @@ def test_augment_facts_read_the_recipe():
     aug = Augment(32, train=True, seed=0, scale=(0.7, 1.0), degrees=5.0, erase_p=0.5)
     facts = probe.augment_facts(aug)
     assert facts == {"aug_scale_min": 0.7, "aug_scale_max": 1.0, "aug_flip_p": aug.flip,
-                     "aug_degrees": 5.0, "aug_erase_p": 0.5}
+                     "aug_degrees": 5.0, "aug_erase_p": 0.5,
+                     "aug_erasing": "then random erasing blanks a box in a share of 0.5 of the "
+                                    "images"}
+    off = Augment(32, train=True, seed=0, erase_p=0.0)
+    assert probe.augment_facts(off)["aug_erasing"] == "random erasing is off in this recipe"
 
 
 @pytest.mark.parametrize("profile", ["cpu", "smoke"])

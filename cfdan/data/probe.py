@@ -31,10 +31,13 @@ def mean_intensity_accuracy(train: FaceTensors, test: FaceTensors) -> float:
     return float((pred == test.labels).float().mean())
 
 
-def augment_facts(aug: Any) -> dict[str, float]:
-    """The training recipe of an :class:`~cfdan.data.pipeline.Augment`, for the prose."""
+def augment_facts(aug: Any) -> dict[str, Any]:
+    """The training recipe of an :class:`~cfdan.data.pipeline.Augment`, for the prose; its
+    erasing as a clause (``aug_erasing``), since a probability of 0 turns the step off."""
+    erasing = (f"then random erasing blanks a box in a share of {aug.erase_p:g} of the images"
+               if aug.erase_p > 0 else "random erasing is off in this recipe")
     return {"aug_scale_min": aug.scale[0], "aug_scale_max": aug.scale[1], "aug_flip_p": aug.flip,
-            "aug_degrees": aug.degrees, "aug_erase_p": aug.erase_p}
+            "aug_degrees": aug.degrees, "aug_erase_p": aug.erase_p, "aug_erasing": erasing}
 
 
 def pipeline_throughput(sizes: Sequence[int] = (48, 64, 224), batch: int = 64,
