@@ -3,13 +3,19 @@ improving the model's operational speed compared with ... Sigmoid and Tanh").
 
 All activations are timed in the same run, interleaved round-robin (so slow drifts of a
 shared machine hit all of them alike), after warm-up; the median of the repeats is
-reported with ratios to the eager built-in ReLU and Sigmoid. ``benchmarks/bench_activations.py``
+reported with ratios to the eager built-in ReLU and Sigmoid. On glibc, the timings first fix
+malloc's thresholds (:func:`steady_allocator`): otherwise glibc's moving mmap threshold hands
+some calls recycled memory and others fresh pages to fault in, and a 4 MB tensor's page faults
+cost more than most activations (forward+backward was timed faster than forward alone). ``benchmarks/bench_activations.py``
 is the command-line front end; the notebook calls :func:`benchmark_activations` directly.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -32,6 +38,25 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "GELU": F.gelu,
     "SiLU": F.silu,
 }
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+MMAP_THRESHOLD = 32 << 20  # glibc's largest on 64-bit: buffers below it come from the heap
+TRIM_THRESHOLD = 1 << 30
+
+
+def steady_allocator() -> str:
+    """Make buffer reuse the same for every timed call (glibc only; a no-op elsewhere): freed
+    buffers below :data:`MMAP_THRESHOLD` stay in the heap (no return to the OS below
+    :data:`TRIM_THRESHOLD`), so no call pays page faults that another does not. Applies to the
+    rest of the process. Returns a description for the table's attrs."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return "default (not glibc)"
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and \
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    return (f"glibc mallopt: mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim threshold "
+            f"{TRIM_THRESHOLD >> 20} MiB" if ok else "default (mallopt refused)")
 
 
 def _timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
@@ -73,19 +98,23 @@ def benchmark_activations(
     ``modes``: "eager" and/or "compiled" (``torch.compile`` of the activation; a failure
     is caught and reported in ``status``, its times are NaN). Columns: activation, mode,
     fwd_ms, fwd_bwd_ms, fwd_vs_relu, fwd_bwd_vs_relu, fwd_vs_sigmoid, fwd_bwd_vs_sigmoid,
-    compile_s, status. ``df.attrs`` records n, dtype, device, threads, repeats, torch.
+    compile_s, status. ``df.attrs`` records n, dtype, device, threads, repeats, torch and the
+    allocator setting (:func:`steady_allocator`).
     """
     names = tuple(activations or ACTIVATIONS)
     unknown = set(names) - set(ACTIVATIONS)
     if unknown:
         raise ValueError(f"benchmark_activations: unknown activations {sorted(unknown)}")
+    allocator = steady_allocator()
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _benchmark_activations(n, repeats, warmup, modes, names, device, dtype, seed)
+        df = _benchmark_activations(n, repeats, warmup, modes, names, device, dtype, seed)
     finally:
         torch.set_num_threads(before)
+    df.attrs["allocator"] = allocator
+    return df
 
 
 def _benchmark_activations(n, repeats, warmup, modes, names, device, dtype, seed) -> pd.DataFrame:
@@ -199,13 +228,16 @@ def benchmark_pcp_kernels(
 ) -> pd.DataFrame:
     """Forward time (ms, median, interleaved) of the PCP kernel variants considered, with
     ReLU and Sigmoid for scale. ``chosen`` is what :func:`cfdan.pcp.pcp` runs on CPU."""
+    allocator = steady_allocator()
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _benchmark_pcp_kernels(n, repeats, seed)
+        df = _benchmark_pcp_kernels(n, repeats, seed)
     finally:
         torch.set_num_threads(before)
+    df.attrs["allocator"] = allocator
+    return df
 
 
 def _benchmark_pcp_kernels(n: int, repeats: int, seed: int) -> pd.DataFrame:
