@@ -9,6 +9,7 @@ figures of the same runs through :class:`RunStore`.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -356,6 +357,7 @@ def _noise_note(summary: Mapping[str, Any], noise: tuple[float, int] | None,
             "not a test")
 
 
+@functools.cache  # a fixed-seed Monte Carlo: same answer every ledger
 def range_difference_sd(k: int = 3, draws: int = 200_000) -> float:
     """sd, in units of the runs' sd, of range(k runs) - mean of two other ranges(k runs) under
     independent normal noise (Fig. 10's stability statement; Monte Carlo, fixed seed)."""

@@ -12,13 +12,14 @@ is the command-line front end; the notebook calls :func:`benchmark_activations` 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import math
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 import torch
@@ -57,6 +58,19 @@ def steady_allocator() -> str:
         libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     return (f"glibc mallopt: mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim threshold "
             f"{TRIM_THRESHOLD >> 20} MiB" if ok else "default (mallopt refused)")
+
+
+@contextlib.contextmanager
+def _timing_setup(threads: int | None) -> Iterator[str]:
+    """Steady allocator (yields its description) and ``threads`` torch threads, restored after."""
+    allocator = steady_allocator()
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield allocator
+    finally:
+        torch.set_num_threads(before)
 
 
 def _timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
@@ -105,14 +119,8 @@ def benchmark_activations(
     unknown = set(names) - set(ACTIVATIONS)
     if unknown:
         raise ValueError(f"benchmark_activations: unknown activations {sorted(unknown)}")
-    allocator = steady_allocator()
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with _timing_setup(threads) as allocator:
         df = _benchmark_activations(n, repeats, warmup, modes, names, device, dtype, seed)
-    finally:
-        torch.set_num_threads(before)
     df.attrs["allocator"] = allocator
     return df
 
@@ -228,14 +236,8 @@ def benchmark_pcp_kernels(
 ) -> pd.DataFrame:
     """Forward time (ms, median, interleaved) of the PCP kernel variants considered, with
     ReLU and Sigmoid for scale. ``chosen`` is what :func:`cfdan.pcp.pcp` runs on CPU."""
-    allocator = steady_allocator()
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with _timing_setup(threads) as allocator:
         df = _benchmark_pcp_kernels(n, repeats, seed)
-    finally:
-        torch.set_num_threads(before)
     df.attrs["allocator"] = allocator
     return df
 
