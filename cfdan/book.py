@@ -651,12 +651,40 @@ def selection_facts(experiments: Sequence[str] = ("cpu_v2", "table3", "table4", 
     return {"selected_runs": len(recs), "selected_last": last}
 
 
+def thread_facts(experiments: Sequence[str] = ("cpu_v2", "table3", "table5", "table4", "fig10")
+                 ) -> dict[str, str]:
+    """The torch thread counts of each experiment's counted runs, for the prose:
+    ``threads_<experiment>``, e.g. "all 3 runs with 2 threads" or "9 runs, 8 with 1 thread and
+    1 with 2 threads" (the thread count changes rounding, not the recipe: chapter 4)."""
+    out = {}
+    for e in experiments:
+        counts: dict[int, int] = {}
+        for r in records(e):
+            hw = r.get("hardware") or {}
+            t = int(hw.get("torch_threads") or hw.get("cpu_count") or 0)
+            counts[t] = counts.get(t, 0) + 1
+        n = sum(counts.values())
+        how = {t: f"{t} thread{'s' * (t != 1)}" if t else "an unrecorded thread count"
+               for t in counts}
+        if not counts:
+            text = "no runs"
+        elif len(counts) == 1:
+            (t,) = counts
+            text = f"{'all ' * (n > 1)}{n} run{'s' * (n > 1)} with {how[t]}"
+        else:
+            parts = [f"{k} with {how[t]}" for t, k in sorted(counts.items())]
+            text = f"{n} runs, " + ", ".join(parts[:-1]) + f" and {parts[-1]}"
+        out[f"threads_{e}"] = text
+    return out
+
+
 def fig10_facts(full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
     """Fig. 10's state and band, for the prose: ``fig10_grid_runs`` / ``fig10_grid_planned``
     (settings other than the centre with a run / planned), ``fig10_sd_seeds`` (seeds behind the
     band's sd) and ``fig10_exact_wider`` (how many times wider than ± 2√2 sd an exact 95 %
     prediction range for the difference of two one-seed runs is, the sd being estimated from
-    those seeds: t(0.975, n - 1) / 2; "n/a" below 2 seeds)."""
+    those seeds: t(0.975, n - 1) / 2; "n/a" below 2 seeds) and ``fig10_progress``, a sentence
+    saying how much of the grid has run."""
     from scipy import stats
 
     full = _book_source(full)
@@ -664,8 +692,12 @@ def fig10_facts(full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
     grid = pts[~pts["centre"]]
     _m, _sd, k = claims.full_seed_spread(full)
     wider = f"{stats.t.ppf(0.975, k - 1) / 2:.1f}" if k >= 2 else "n/a"
-    return {"fig10_grid_runs": int((grid["seeds"] > 0).sum()), "fig10_grid_planned": len(grid),
-            "fig10_sd_seeds": k, "fig10_exact_wider": wider}
+    ran, planned = int((grid["seeds"] > 0).sum()), len(grid)
+    progress = (f"All {planned} of the grid's settings other than the centre have a run"
+                if ran == planned else
+                f"So far {ran} of the grid's {planned} settings other than the centre have a run")
+    return {"fig10_grid_runs": ran, "fig10_grid_planned": planned, "fig10_sd_seeds": k,
+            "fig10_exact_wider": wider, "fig10_progress": progress}
 
 
 def _ordinal(k: int) -> str:

@@ -467,6 +467,10 @@ def _fig10_rows(store: RunStore, noise: tuple[float, int] | None,
     if stale:
         grid_text += f" (+{stale} of an older config, not counted)"
     runs_text = f"{grid_text}; centre = {centre.count()}"
+    if seeds and not set(centre.by_seed) <= set(seeds):  # say which of its seeds are used
+        paired = sorted(set(centre.by_seed) & set(seeds))
+        runs_text += (f" (the grid pairs seed{'s' * (len(paired) > 1)} "
+                      f"{', '.join(map(str, paired))})" if paired else " (the grid pairs none)")
     rows = []
 
     # 1. the best setting is the best
@@ -630,7 +634,7 @@ def row_reading(row: Mapping[str, Any]) -> str:
     if row["unit"] != "points":
         return "measured exactly on the architecture"
     if row["n"] < 2 or not np.isfinite(row["ci_low"]):
-        return "rests on one seed: no test yet"
+        return "rests on one seed: no test at this n"
     paper_diff = float(row["paper"])
     supported, against = "supports the paper's direction", \
         "points the other way than the paper, beyond seed noise"
@@ -654,16 +658,31 @@ def row_reading(row: Mapping[str, Any]) -> str:
     return "cannot tell: both no effect and the paper's lie within our interval"
 
 
+def sd_upper(sd: float, n: int, alpha: float = ALPHA) -> float:
+    """Upper end of the two-sided ``1 - alpha`` confidence interval of a normal sd estimated
+    from ``n`` values: sd · sqrt((n - 1) / chi2(alpha / 2, n - 1)). NaN for n < 2."""
+    from scipy import stats
+
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    return float(sd * np.sqrt((n - 1) / stats.chi2.ppf(alpha / 2, n - 1)))
+
+
 def headline(ledger: pd.DataFrame, claim: str = HEADLINE) -> dict[str, Any]:
     """The facts of one ledger row for the prose (keys ``headline_...``): ``paper``, ``mean``,
-    ``ci`` (as ``[lo, hi]``), ``n``, ``detectable``, ``verdict`` and ``reading``
-    (:func:`row_reading`), numbers as signed two-decimal strings."""
+    ``ci`` (as ``[lo, hi]``), ``n``, ``detectable``, ``detectable_upper`` (the detectable
+    difference were the paired sd at the upper end of its 95 % interval, :func:`sd_upper`:
+    how rough the power statement is), ``verdict`` and ``reading`` (:func:`row_reading`),
+    numbers as signed two-decimal strings."""
     row = ledger[ledger["claim"] == claim].iloc[0]
     ci = (f"[{_signed(row['ci_low'])}, {_signed(row['ci_high'])}]"
           if np.isfinite(row["ci_low"]) else "none")
     det = f"{row['detectable']:.2f}" if np.isfinite(row["detectable"]) else "n/a"
+    n = int(row["n"])
+    upper = detectable_difference(sd_upper(float(row["sd"]), n), n)
     return {"headline_paper": _signed(row["paper"]), "headline_mean": _signed(row["mean"]),
-            "headline_ci": ci, "headline_n": int(row["n"]), "headline_detectable": det,
+            "headline_ci": ci, "headline_n": n, "headline_detectable": det,
+            "headline_detectable_upper": f"{upper:.2f}" if np.isfinite(upper) else "n/a",
             "headline_verdict": row["verdict"], "headline_reading": row_reading(row)}
 
 

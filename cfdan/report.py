@@ -107,19 +107,30 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
 
     Our runs are read as the claims ledger reads them (:class:`cfdan.claims.RunStore`): only
     records of the experiment file as it is today, and the full model's rows from
-    :data:`cfdan.claims.FULL_SOURCE`. The ``runs`` column says how many of the planned seeds
-    each row has and where they come from; ``hardware`` says what they ran on (a table is one
-    kind of hardware, :mod:`cfdan.sweep`).
+    :data:`cfdan.claims.FULL_SOURCE`, over the seeds this table plans (so that every row of
+    a table averages the same seeds; the others are named in ``runs``). The ``runs`` column says
+    how many of the planned seeds each row has and where they come from; ``hardware`` says what
+    they ran on (a table is one kind of hardware, :mod:`cfdan.sweep`).
     """
     p = paper.table(table)
     store = RunStore(root, current, full or FULL_SOURCE, metric)
+    plan = store.plan(experiment)
     ours, counts, hw = [], [], []
     for preset in p["preset"]:
         exp, var, recs, stale = store.variant_records(experiment, preset)
         r = store._runs(f"{exp}/{var}", exp, recs, stale)
+        count = r.count()
+        if exp != experiment and plan is not None:  # a shared row: this table's seeds only
+            other = sorted(set(r.by_seed) - set(plan[0]))
+            recs = [rec for rec in recs if int(rec.get("seed", 0)) in plan[0]]
+            r.by_seed, r.expected = {k: v for k, v in r.by_seed.items() if k in plan[0]}, plan[0]
+            count = r.count() + (f"; seed{'s' * (len(other) > 1)} "
+                                 f"{', '.join(map(str, other))} not shown, as this table "
+                                 "does not plan "
+                                 f"{'them' if len(other) > 1 else 'it'}" if other else "")
         vals = [v for v, _recipe in r.by_seed.values()]
         ours.append(mean_std(vals, scale=1.0) if vals else "not run")
-        counts.append(r.count())
+        counts.append(count)
         hw.append(_hardware_label(recs))
     keep = [c for c in p.columns if c not in ("source",)]
     out = p[keep].copy()

@@ -337,7 +337,7 @@ def test_fig10_pattern_as_the_paper_describes_it_is_supported(store):
     best = rows.iloc[0]
     assert best["n"] == 3 and "12 of the 12 comparisons run supported" in best["note"]
     assert "fig10: 36 of 36 runs" in best["runs"]
-    assert "centre = cpu_v2/full: 5 of 5 seeds" in best["runs"]
+    assert "centre = cpu_v2/full: 5 of 5 seeds (the grid pairs seeds 0, 1, 2)" in best["runs"]
 
 
 def test_fig10_a_better_setting_contradicts_the_best_point(store):
@@ -431,6 +431,26 @@ def test_ledger_reading_separates_exact_from_trained_support_and_reads_power(sto
     assert got["table4_paper_max_gap"] == f"{max(gaps):.2f}"
 
 
+def test_a_shared_full_row_averages_the_seeds_its_table_plans(store):
+    """Table 4 plans fewer seeds than the full model has: its PCP+ILM row must average those
+    seeds only, like every other row of the table, and say which it leaves out."""
+    plan = config.EXPERIMENTS_DIR / "table4.toml"
+    plan.write_text(plan.read_text().replace(f"seeds = {SEEDS}", "seeds = [0, 1]"))
+    for s in SEEDS[:3]:
+        save_run(store, "cpu_v2", "full", s, BASE[s])
+    for s in (0, 1):
+        save_run(store, "table4", "act_relu", s, BASE[s] - 1.0)
+    t4 = report.ablation_table("table4", "table4").set_index("preset")
+    col = "ours FERPlus (stand-in for RAF-DB)"
+    assert t4.loc["act_pcp", col] == report.mean_std(BASE[:2], scale=1.0)  # not BASE[:3]
+    assert t4.loc["act_pcp", "runs"] == ("cpu_v2/full: 2 of 2 seeds; seed 2 not shown, as "
+                                          "this table does not plan it")
+    assert t4.loc["act_relu", "runs"] == "table4/act_relu: 2 of 2 seeds"
+    t3 = report.ablation_table("table3", "table3").set_index("preset")  # plans all five
+    assert t3.loc["full", "ours FERPlus"] == report.mean_std(BASE[:3], scale=1.0)
+    assert t3.loc["full", "runs"] == "cpu_v2/full: 3 of 5 seeds"
+
+
 def test_table1_protocol_and_table_headers_say_what_was_measured(store):
     df = pd.DataFrame({"eval.tta_flip": [True], "test.accuracy_ci95": [(0.80, 0.83)]})
     assert report.test_protocol(df) == "flip TTA; test-set 95 % CI 80.00–83.00 (bootstrap)"
@@ -463,17 +483,32 @@ def test_table5_shows_our_attention_cost_beside_the_papers(store):
 def test_fig10_and_selection_facts(store, monkeypatch):
     got = book.fig10_facts()
     assert got == {"fig10_grid_runs": 0, "fig10_grid_planned": 12, "fig10_sd_seeds": 0,
-                   "fig10_exact_wider": "n/a"}
+                   "fig10_exact_wider": "n/a",
+                   "fig10_progress": "So far 0 of the grid's 12 settings other than the centre"
+                                     " have a run"}
     for s in SEEDS[:3]:
         save_run(store, "cpu_v2", "full", s, BASE[s])
     save_run(store, "fig10", fig10_name(claims.fig10_points()[0]), 0, 70.0)
     got = book.fig10_facts()
     assert got["fig10_sd_seeds"] == 3 and got["fig10_grid_runs"] == 1
     assert got["fig10_exact_wider"] == f"{stats.t.ppf(0.975, 2) / 2:.1f}"  # 2.2
+    for pt in claims.fig10_points()[1:]:
+        save_run(store, "fig10", fig10_name(pt), 0, 70.0)
+    assert book.fig10_facts()["fig10_progress"].startswith("All 12 of the grid's settings")
     recs = [{"best_epoch": 18, "epochs_run": 18}, {"best_epoch": 12, "epochs_run": 18},
             {"epochs_run": 18}]
     monkeypatch.setattr(book, "records", lambda e: recs if e == "table3" else [])
     assert book.selection_facts() == {"selected_runs": 3, "selected_last": 1}
+
+
+def test_thread_facts_count_each_experiments_runs_by_threads(monkeypatch):
+    one, two = {"hardware": {"torch_threads": 1}}, {"hardware": {"torch_threads": 2}}
+    recs = {"cpu_v2": [two] * 3, "table3": [one] * 8 + [two], "fig10": [{"hardware": {}}]}
+    monkeypatch.setattr(book, "records", lambda e: recs.get(e, []))
+    assert book.thread_facts(("cpu_v2", "table3", "table5", "fig10")) == {
+        "threads_cpu_v2": "all 3 runs with 2 threads",
+        "threads_table3": "9 runs, 8 with 1 thread and 1 with 2 threads",
+        "threads_table5": "no runs", "threads_fig10": "1 run with an unrecorded thread count"}
 
 
 def test_fig10_screen_places_each_setting_against_the_band(store):
@@ -551,6 +586,10 @@ def test_row_reading_follows_ci_power_and_the_papers_size(store):
     assert got["headline_verdict"] == "contradicted" and got["headline_n"] == 5
     assert got["headline_mean"] == f"{np.mean([-3.0 + 0.01 * s for s in SEEDS]):+.2f}"
     assert got["headline_reading"].startswith("points the other way")
+    sd = float(np.std([0.01 * s for s in SEEDS], ddof=1))
+    assert float(got["headline_detectable_upper"]) == pytest.approx(
+        claims.detectable_difference(sd * np.sqrt(4 / stats.chi2.ppf(0.025, 4)), 5), abs=0.006)
+    assert float(got["headline_detectable_upper"]) > float(got["headline_detectable"])
     shown = claims.ledger_display(ledger)
     assert row(shown, claims.HEADLINE)["reading"] == got["headline_reading"]
     assert row(shown, "distillation lowers cost")["reading"] == \
