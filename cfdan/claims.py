@@ -366,6 +366,17 @@ def range_difference_sd(k: int = 3, draws: int = 200_000) -> float:
     return float(np.std(r[:, 0] - (r[:, 1] + r[:, 2]) / 2, ddof=1))
 
 
+def unpaired_sd(a: Runs, b: Runs, seeds: Sequence[int]) -> float:
+    """The sd a difference a − b would have if the two sides' runs were independent,
+    √(sd_a² + sd_b²) over ``seeds`` (ddof=1; NaN below 2 seeds): what pairing by seed is
+    compared with (a paired sd below it means the seed's shared part cancelled)."""
+    if len(seeds) < 2:
+        return float("nan")
+    va = np.asarray([a.by_seed[k][0] for k in seeds], dtype=float)
+    vb = np.asarray([b.by_seed[k][0] for k in seeds], dtype=float)
+    return float(np.sqrt(va.var(ddof=1) + vb.var(ddof=1)))
+
+
 def _pair_row(store: RunStore, c: PairClaim, noise: tuple[float, int] | None) -> dict[str, Any]:
     a, b = store.runs(*c.better), store.runs(*c.other)
     comparison = f"{a.label} − {b.label}"
@@ -374,8 +385,8 @@ def _pair_row(store: RunStore, c: PairClaim, noise: tuple[float, int] | None) ->
     if not a.by_seed or not b.by_seed:
         empty = paired_summary([], side) | {"verdict": "not run"}
         return _row(c.claim, c.where, comparison, c.dataset, c.paper, side, empty, runs_text)
-    diffs, _used, bad = paired_values([a, b], lambda v: v[0] - v[1])
-    s = paired_summary(diffs, side)
+    diffs, used, bad = paired_values([a, b], lambda v: v[0] - v[1])
+    s = paired_summary(diffs, side) | {"unpaired sd": unpaired_sd(a, b, used)}
     notes = [f"seeds {bad} not paired: recipes differ"] if bad else []
     if len(diffs) == 0 and not bad:
         notes.append("no seed in common")
@@ -595,6 +606,9 @@ def ledger_reading(ledger: pd.DataFrame) -> dict[str, Any]:
     difference n could detect exceeds the paper's, so *not resolved* is what n predicts.
     ``ledger_min_detectable``: the smallest such detectable difference (points).
     ``ledger_ci_rows``: trained rows with a confidence interval (n ≥ 2).
+    ``pairing_rows`` (paired rows with n ≥ 2), ``pairing_smaller`` (those whose paired sd is
+    below :func:`unpaired_sd`) and ``pairing_median_ratio`` (median paired / unpaired sd):
+    how much pairing by seed removed.
     ``table4_paper_max_gap``: the largest |difference| the paper claims in Table 4;
     ``table4_min_detectable``: the smallest detectable difference of its rows with n ≥ 2.
     """
@@ -614,6 +628,15 @@ def ledger_reading(ledger: pd.DataFrame) -> dict[str, Any]:
                                     else "n/a")
     out["ledger_ci_rows"] = int(((ledger["unit"] == "points")
                                  & np.isfinite(ledger["ci_low"].astype(float))).sum())
+    if "unpaired sd" in ledger:
+        both = ledger[np.isfinite(ledger["unpaired sd"].astype(float))
+                      & np.isfinite(ledger["sd"].astype(float))]
+        ratio = both["sd"].astype(float) / both["unpaired sd"].astype(float)
+    else:
+        ratio = pd.Series(dtype=float)
+    out["pairing_rows"] = len(ratio)
+    out["pairing_smaller"] = int((ratio < 1).sum())
+    out["pairing_median_ratio"] = f"{ratio.median():.2f}" if len(ratio) else "n/a"
     t4 = [abs(c.paper) for c in pair_claims() if c.other[0] == "table4"]
     out["table4_paper_max_gap"] = f"{max(t4):.2f}"
     t4_rows = powered[powered["where"] == "§4.4, Table 4"]

@@ -429,6 +429,24 @@ def test_ledger_reading_separates_exact_from_trained_support_and_reads_power(sto
     gaps = [abs(t4[f"act_pcp{s}"] - t4[f"act_{a}{s}"]) for s in ("", "_no_ilm")
             for a in ("sigmoid", "relu", "tanh")]
     assert got["table4_paper_max_gap"] == f"{max(gaps):.2f}"
+    # a large shared seed level (BASE) cancels in the paired differences, not in the unpaired sd
+    base = np.asarray(BASE)
+    want = [np.std([0.3 * (-1) ** s for s in SEEDS], ddof=1)
+            / np.sqrt(base.var(ddof=1) + (base + [0.3 * (-1) ** s for s in SEEDS]).var(ddof=1)),
+            np.std([0.01 * s for s in SEEDS], ddof=1)
+            / np.sqrt(base.var(ddof=1) + (base + [0.01 * s for s in SEEDS]).var(ddof=1))]
+    assert dam["unpaired sd"] == pytest.approx(np.sqrt(
+        base.var(ddof=1) + (base + [0.3 * (-1) ** s for s in SEEDS]).var(ddof=1)))
+    assert got["pairing_rows"] == 2 and got["pairing_smaller"] == 2
+    assert got["pairing_median_ratio"] == f"{np.median(want):.2f}"
+
+
+def test_unpaired_sd_is_the_sd_of_a_difference_of_independent_runs():
+    a = claims.Runs("a", {0: (1.0, "r"), 1: (3.0, "r"), 2: (5.0, "r")})
+    b = claims.Runs("b", {0: (0.0, "r"), 1: (0.0, "r"), 2: (6.0, "r")})
+    assert claims.unpaired_sd(a, b, [0, 1, 2]) == pytest.approx(np.sqrt(4.0 + 12.0))
+    assert claims.unpaired_sd(a, b, [0, 1]) == pytest.approx(np.sqrt(2.0 + 0.0))
+    assert np.isnan(claims.unpaired_sd(a, b, [0]))
 
 
 def test_a_shared_full_row_averages_the_seeds_its_table_plans(store):
