@@ -655,7 +655,8 @@ def thread_facts(experiments: Sequence[str] = ("cpu_v2", "table3", "table5", "ta
                  ) -> dict[str, str]:
     """The torch thread counts of each experiment's counted runs, for the prose:
     ``threads_<experiment>``, e.g. "all 3 runs with 2 threads" or "9 runs, 8 with 1 thread and
-    1 with 2 threads" (the thread count changes rounding, not the recipe: chapter 4)."""
+    1 with 2 threads" (the thread count changes rounding, not the recipe: chapter 4). A record
+    without ``torch_threads`` counts its ``cpu_count``, as the tables' hardware label does."""
     out = {}
     for e in experiments:
         counts: dict[int, int] = {}
@@ -693,9 +694,13 @@ def fig10_facts(full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
     _m, _sd, k = claims.full_seed_spread(full)
     wider = f"{stats.t.ppf(0.975, k - 1) / 2:.1f}" if k >= 2 else "n/a"
     ran, planned = int((grid["seeds"] > 0).sum()), len(grid)
-    progress = (f"All {planned} of the grid's settings other than the centre have a run"
-                if ran == planned else
-                f"So far {ran} of the grid's {planned} settings other than the centre have a run")
+    if ran == 0:
+        progress = f"None of the grid's {planned} settings other than the centre has a run yet"
+    elif ran == planned:
+        progress = f"All {planned} of the grid's settings other than the centre have a run"
+    else:
+        progress = (f"So far {ran} of the grid's {planned} settings other than the centre "
+                    f"ha{'s' if ran == 1 else 've'} a run")
     return {"fig10_grid_runs": ran, "fig10_grid_planned": planned, "fig10_sd_seeds": k,
             "fig10_exact_wider": wider, "fig10_progress": progress}
 

@@ -368,8 +368,9 @@ def range_difference_sd(k: int = 3, draws: int = 200_000) -> float:
 
 def unpaired_sd(a: Runs, b: Runs, seeds: Sequence[int]) -> float:
     """The sd a difference a − b would have if the two sides' runs were independent,
-    √(sd_a² + sd_b²) over ``seeds`` (ddof=1; NaN below 2 seeds): what pairing by seed is
-    compared with (a paired sd below it means the seed's shared part cancelled)."""
+    √(sd_a² + sd_b²) over ``seeds``, which both sides must have (ddof=1; NaN below 2 seeds):
+    what pairing by seed is compared with (a paired sd below it means the seed's shared part
+    cancelled)."""
     if len(seeds) < 2:
         return float("nan")
     va = np.asarray([a.by_seed[k][0] for k in seeds], dtype=float)
@@ -478,10 +479,11 @@ def _fig10_rows(store: RunStore, noise: tuple[float, int] | None,
     if stale:
         grid_text += f" (+{stale} of an older config, not counted)"
     runs_text = f"{grid_text}; centre = {centre.count()}"
-    if seeds and not set(centre.by_seed) <= set(seeds):  # say which of its seeds are used
+    if seeds and not set(centre.by_seed) <= set(seeds):  # say which of its seeds can pair
         paired = sorted(set(centre.by_seed) & set(seeds))
-        runs_text += (f" (the grid pairs seed{'s' * (len(paired) > 1)} "
-                      f"{', '.join(map(str, paired))})" if paired else " (the grid pairs none)")
+        runs_text += (f" (the grid plans seed{'s' * (len(paired) > 1)} "
+                      f"{', '.join(map(str, paired))})" if paired else
+                      " (the grid plans none of them)")
     rows = []
 
     # 1. the best setting is the best
@@ -695,7 +697,8 @@ def headline(ledger: pd.DataFrame, claim: str = HEADLINE) -> dict[str, Any]:
     """The facts of one ledger row for the prose (keys ``headline_...``): ``paper``, ``mean``,
     ``ci`` (as ``[lo, hi]``), ``n``, ``detectable``, ``detectable_upper`` (the detectable
     difference were the paired sd at the upper end of its 95 % interval, :func:`sd_upper`:
-    how rough the power statement is), ``verdict`` and ``reading`` (:func:`row_reading`),
+    how rough the power statement is; ``power_range`` sets it against the paper's difference),
+    ``verdict`` and ``reading`` (:func:`row_reading`),
     numbers as signed two-decimal strings."""
     row = ledger[ledger["claim"] == claim].iloc[0]
     ci = (f"[{_signed(row['ci_low'])}, {_signed(row['ci_high'])}]"
@@ -703,9 +706,22 @@ def headline(ledger: pd.DataFrame, claim: str = HEADLINE) -> dict[str, Any]:
     det = f"{row['detectable']:.2f}" if np.isfinite(row["detectable"]) else "n/a"
     n = int(row["n"])
     upper = detectable_difference(sd_upper(float(row["sd"]), n), n)
+    gap = abs(float(row["paper"]))
+    if not (np.isfinite(upper) and np.isfinite(gap)):
+        power_range = "which cannot be set against the paper's difference"
+    elif upper <= gap:
+        power_range = (f"which is still below the paper's {_signed(row['paper'])}, so the "
+                       "power statement holds across that range")
+    elif row["detectable"] <= gap:
+        power_range = (f"which is above the paper's {_signed(row['paper'])}, so at this n the "
+                       "power statement is not established")
+    else:
+        power_range = (f"which, like the estimate itself, is above the paper's "
+                       f"{_signed(row['paper'])}")
     return {"headline_paper": _signed(row["paper"]), "headline_mean": _signed(row["mean"]),
             "headline_ci": ci, "headline_n": n, "headline_detectable": det,
             "headline_detectable_upper": f"{upper:.2f}" if np.isfinite(upper) else "n/a",
+            "headline_power_range": power_range,
             "headline_verdict": row["verdict"], "headline_reading": row_reading(row)}
 
 

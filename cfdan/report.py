@@ -107,8 +107,8 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
 
     Our runs are read as the claims ledger reads them (:class:`cfdan.claims.RunStore`): only
     records of the experiment file as it is today, and the full model's rows from
-    :data:`cfdan.claims.FULL_SOURCE`, over the seeds this table plans (so that every row of
-    a table averages the same seeds; the others are named in ``runs``). The ``runs`` column says
+    :data:`cfdan.claims.FULL_SOURCE`, limited to the seeds this table plans (as the table's
+    own rows are; the seeds left out are named in ``runs``). The ``runs`` column says
     how many of the planned seeds each row has and where they come from; ``hardware`` says what
     they ran on (a table is one kind of hardware, :mod:`cfdan.sweep`).
     """

@@ -337,7 +337,7 @@ def test_fig10_pattern_as_the_paper_describes_it_is_supported(store):
     best = rows.iloc[0]
     assert best["n"] == 3 and "12 of the 12 comparisons run supported" in best["note"]
     assert "fig10: 36 of 36 runs" in best["runs"]
-    assert "centre = cpu_v2/full: 5 of 5 seeds (the grid pairs seeds 0, 1, 2)" in best["runs"]
+    assert "centre = cpu_v2/full: 5 of 5 seeds (the grid plans seeds 0, 1, 2)" in best["runs"]
 
 
 def test_fig10_a_better_setting_contradicts_the_best_point(store):
@@ -441,6 +441,13 @@ def test_ledger_reading_separates_exact_from_trained_support_and_reads_power(sto
     assert got["pairing_median_ratio"] == f"{np.median(want):.2f}"
 
 
+def test_sd_upper_is_the_chi_square_upper_limit():
+    # sqrt(2 / chi2.ppf(0.025, 2)) = sqrt(2 / 0.050636) = 6.2847 (tables of the chi-square)
+    assert claims.sd_upper(1.0, 3) == pytest.approx(6.2847, abs=1e-3)
+    assert claims.sd_upper(2.0, 3) == pytest.approx(2 * 6.2847, abs=2e-3)
+    assert np.isnan(claims.sd_upper(1.0, 1)) and np.isnan(claims.sd_upper(float("nan"), 3))
+
+
 def test_unpaired_sd_is_the_sd_of_a_difference_of_independent_runs():
     a = claims.Runs("a", {0: (1.0, "r"), 1: (3.0, "r"), 2: (5.0, "r")})
     b = claims.Runs("b", {0: (0.0, "r"), 1: (0.0, "r"), 2: (6.0, "r")})
@@ -502,12 +509,14 @@ def test_fig10_and_selection_facts(store, monkeypatch):
     got = book.fig10_facts()
     assert got == {"fig10_grid_runs": 0, "fig10_grid_planned": 12, "fig10_sd_seeds": 0,
                    "fig10_exact_wider": "n/a",
-                   "fig10_progress": "So far 0 of the grid's 12 settings other than the centre"
-                                     " have a run"}
+                   "fig10_progress": "None of the grid's 12 settings other than the centre"
+                                     " has a run yet"}
     for s in SEEDS[:3]:
         save_run(store, "cpu_v2", "full", s, BASE[s])
     save_run(store, "fig10", fig10_name(claims.fig10_points()[0]), 0, 70.0)
     got = book.fig10_facts()
+    assert got["fig10_progress"] == ("So far 1 of the grid's 12 settings other than the centre "
+                                     "has a run")
     assert got["fig10_sd_seeds"] == 3 and got["fig10_grid_runs"] == 1
     assert got["fig10_exact_wider"] == f"{stats.t.ppf(0.975, 2) / 2:.1f}"  # 2.2
     for pt in claims.fig10_points()[1:]:
@@ -521,8 +530,12 @@ def test_fig10_and_selection_facts(store, monkeypatch):
 
 def test_thread_facts_count_each_experiments_runs_by_threads(monkeypatch):
     one, two = {"hardware": {"torch_threads": 1}}, {"hardware": {"torch_threads": 2}}
-    recs = {"cpu_v2": [two] * 3, "table3": [one] * 8 + [two], "fig10": [{"hardware": {}}]}
+    four = {"hardware": {"cpu_count": 4}}  # no torch_threads: its cpu_count, as the tables do
+    recs = {"cpu_v2": [two] * 3, "table3": [one] * 8 + [two], "fig10": [{"hardware": {}}],
+            "table4": [one, two, four]}
     monkeypatch.setattr(book, "records", lambda e: recs.get(e, []))
+    assert book.thread_facts(("table4",)) == {
+        "threads_table4": "3 runs, 1 with 1 thread, 1 with 2 threads and 1 with 4 threads"}
     assert book.thread_facts(("cpu_v2", "table3", "table5", "fig10")) == {
         "threads_cpu_v2": "all 3 runs with 2 threads",
         "threads_table3": "9 runs, 8 with 1 thread and 1 with 2 threads",
@@ -608,6 +621,11 @@ def test_row_reading_follows_ci_power_and_the_papers_size(store):
     assert float(got["headline_detectable_upper"]) == pytest.approx(
         claims.detectable_difference(sd * np.sqrt(4 / stats.chi2.ppf(0.025, 4)), 5), abs=0.006)
     assert float(got["headline_detectable_upper"]) > float(got["headline_detectable"])
+    assert got["headline_power_range"] == ("which is still below the paper's +2.33, so the "
+                                           "power statement holds across that range")
+    wide = ledger.copy()  # the same row with a wide paired spread: the range reaches past +2.33
+    wide.loc[wide["claim"] == claims.HEADLINE, ["sd", "detectable"]] = [0.5, 1.0]
+    assert claims.headline(wide)["headline_power_range"].endswith("is not established")
     shown = claims.ledger_display(ledger)
     assert row(shown, claims.HEADLINE)["reading"] == got["headline_reading"]
     assert row(shown, "distillation lowers cost")["reading"] == \
