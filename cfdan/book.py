@@ -14,6 +14,7 @@ them to myst-nb, so the prose never types a measurement.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -655,16 +656,12 @@ def thread_facts(experiments: Sequence[str] = ("cpu_v2", "table3", "table5", "ta
                  ) -> dict[str, str]:
     """The torch thread counts of each experiment's counted runs, for the prose:
     ``threads_<experiment>``, e.g. "all 3 runs with 2 threads" or "9 runs, 8 with 1 thread and
-    1 with 2 threads" (the thread count changes rounding, not the recipe: chapter 4). A record
-    without ``torch_threads`` counts its ``cpu_count``, as the tables' hardware label does."""
+    1 with 2 threads" (the thread count changes rounding, not the recipe: chapter 4). Threads as
+    :func:`cfdan.report.record_threads` reads them, like the tables' hardware label."""
     out = {}
     for e in experiments:
-        counts: dict[int, int] = {}
-        for r in records(e):
-            hw = r.get("hardware") or {}
-            t = int(hw.get("torch_threads") or hw.get("cpu_count") or 0)
-            counts[t] = counts.get(t, 0) + 1
-        n = sum(counts.values())
+        counts = collections.Counter(report.record_threads(r) for r in records(e))
+        n = counts.total()
         how = {t: f"{t} thread{'s' * (t != 1)}" if t else "an unrecorded thread count"
                for t in counts}
         if not counts:

@@ -138,6 +138,17 @@ class Runs:
             text += f" (+{self.not_current} of an older config, not counted)"
         return text
 
+    def only(self, seeds: Sequence[int]) -> Runs:
+        """These runs limited to ``seeds``, which become the planned seeds (a shared
+        configuration read by an experiment that plans fewer seeds)."""
+        return Runs(self.label, {k: v for k, v in self.by_seed.items() if k in seeds},
+                    tuple(seeds), self.not_current)
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    """``[2]`` -> "seed 2", ``[0, 1]`` -> "seeds 0, 1"."""
+    return f"seed{'s' * (len(seeds) != 1)} {', '.join(map(str, seeds))}"
+
 
 class RunStore:
     """Records of the results store, selected as the ledger and figures use them.
@@ -384,7 +395,7 @@ def _pair_row(store: RunStore, c: PairClaim, noise: tuple[float, int] | None) ->
     runs_text = "; ".join(s.count() for s in (a, b))
     side = float(np.sign(c.paper))
     if not a.by_seed or not b.by_seed:
-        empty = paired_summary([], side) | {"verdict": "not run"}
+        empty = paired_summary([], side) | {"verdict": "not run", "unpaired sd": float("nan")}
         return _row(c.claim, c.where, comparison, c.dataset, c.paper, side, empty, runs_text)
     diffs, used, bad = paired_values([a, b], lambda v: v[0] - v[1])
     s = paired_summary(diffs, side) | {"unpaired sd": unpaired_sd(a, b, used)}
@@ -481,8 +492,7 @@ def _fig10_rows(store: RunStore, noise: tuple[float, int] | None,
     runs_text = f"{grid_text}; centre = {centre.count()}"
     if seeds and not set(centre.by_seed) <= set(seeds):  # say which of its seeds can pair
         paired = sorted(set(centre.by_seed) & set(seeds))
-        runs_text += (f" (the grid plans seed{'s' * (len(paired) > 1)} "
-                      f"{', '.join(map(str, paired))})" if paired else
+        runs_text += (f" (the grid plans {seeds_text(paired)})" if paired else
                       " (the grid plans none of them)")
     rows = []
 
@@ -630,12 +640,7 @@ def ledger_reading(ledger: pd.DataFrame) -> dict[str, Any]:
                                     else "n/a")
     out["ledger_ci_rows"] = int(((ledger["unit"] == "points")
                                  & np.isfinite(ledger["ci_low"].astype(float))).sum())
-    if "unpaired sd" in ledger:
-        both = ledger[np.isfinite(ledger["unpaired sd"].astype(float))
-                      & np.isfinite(ledger["sd"].astype(float))]
-        ratio = both["sd"].astype(float) / both["unpaired sd"].astype(float)
-    else:
-        ratio = pd.Series(dtype=float)
+    ratio = (ledger["sd"].astype(float) / ledger["unpaired sd"].astype(float)).dropna()
     out["pairing_rows"] = len(ratio)
     out["pairing_smaller"] = int((ratio < 1).sum())
     out["pairing_median_ratio"] = f"{ratio.median():.2f}" if len(ratio) else "n/a"

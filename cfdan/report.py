@@ -22,6 +22,7 @@ from cfdan.claims import (
     TABLE3_VARIANTS,
     RunStore,
     fig10_points,
+    seeds_text,
 )
 
 PROFILE_LABELS = {
@@ -119,18 +120,17 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
     for preset in p["preset"]:
         exp, var, recs, stale = store.variant_records(experiment, preset)
         r = store._runs(f"{exp}/{var}", exp, recs, stale)
-        count = r.count()
+        left_out = ""
         if exp != experiment and plan is not None:  # a shared row: this table's seeds only
             other = sorted(set(r.by_seed) - set(plan[0]))
+            r = r.only(plan[0])
             recs = [rec for rec in recs if int(rec.get("seed", 0)) in plan[0]]
-            r.by_seed, r.expected = {k: v for k, v in r.by_seed.items() if k in plan[0]}, plan[0]
-            count = r.count() + (f"; seed{'s' * (len(other) > 1)} "
-                                 f"{', '.join(map(str, other))} not shown, as this table "
-                                 "does not plan "
-                                 f"{'them' if len(other) > 1 else 'it'}" if other else "")
+            if other:
+                left_out = (f"; {seeds_text(other)} not shown, as this table does not plan "
+                            f"{'them' if len(other) > 1 else 'it'}")
         vals = [v for v, _recipe in r.by_seed.values()]
         ours.append(mean_std(vals, scale=1.0) if vals else "not run")
-        counts.append(count)
+        counts.append(r.count() + left_out)
         hw.append(_hardware_label(recs))
     keep = [c for c in p.columns if c not in ("source",)]
     out = p[keep].copy()
@@ -141,6 +141,13 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
     out["runs"] = counts
     out["hardware"] = hw
     return out
+
+
+def record_threads(rec: Mapping[str, Any]) -> int:
+    """The torch threads a record trained with (its ``cpu_count`` where ``torch_threads`` is
+    missing; 0 if neither is recorded)."""
+    hw = rec.get("hardware") or {}
+    return int(hw.get("torch_threads") or hw.get("cpu_count") or 0)
 
 
 def _hardware_label(recs: Sequence[Mapping[str, Any]]) -> str:
@@ -160,9 +167,8 @@ def _hardware_label(recs: Sequence[Mapping[str, Any]]) -> str:
         cpu = True
         if hw.get("cpu"):
             models.add(str(hw["cpu"]))
-        n = hw.get("torch_threads") or hw.get("cpu_count")
-        if n:
-            threads.add(int(n))
+        if n := record_threads(rec):
+            threads.add(n)
     kinds = sorted(gpus)
     if cpu:
         counts = ", ".join(str(t) for t in sorted(threads))
