@@ -273,11 +273,13 @@ def facts(experiments: Sequence[str] = ("cpu_v2", "cpu", "paper", "table3")) -> 
 
 
 def glue_all(values: Mapping[str, Any], prefix: str = "") -> None:
-    """Glue every value (as a plain Python scalar) for myst-nb's ``{glue:text}`` roles."""
+    """Glue every value for myst-nb's ``{glue:text}`` roles, floats at
+    :data:`cfdan.report.GLUE_DIGITS` significant digits (:func:`cfdan.report.stable`), never a
+    raw float sum's last bits."""
     from myst_nb import glue
 
     for key, v in values.items():
-        glue(prefix + key, v.item() if isinstance(v, np.generic) else v, display=False)
+        glue(prefix + key, report.stable(v), display=False)
 
 
 # --------------------------------------------------------------------------- figures

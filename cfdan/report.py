@@ -32,6 +32,28 @@ PROFILE_LABELS = {
 
 
 
+GLUE_DIGITS = 6
+"""Significant digits a shown float keeps before its display rounding: more than any chapter
+shows (at most four), far fewer than the 15-17 where a float sum's last bits differ between
+CPUs (SIMD widths, summation order), so the stored outputs are the same on every machine."""
+
+
+def stable(v: Any, digits: int = GLUE_DIGITS) -> Any:
+    """``v`` as a plain Python scalar, a float rounded to ``digits`` significant digits
+    (NaN and infinities unchanged); anything else as it is."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and np.isfinite(v):
+        return float(f"{v:.{digits}g}")
+    return v
+
+
+def rounded(df: pd.DataFrame, decimals: int) -> pd.DataFrame:
+    """``df.round(decimals)`` after :func:`stable`: a value at a rounding tie (5/16 = 31.25 %)
+    rounds the same whatever its last bits."""
+    return df.map(stable).round(decimals)
+
+
 def runs(experiment: str | None = None, current: bool = True, superseded: bool = False,
          **filters: Any) -> pd.DataFrame:
     """The finished runs of ``experiment`` (all experiments if None; empty frame if none).
@@ -554,8 +576,8 @@ def per_class_table(shown: dict[str, str], split: str = "test") -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     df = pd.DataFrame(rows)
-    return df.pivot_table(index=["class", "support"], columns="run",
-                          values=["recall %", "F1 %"], sort=False).round(1)
+    return rounded(df.pivot_table(index=["class", "support"], columns="run",
+                                  values=["recall %", "F1 %"], sort=False), 1)
 
 
 def tsne_panels() -> dict[str, tuple[str, str]]:
