@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only these run ids")
     p.add_argument("--commit", action="store_true",
                    help="git-commit each finished record (its two files only) as it lands")
+    p.add_argument("--seed-major", action="store_true",
+                   help="order the runs by seed across all the experiments named (every "
+                   "experiment's seed 3 before any seed 4), not experiment by experiment")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--budget-s", type=float, default=0.0, metavar="SECONDS",
                    help="stop every worker after this many seconds; an unfinished run leaves "
@@ -211,7 +214,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.print_commands:
         print("\n".join(sweep.commands(names, overrides=args.overrides, **store)))
         return 0
-    items = sweep.runs(names, overrides=args.overrides, **store)
+    items = sweep.runs(names, overrides=args.overrides, seed_major=args.seed_major, **store)
     done = sum(r.state == "done" for r in items)
     print(f"experiment {', '.join(names)}: {len(items)} runs ({done} in the store)")
     for r in items:
@@ -224,7 +227,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep.run(names, workers=args.workers, threads=args.threads, overrides=args.overrides,
               commit=args.commit, max_runs=args.max_runs, only=args.only, quiet=args.quiet,
               mixed_hardware=args.mixed_hardware, deadline=deadline, log_dir=args.log_dir,
-              **store)
+              seed_major=args.seed_major, **store)
     return 0
 
 

@@ -472,6 +472,13 @@ class Experiment:
     """Experiments whose runs this one is paired with (the full model it is compared to): they
     must be on the same kind of hardware (:func:`cfdan.sweep.hardware`)."""
 
+    variant_seeds: dict[str, list[int]] = field(default_factory=dict)
+    """Variants planned on fewer seeds than :attr:`seeds` (a variant table's ``seeds`` key)."""
+
+    def seeds_of(self, variant: str) -> list[int]:
+        """The seeds ``variant`` is planned on: its own ``seeds`` key, else :attr:`seeds`."""
+        return self.variant_seeds.get(variant, self.seeds)
+
     def configs(self, extra: list[str] | dict[str, Any] | None = None) -> list[Config]:
         """One resolved :class:`Config` per (variant, seed), seed-major: every variant of the
         first seed, in file order, then the next seed (the queue's priority: a queue cut short
@@ -479,6 +486,8 @@ class Experiment:
         out = []
         for seed in self.seeds:
             for vname, vset in self.variants.items():
+                if seed not in self.seeds_of(vname):
+                    continue
                 ov = {**self.overrides, **vset, "train.seed": seed}
                 cfg = load_config(self.profile, ov)
                 apply_overrides(cfg, extra)
@@ -503,7 +512,7 @@ def load_experiment(name: str | Path) -> Experiment:
         pairs_with = ["cpu_v2"]     # optional: paired with that one's runs, same hardware
         [variants]                  # name -> overrides
         baseline = { "model.preset" = "baseline" }
-        full = { "model.preset" = "full" }
+        full = { "model.preset" = "full", seeds = [0, 1] }   # optional: a subset of seeds
     """
     p = Path(name)
     if not (p.suffix == ".toml" and p.is_file()):
@@ -526,14 +535,22 @@ def load_experiment(name: str | Path) -> Experiment:
     variants = d.get("variants") or {"default": {}}
     if not all(isinstance(v, dict) for v in variants.values()):
         raise ConfigError(f"{p}: every variant must be a table of overrides")
+    variants = {k: dict(v) for k, v in variants.items()}
+    variant_seeds = {k: v.pop("seeds") for k, v in variants.items() if "seeds" in v}
+    for k, vs in variant_seeds.items():
+        if (not isinstance(vs, list) or not vs or not all(isinstance(s, int) for s in vs)
+                or not set(vs) <= set(seeds)):
+            raise ConfigError(f"{p}: variant {k!r}: 'seeds' must be a non-empty list of "
+                              f"integers from the experiment's seeds {seeds}")
     exp = Experiment(
         name=d.get("name", p.stem),
         profile=d["profile"],
         seeds=seeds,
         overrides=dict(d.get("overrides", {})),
-        variants={k: dict(v) for k, v in variants.items()},
+        variants=variants,
         description=d.get("description", ""),
         pairs_with=list(d.get("pairs_with", [])),
+        variant_seeds=variant_seeds,
     )
     # Validate every run's config now, so a typo fails before hours of training.
     try:

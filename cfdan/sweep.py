@@ -104,8 +104,18 @@ def _epochs_done(last: Path) -> int:
 
 def runs(names: Sequence[str], *, overrides: list[str] | None = None,
          results_root: str | os.PathLike[str] | None = None,
-         checkpoint_root: str | os.PathLike[str] | None = None) -> list[Run]:
-    """Every run of the experiments ``names``, in queue order (experiment, then file order)."""
+         checkpoint_root: str | os.PathLike[str] | None = None,
+         seed_major: bool = False) -> list[Run]:
+    """Every run of the experiments ``names``, in queue order: experiment, then seed-major file
+    order; with ``seed_major``, seed first across all the experiments (every experiment's seed
+    3 before any seed 4), experiments in the order named within a seed."""
+    out = _runs(names, overrides, results_root, checkpoint_root)
+    return sorted(out, key=lambda r: r.cfg.seed) if seed_major else out  # sorted() is stable
+
+
+def _runs(names: Sequence[str], overrides: list[str] | None,
+          results_root: str | os.PathLike[str] | None,
+          checkpoint_root: str | os.PathLike[str] | None) -> list[Run]:
     out: list[Run] = []
     for name in names:
         for cfg in load_experiment(name).configs(overrides):
@@ -284,8 +294,9 @@ def work(names: Sequence[str], *, overrides: list[str] | None = None, threads: i
          commit: bool = False, max_runs: int = 0, only: Sequence[str] = (),
          quiet: bool = True, mixed_hardware: bool = False, deadline: float | None = None,
          results_root: str | os.PathLike[str] | None = None,
-         checkpoint_root: str | os.PathLike[str] | None = None) -> int:
-    """One worker: claim and train pending (or partial) runs in queue order; returns runs done.
+         checkpoint_root: str | os.PathLike[str] | None = None, seed_major: bool = False) -> int:
+    """One worker: claim and train pending (or partial) runs in queue order (:func:`runs`,
+    ``seed_major`` as there); returns runs done.
 
     ``only`` restricts the queue to these run ids. Stops after ``max_runs`` runs (0 = all), or
     cleanly on SIGTERM/SIGINT (the run resumes from its last epoch checkpoint next time).
@@ -310,7 +321,7 @@ def work(names: Sequence[str], *, overrides: list[str] | None = None, threads: i
                       "s: starting no other", file=sys.stderr)
                 break
             todo = [r for r in runs(names, overrides=overrides, results_root=results_root,
-                                    checkpoint_root=checkpoint_root)
+                                    checkpoint_root=checkpoint_root, seed_major=seed_major)
                     if r.state in ("partial", "pending") and (not only or r.run_id in only)]
             if not todo:
                 break

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cfdan import results, sweep
-from cfdan.config import load_experiment
+from cfdan.config import ConfigError, load_experiment
 from cfdan.model import CFDAN, preset
 
 EXP = "smoke_sweep"
@@ -137,6 +137,37 @@ def test_queue_is_seed_major(tmp_path, monkeypatch):
                    'a = { "model.preset" = "baseline" }\nb = { "model.preset" = "full" }\n')
     got = [(c.train.seed, c.variant) for c in load_experiment(exp).configs()]
     assert got == [(0, "a"), (0, "b"), (1, "a"), (1, "b")]  # a cut-short queue stays paired
+
+
+def test_a_variant_may_run_fewer_seeds(tmp_path):
+    exp = tmp_path / "subset.toml"
+    exp.write_text('profile = "smoke"\nseeds = [0, 1, 2]\n[variants]\n'
+                   'a = { "model.preset" = "baseline" }\n'
+                   'b = { "model.preset" = "full", seeds = [0, 2] }\n')
+    e = load_experiment(exp)
+    assert [(c.train.seed, c.variant) for c in e.configs()] == \
+        [(0, "a"), (0, "b"), (1, "a"), (2, "a"), (2, "b")]
+    assert e.seeds_of("b") == [0, 2] and e.seeds_of("a") == [0, 1, 2]
+    exp.write_text('profile = "smoke"\nseeds = [0, 1]\n[variants]\n'
+                   'b = { "model.preset" = "full", seeds = [5] }\n')
+    with pytest.raises(ConfigError, match=r"variant 'b': 'seeds' must be .* \[0, 1\]"):
+        load_experiment(exp)
+
+
+def test_seed_major_across_experiments(tmp_path, monkeypatch):
+    """``seed_major`` orders the runs of several experiments by seed first: every
+    experiment's seed 1 before any seed 2 (the seeds queue of issue 27)."""
+    monkeypatch.setattr("cfdan.config.EXPERIMENTS_DIR", tmp_path)
+    (tmp_path / "one.toml").write_text('profile = "smoke"\nseeds = [0, 1, 2]\n[variants]\n'
+                                      'full = { "model.preset" = "full" }\n')
+    (tmp_path / "two.toml").write_text('profile = "smoke"\nseeds = [0, 1]\n[variants]\n'
+                                      'a = { "model.preset" = "baseline" }\n')
+    root = {"results_root": tmp_path / "r", "checkpoint_root": tmp_path / "c"}
+    by_exp = [(r.experiment, r.cfg.seed) for r in sweep.runs(["one", "two"], **root)]
+    assert by_exp == [("one", 0), ("one", 1), ("one", 2), ("two", 0), ("two", 1)]
+    by_seed = [(r.experiment, r.cfg.seed)
+               for r in sweep.runs(["one", "two"], seed_major=True, **root)]
+    assert by_seed == [("one", 0), ("two", 0), ("one", 1), ("two", 1), ("one", 2)]
 
 
 def _fake_record(store, cfg, device: str) -> None:

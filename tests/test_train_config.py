@@ -97,9 +97,10 @@ def test_run_id_depends_on_outcome_fields_only():
 def test_experiment_expands_variants_and_seeds():
     exp = load_experiment("table3")
     cfgs = exp.configs()
-    assert len(cfgs) == len(exp.variants) * len(exp.seeds)
-    assert {c.model["preset"] for c in cfgs} == {"baseline", "dam", "dam_ilm"}  # full: cpu_v2
-    assert [c.seed for c in cfgs[:3]] == [0, 0, 0]  # seed-major
+    assert len(cfgs) == sum(len(exp.seeds_of(v)) for v in exp.variants)
+    assert {c.model["preset"] for c in cfgs} == {"baseline", "dam", "dam_ilm", "plain_cnn"}
+    assert [c.seed for c in cfgs[:4]] == [0, 0, 0, 0]  # seed-major; full is cpu_v2's
+    assert {c.seed for c in cfgs if c.variant == "dam_ilm"} == {0, 1, 2}
     assert len({c.run_id for c in cfgs}) == len(cfgs)
     assert all(c.experiment == "table3" for c in cfgs)
 
