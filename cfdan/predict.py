@@ -9,7 +9,6 @@ profile. facenet-pytorch (MTCNN) is imported only when a photo is processed.
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cfdan import atomic, paths
+from cfdan import atomic, paths, safe_load
 
 DEFAULT_CHECKPOINT: Path = paths.REPO_ROOT / "models" / "cfdan_cpu_ferplus.pt"
 
@@ -30,17 +29,19 @@ class InputError(ValueError):
 def read_inference_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The dict stored in an inference checkpoint file; :class:`InputError` for anything else.
 
-    Like every ``torch.load`` with ``weights_only=False``, this unpickles: load only files
-    you trust.
+    Read with :func:`cfdan.safe_load.load` (``weights_only=True``): tensors and plain types
+    only, so a file that would run code when unpickled is refused before any of it runs.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, AttributeError,
-            ImportError) as exc:
-        raise InputError(f"{path}: not a PyTorch checkpoint ({exc})") from exc
+        ck = safe_load.load(path)
+    except safe_load.UnsafeCheckpointError as exc:
+        raise InputError(str(exc)) from None
+    except Exception as exc:  # text, truncated or foreign files fail in many ways
+        raise InputError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})"
+                         ) from exc
     if not isinstance(ck, dict) or ck.get("kind") != "cfdan-inference":
         raise InputError(
             f"{path}: not an inference checkpoint (expected best.pt written by `cfdan train` or "

@@ -92,12 +92,13 @@ def _claim_holder(claim: Path) -> int | None:
     return pid if _pid_alive(pid) else None
 
 
-def _epochs_done(last: Path) -> int:
-    import torch
+def epochs_done(last: Path) -> int:
+    """Epochs a run's ``last.pt`` holds, read with the safe loader
+    (:func:`cfdan.train.load_training_state`); 0 for a file it refuses or cannot read."""
+    from cfdan.train import load_training_state
 
     try:
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-        return int(ck["epoch"]) + 1
+        return int(load_training_state(last)["epoch"]) + 1
     except Exception:  # an unreadable checkpoint counts as none; training restarts the run
         return 0
 
@@ -129,7 +130,7 @@ def _runs(names: Sequence[str], overrides: list[str] | None,
                 state = "partial"
             else:
                 state = "pending"
-            epochs = _epochs_done(d / "last.pt") if state != "pending" else 0
+            epochs = epochs_done(d / "last.pt") if state != "pending" else 0
             out.append(Run(cfg, state, epochs))
     return out
 

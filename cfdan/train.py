@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cfdan import atomic, distributed, evaluate, paths, provenance, results
+from cfdan import atomic, distributed, evaluate, paths, provenance, results, safe_load
 from cfdan.config import Config, ConfigError
 from cfdan.data.splits import DataRootError, load_splits
 from cfdan.data.types import FaceTensors
@@ -177,20 +177,50 @@ def target_kind(cfg: Config) -> str:
 
 # --------------------------------------------------------------------------- checkpoints
 def rng_state(device: torch.device) -> dict[str, Any]:
-    """The global random states (python, numpy, torch, this CUDA device)."""
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The global random states (python, numpy, torch, this CUDA device), as tensors and plain
+    types only, so that a checkpoint holding them loads with ``weights_only=True``."""
+    npst = np.random.get_state(legacy=False)
+    st: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(npst["state"]["key"].astype(np.int64)),
+                  "pos": int(npst["state"]["pos"]), "has_gauss": int(npst["has_gauss"]),
+                  "gauss": float(npst["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
     if device.type == "cuda":
         st["cuda"] = torch.cuda.get_rng_state(device)
     return st
 
 
 def set_rng_state(st: dict[str, Any], device: torch.device) -> None:
-    """Restore what :func:`rng_state` saved."""
+    """Restore what :func:`rng_state` saved (or a legacy checkpoint's NumPy state tuple)."""
     random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    npst = st["numpy"]
+    if isinstance(npst, dict):
+        npst = {"bit_generator": "MT19937",
+                "state": {"key": npst["key"].numpy().astype(np.uint32), "pos": npst["pos"]},
+                "has_gauss": npst["has_gauss"], "gauss": npst["gauss"]}
+    np.random.set_state(npst)
     torch.set_rng_state(st["torch"])
     if device.type == "cuda" and "cuda" in st:
         torch.cuda.set_rng_state(st["cuda"], device)
+
+
+LEGACY_GLOBALS = (np.dtype, np.ndarray, np._core.multiarray._reconstruct,
+                  np.dtypes.UInt32DType, np.dtypes.Float16DType)
+"""What a ``last.pt`` written before safe loading holds beyond tensors and plain types (NumPy
+arrays: the uint32 RNG key and float16 feature snapshots); allowed only when such a file is
+resumed."""
+
+
+def load_training_state(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A ``last.pt`` read by :func:`cfdan.safe_load.load`, NumPy arrays of files written before
+    safe loading allowed (:data:`LEGACY_GLOBALS`), nothing else;
+    :class:`cfdan.safe_load.UnsafeCheckpointError` when refused."""
+    ck = safe_load.load(path, device, allow=LEGACY_GLOBALS)
+    if not isinstance(ck, dict):
+        raise safe_load.UnsafeCheckpointError(f"{path}: not a training checkpoint")
+    return ck
 
 
 def run_checkpoint_dir(cfg: Config, root: str | os.PathLike | None = None) -> Path:
@@ -453,7 +483,15 @@ def _resume(state: TrainState, fresh: bool) -> None:
         return
     if not state.last_path.is_file():
         return
-    ck = torch.load(state.last_path, map_location=state.device, weights_only=False)
+    try:
+        ck = load_training_state(state.last_path, state.device)
+    except safe_load.UnsafeCheckpointError as exc:
+        state.log(f"{exc}; starting this run from scratch")
+        if info.is_main:
+            state.last_path.unlink(missing_ok=True)
+            state.best_path.unlink(missing_ok=True)
+        distributed.barrier(info)
+        return
     if ck.get("run_id") != state.cfg.run_id:
         raise RuntimeError(f"{state.last_path}: checkpoint of run {ck.get('run_id')}, "
                            f"not {state.cfg.run_id}")
@@ -463,7 +501,8 @@ def _resume(state: TrainState, fresh: bool) -> None:
     set_rng_state(ck["rng"], state.device)
     state.history, state.best = ck["history"], ck["best"]
     state.plan.epochs = ck.get("plan_epochs", state.cfg.train.epochs)
-    state.snapshots = ck.get("snapshots", {})
+    state.snapshots = {int(e): np.asarray(v.numpy() if isinstance(v, torch.Tensor) else v)
+                       for e, v in ck.get("snapshots", {}).items()}
     state.start_epoch, state.prior_wall = ck["epoch"] + 1, ck["wall_time_s"]
     state.resumed_at = ck.get("resumed_at", []) + [state.start_epoch]
     state.log(f"resumed from {state.last_path} after epoch {state.start_epoch} of "
@@ -643,7 +682,8 @@ def _save_checkpoints(state: TrainState, epoch: int, improved: bool) -> None:
                 "scheduler": state.scheduler.state_dict(), "rng": rng_state(state.device),
                 "history": state.history, "best": state.best, "wall_time_s": wall,
                 "resumed_at": state.resumed_at, "config": state.cfg.to_dict(),
-                "plan_epochs": state.plan.epochs, "snapshots": state.snapshots,
+                "plan_epochs": state.plan.epochs,
+                "snapshots": {e: torch.from_numpy(v) for e, v in state.snapshots.items()},
             },
             state.last_path,
         )
@@ -779,7 +819,7 @@ def _final_evaluation(state: TrainState) -> tuple[dict[str, Any], dict[str, np.n
     if not state.history:
         raise RuntimeError("no epoch was trained")
     if state.best_path.is_file():
-        ck = torch.load(state.best_path, map_location=state.device, weights_only=False)
+        ck = safe_load.load(state.best_path, state.device)
         state.model.load_state_dict(ck["model"])
     val_s, test_s, tcfg = state.splits["val"], state.splits["test"], state.cfg.train
     val_metrics = _metrics(state, val_s.images, val_s.labels)

@@ -63,7 +63,7 @@ def test_killed_run_resumes_to_identical_record(tmp_path):
         lasts = list(ckroot.glob("smoke/*/last.pt"))
         if lasts:
             try:
-                killed_after = torch.load(lasts[0], weights_only=False)["epoch"] + 1
+                killed_after = torch.load(lasts[0], weights_only=True)["epoch"] + 1
             except Exception:  # being replaced right now: try again
                 continue
             os.kill(proc.pid, signal.SIGKILL)
