@@ -452,11 +452,14 @@ def ledger_and_facts(full: tuple[str, str] = claims.FULL_SOURCE
 
 def ledger_facts(ledger: pd.DataFrame) -> dict[str, int]:
     """How many claims of a displayed ledger have each verdict, for the prose
-    (``ledger_claims``, ``ledger_supported``, ``ledger_contradicted``, ``ledger_not_resolved``,
+    (``ledger_claims``, ``ledger_supported``, ``ledger_contradicted``,
+    ``ledger_paper_excluded``, ``ledger_not_resolved``, ``ledger_untestable``,
     ``ledger_not_run``)."""
     counts = ledger["verdict"].value_counts()
     keys = {"supported": "supported", "contradicted": "contradicted",
-            "not resolved at this n": "not_resolved", "not run": "not_run"}
+            "paper's effect excluded": "paper_excluded",
+            "not resolved at this n": "not_resolved", "untestable (n = 1)": "untestable",
+            "not run": "not_run"}
     out = {"ledger_claims": len(ledger)}
     out.update({f"ledger_{k}": int(counts.get(v, 0)) for v, k in keys.items()})
     return out
@@ -481,55 +484,6 @@ def _p_text(p: float) -> str:
         return "< 0.001"
     text = f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
     return f"< {text}" if p < claims.ALPHA <= float(text) else f"= {text}"
-
-
-def presets_vs_noise(experiment: str = "table4", table: str = "table4", seed: int = 0,
-                     full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
-    """How far a table's presets lie apart at one seed, against the spread that seed noise
-    alone would give as many runs, for the prose (keys ``<experiment>_seed<seed>_...``):
-    ``presets`` (how many have that seed), ``range`` (max - min test accuracy, points),
-    ``top`` / ``bottom`` (the presets at the ends, ties named together), ``noise_sd`` / ``noise_n`` (the full
-    model's sd over its seeds, :func:`cfdan.claims.full_seed_spread`), ``noise_range`` (that sd
-    times :func:`cfdan.presets.expected_range` of the number of presets) and ``reading``
-    (*no wider than* / *wider than*; *not comparable yet* below two presets or two seeds)."""
-    full = _book_source(full)
-    vals = presets.presets_at_seed(experiment, table, seed, full)
-    _mean, sd, n = claims.full_seed_spread(full)
-    key = f"{experiment}_seed{seed}_"
-    out: dict[str, Any] = {key + "presets": len(vals), key + "noise_n": n,
-                           key + "noise_sd": f"{sd:.2f}" if np.isfinite(sd) else "n/a"}
-    if len(vals) < 2 or not np.isfinite(sd):
-        return out | {key + "range": "n/a", key + "top": "n/a", key + "bottom": "n/a",
-                      key + "noise_range": "n/a", key + "reading": "not comparable yet"}
-    spread = max(vals.values()) - min(vals.values())
-    noise = sd * presets.expected_range(len(vals))
-
-    def at(end: float) -> str:  # every preset at that end: equal accuracy is a tie
-        names = [p for p, v in vals.items() if np.isclose(v, end, rtol=0, atol=1e-9)]
-        return names[0] if len(names) == 1 else " and ".join(names) + " (tied)"
-
-    return out | {key + "range": f"{spread:.2f}", key + "top": at(max(vals.values())),
-                  key + "bottom": at(min(vals.values())),
-                  key + "noise_range": f"{noise:.2f}",
-                  key + "reading": "no wider than" if spread <= noise else "wider than"}
-
-
-def presets_rank_agreement(experiment: str = "table4", table: str = "table4",
-                           seeds: tuple[int, int] = (0, 1),
-                           full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
-    """Whether the activations keep their order across two seeds, ILM's effect taken out, for
-    the prose (keys ``<experiment>_rank_...``): ``n`` (presets with both seeds), ``rho``
-    (Spearman, two decimals), ``p`` (one-sided permutation p with its relation, as
-    :func:`presets_block_test`) and ``reading`` (the order *repeats* / *is not shown to
-    repeat* beyond chance; *cannot yet be compared* without a value), from
-    :func:`cfdan.presets.preset_rank_agreement`."""
-    rho, p, n = presets.preset_rank_agreement(experiment, table, seeds, _book_source(full))
-    key = f"{experiment}_rank_"
-    if not np.isfinite(rho):
-        return {key + "n": n, key + "rho": "n/a", key + "p": "n/a",
-                key + "reading": "cannot yet be compared"}
-    return {key + "n": n, key + "rho": f"{rho:+.2f}", key + "p": _p_text(p),
-            key + "reading": "repeats" if p < claims.ALPHA else "is not shown to repeat"}
 
 
 def presets_block_test(experiment: str = "table4", table: str = "table4",

@@ -40,9 +40,11 @@ FULL_SLOTS = frozenset({("table3", "full"), ("table5", "full"), ("table4", "act_
 TABLE3_VARIANTS = ("baseline", "dam", "dam_ilm", "full")
 """Table 3's rows (and Fig. 6's curves), in the paper's order."""
 
-VERDICTS = ("supported", "contradicted", "not resolved at this n", "not run")
-"""The verdicts of :func:`claims_ledger`: CI beyond 0 on the paper's side / on the other side /
-CI includes 0 or n < 2 / records missing."""
+VERDICTS = ("supported", "contradicted", "paper's effect excluded", "not resolved at this n",
+            "untestable (n = 1)", "not run")
+"""The verdicts of :func:`claims_ledger` (:func:`verdict`): the 95 % CI beyond 0 on the paper's
+side / on the other side / includes 0 but lies below the paper's difference / includes 0 and
+the paper's difference / one seed / records missing."""
 
 ALPHA, POWER = 0.05, 0.80
 """Two-sided level of the CIs and tests, and the power of :func:`detectable_difference`."""
@@ -246,37 +248,64 @@ def paired_values(slots: Sequence[Runs], stat) -> tuple[np.ndarray, list[int], l
 def detectable_difference(sd: float, n: int, power: float = POWER, alpha: float = ALPHA
                           ) -> float:
     """Smallest true mean difference that a two-sided paired t-test on ``n`` pairs detects with
-    ``power`` at level ``alpha``, if the paired differences have standard deviation ``sd``.
-
-    Power at standardised effect d is P(|T| > t_crit) with T ~ noncentral t(n - 1, d sqrt(n));
-    d is found by root finding and scaled by ``sd``. NaN for n < 2.
-    """
-    from scipy import optimize, stats
+    ``power`` at level ``alpha`` when the paired differences have standard deviation ``sd``
+    (statsmodels ``TTestPower``, noncentral t). NaN for n < 2."""
+    from statsmodels.stats.power import TTestPower
 
     if n < 2 or not np.isfinite(sd):
         return float("nan")
     if sd == 0:
         return 0.0
-    df = n - 1
-    tc = stats.t.ppf(1 - alpha / 2, df)
-
-    def excess(d: float) -> float:
-        nc = d * np.sqrt(n)  # lower tail P(T < -tc) as P(T > tc) at -nc: stable where cdf is NaN
-        return float(stats.nct.sf(tc, df, nc) + stats.nct.sf(tc, df, -nc)) - power
-
-    hi = 1.0
-    while excess(hi) < 0:
-        hi *= 2
-    return float(optimize.brentq(excess, 0.0, hi, xtol=1e-10)) * sd
+    d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
+                                 alternative="two-sided")
+    return float(np.squeeze(d)) * sd
 
 
-def paired_summary(diffs: Sequence[float], side: float, alpha: float = ALPHA) -> dict[str, Any]:
-    """Mean, t-interval, sd, n, detectable difference and verdict of paired differences.
+def seeds_needed(sd: float, effect: float, power: float = POWER, alpha: float = ALPHA
+                 ) -> float:
+    """Paired seeds a two-sided t-test needs to detect ``effect`` with ``power`` when the paired
+    differences have sd ``sd``: the least n ≥ 2 where statsmodels ``TTestPower`` reaches
+    ``power`` (NaN when either is unknown)."""
+    from statsmodels.stats.power import TTestPower
 
-    ``side`` is the sign of the paper's difference. The verdict is *supported* when the
-    ``1 - alpha`` CI excludes 0 on that side, *contradicted* when it excludes 0 on the other,
-    and *not resolved at this n* when it includes 0 or n < 2.
+    if not (np.isfinite(sd) and np.isfinite(effect)) or sd <= 0 or effect == 0:
+        return float("nan")
+    n = np.arange(2, 100_001)  # TTestPower's power at every n: no root finder to converge
+    reached = TTestPower().power(abs(effect) / sd, n, alpha, alternative="two-sided") >= power
+    return float(n[np.argmax(reached)]) if reached.any() else float("inf")
+
+
+def verdict(lo: float, hi: float, n: int, delta: float = float("nan")) -> str:
+    """A row's verdict from its two-sided 95 % t-interval ``[lo, hi]``, oriented so that the
+    paper's difference ``delta`` is positive (NaN when the paper gives a direction only):
+
+    * n = 0: not run; n = 1: untestable;
+    * L > 0: supported; U < 0: contradicted;
+    * 0 inside and U < δ: the paper's effect is excluded (at this scale): the interval
+      already carries the sd's uncertainty, so this rejects an effect of the paper's size
+      whatever the power;
+    * otherwise not resolved at this n.
     """
+    if n == 0:
+        return "not run"
+    if n == 1 or not np.isfinite(lo):
+        return "untestable (n = 1)"
+    if lo > 0:
+        return "supported"
+    if hi < 0:
+        return "contradicted"
+    if np.isfinite(delta) and hi < delta:
+        return "paper's effect excluded"
+    return "not resolved at this n"
+
+
+def paired_summary(diffs: Sequence[float], side: float, paper_diff: float = float("nan"),
+                   alpha: float = ALPHA) -> dict[str, Any]:
+    """Mean, ``1 - alpha`` t-interval (``scipy.stats.ttest_1samp``), sd, n, detectable
+    difference, :func:`verdict`, and ``p_vs_paper``: the one-sided p of "the true difference
+    is at least the paper's" (``ttest_1samp(..., alternative="less")`` in the paper's
+    direction). ``side`` is the sign of the paper's difference, ``paper_diff`` its size (NaN:
+    a direction only)."""
     from scipy import stats
 
     d = np.asarray(diffs, dtype=float)
@@ -284,15 +313,20 @@ def paired_summary(diffs: Sequence[float], side: float, alpha: float = ALPHA) ->
     out: dict[str, Any] = {"n": n, "mean": float(d.mean()) if n else float("nan"),
                            "ci_low": float("nan"), "ci_high": float("nan"),
                            "sd": float("nan"), "detectable": float("nan"),
-                           "verdict": "not resolved at this n"}
-    if n < 2:
-        return out
-    sd = float(d.std(ddof=1))
-    half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * sd / np.sqrt(n)
-    lo, hi = float(out["mean"] - half), float(out["mean"] + half)
-    out.update(ci_low=lo, ci_high=hi, sd=sd, detectable=detectable_difference(sd, n))
-    if lo > 0 or hi < 0:
-        out["verdict"] = "supported" if (lo > 0) == (side > 0) else "contradicted"
+                           "p_vs_paper": float("nan")}
+    sign = side if side else 1.0
+    delta = abs(float(paper_diff)) if np.isfinite(paper_diff) else float("nan")
+    lo = hi = float("nan")
+    if n >= 2:
+        ci = stats.ttest_1samp(d, 0.0).confidence_interval(1 - alpha)
+        sd = float(d.std(ddof=1))
+        out.update(ci_low=float(ci.low), ci_high=float(ci.high), sd=sd,
+                   detectable=detectable_difference(sd, n))
+        lo, hi = sorted((sign * out["ci_low"], sign * out["ci_high"]))
+        if np.isfinite(delta) and sd > 0:
+            out["p_vs_paper"] = float(stats.ttest_1samp(sign * d, delta,
+                                                        alternative="less").pvalue)
+    out["verdict"] = verdict(lo, hi, n, delta)
     return out
 
 
@@ -331,6 +365,11 @@ def pair_claims() -> list[PairClaim]:
         PairClaim("CF-DAN beats the baseline (all of Table 3)", "§4.4, Table 3",
                   ("table3", "full"), ("table3", "baseline"), t3("full") - t3("baseline"),
                   "FERPlus"),
+        PairClaim("attention helps at all (CF-DAN vs no attention)", "ours, Table 3",
+                  ("table3", "full"), ("table3", "plain_cnn"), float("nan"), "implied, not reported"),
+        PairClaim("spatial attention helps (baseline vs no attention)", "ours, Table 3",
+                  ("table3", "baseline"), ("table3", "plain_cnn"), float("nan"),
+                  "implied, not reported"),
         PairClaim("distillation helps accuracy", "§4.4, Table 5",
                   ("table5", "full"), ("table5", "no_distill"),
                   t5("full") - t5("no_distill"), "FERPlus"),
@@ -393,12 +432,12 @@ def _pair_row(store: RunStore, c: PairClaim, noise: tuple[float, int] | None) ->
     a, b = store.runs(*c.better), store.runs(*c.other)
     comparison = f"{a.label} − {b.label}"
     runs_text = "; ".join(s.count() for s in (a, b))
-    side = float(np.sign(c.paper))
+    side = float(np.sign(c.paper)) if np.isfinite(c.paper) else 1.0  # NaN: "helps", implied
     if not a.by_seed or not b.by_seed:
         empty = paired_summary([], side) | {"verdict": "not run", "unpaired sd": float("nan")}
         return _row(c.claim, c.where, comparison, c.dataset, c.paper, side, empty, runs_text)
     diffs, used, bad = paired_values([a, b], lambda v: v[0] - v[1])
-    s = paired_summary(diffs, side) | {"unpaired sd": unpaired_sd(a, b, used)}
+    s = paired_summary(diffs, side, c.paper) | {"unpaired sd": unpaired_sd(a, b, used)}
     notes = [f"seeds {bad} not paired: recipes differ"] if bad else []
     if len(diffs) == 0 and not bad:
         notes.append("no seed in common")
@@ -516,6 +555,8 @@ def _fig10_rows(store: RunStore, noise: tuple[float, int] | None,
             s["verdict"] = "contradicted"
         elif len(comps) == len(others) and all(v == "supported" for v in verdicts):
             s["verdict"] = "supported"
+        elif all(c[1]["n"] < 2 for c in comps):
+            s["verdict"] = verdict(float("nan"), float("nan"), 1)
         else:
             s["verdict"] = "not resolved at this n"
         missing = len(others) - len(comps)
@@ -657,34 +698,30 @@ HEADLINE = "CF-DAN beats the baseline (all of Table 3)"
 
 
 def row_reading(row: Mapping[str, Any]) -> str:
-    """One clause on what a trained ledger row says, from its verdict, CI and power: whether
-    the paper's difference lies in our CI and whether our n could have detected it."""
-    if row["verdict"] == "not run":
+    """One clause on what a trained ledger row says, from its :func:`verdict`, interval and the
+    one-sided p against the paper's difference."""
+    v = row["verdict"]
+    if v == "not run":
         return "waits for runs it needs"
     if row["unit"] != "points":
         return "measured exactly on the architecture"
-    if row["n"] < 2 or not np.isfinite(row["ci_low"]):
+    if v == "untestable (n = 1)":
         return "rests on one seed: no test at this n"
     paper_diff = float(row["paper"])
-    supported, against = "supports the paper's direction", \
-        "points the other way than the paper, beyond seed noise"
-    if not np.isfinite(paper_diff):  # the paper gives a direction only (Fig. 10)
-        return {"supported": supported, "contradicted": against}.get(
-            row["verdict"], "cannot tell at this n")
-    inside = row["ci_low"] <= paper_diff <= row["ci_high"]
-    powered = np.isfinite(row["detectable"]) and row["detectable"] <= abs(paper_diff)
-    if row["verdict"] == "supported":
-        return supported + (", and its size lies in our interval" if inside else
-                            ", though not the paper's size")
-    if row["verdict"] == "contradicted":
-        return against
-    if not inside and powered:
-        return ("speaks against an effect of the paper's size: our interval excludes it, and "
-                "even the rough power estimate (from the same few pairs) says our n should "
-                "have found it")
-    if not inside:
-        return ("excludes the paper's size from our interval, though our n is too small to "
-                "be sure of detecting it")
+    if v == "supported":
+        if not np.isfinite(paper_diff):
+            return "supports the paper's direction"
+        inside = row["ci_low"] <= paper_diff <= row["ci_high"]
+        return "supports the paper's direction" + (
+            ", and the paper's size lies in our interval" if inside else
+            ", though not the paper's size")
+    if v == "contradicted":
+        return "points the other way than the paper, beyond seed noise"
+    if v == "paper's effect excluded":
+        return (f"excludes an effect of the paper's size at this scale: our interval ends "
+                f"below it (one-sided p = {row['p_vs_paper']:.3f})")
+    if not np.isfinite(paper_diff):
+        return "cannot tell at this n"
     return "cannot tell: both no effect and the paper's lie within our interval"
 
 

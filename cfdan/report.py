@@ -126,7 +126,9 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
                    metric: str = "test.accuracy", full: tuple[str, str] | None = None,
                    current: bool = True, root: str | os.PathLike[str] | None = None
                    ) -> pd.DataFrame:
-    """Tables 3-5: per preset, the paper's numbers beside ours (mean ± std over seeds).
+    """Tables 3-5: per preset, the paper's numbers beside ours (mean ± std over seeds); the
+    experiment's variants that the paper's table lacks (Table 3's ``plain_cnn``, no attention)
+    follow as rows of ours alone, their paper cells empty.
 
     Our runs are read as the claims ledger reads them (:class:`cfdan.claims.RunStore`): only
     records of the experiment file as it is today, and the full model's rows from
@@ -136,6 +138,9 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
     they ran on (a table is one kind of hardware, :mod:`cfdan.sweep`).
     """
     p = paper.table(table)
+    extra = [v for v in _planned_variants(experiment) if v not in set(p["preset"])]
+    if extra:  # our own rows (plain_cnn: no attention), which the paper does not report
+        p = pd.concat([p, pd.DataFrame({"preset": extra})], ignore_index=True)
     store = RunStore(root, current, full or FULL_SOURCE, metric)
     plan = store.plan(experiment)
     ours, counts, hw = [], [], []
@@ -163,6 +168,16 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
     out["runs"] = counts
     out["hardware"] = hw
     return out
+
+
+def _planned_variants(experiment: str) -> list[str]:
+    """The variants ``configs/experiments/<experiment>.toml`` plans (none without a file)."""
+    from cfdan.config import ConfigError, load_experiment
+
+    try:
+        return list(load_experiment(experiment).variants)
+    except ConfigError:
+        return []
 
 
 def record_threads(rec: Mapping[str, Any]) -> int:

@@ -24,7 +24,7 @@ FIG10_SEEDS = [0, 1, 2]
 BASE = [60.0, 70.0, 80.0, 65.0, 75.0]  # per-seed level: a large between-seed spread
 TOMLS = {
     "cpu_v2": ("cpu v2: the full model", SEEDS, ["full"]),
-    "table3": ("Table 3", SEEDS, ["baseline", "dam", "dam_ilm"]),
+    "table3": ("Table 3", SEEDS, ["baseline", "dam", "dam_ilm", "plain_cnn"]),
     "table5": ("Table 5", SEEDS, ["no_distill"]),
     "table4": ("Table 4", SEEDS, [f"act_{a}{s}" for a in ("pcp", "sigmoid", "relu", "tanh")
                                   for s in ("", "_no_ilm") if f"{a}{s}" != "pcp"]),
@@ -131,17 +131,63 @@ def test_paired_summary_verdicts_follow_the_ci():
     assert claims.paired_summary([1.0, -1.0, 0.5], side=1.0)["verdict"] == \
         "not resolved at this n"
     one = claims.paired_summary([5.0], side=1.0)
-    assert one["verdict"] == "not resolved at this n" and one["mean"] == 5.0
+    assert one["verdict"] == "untestable (n = 1)" and one["mean"] == 5.0
     assert np.isnan(one["ci_low"]) and np.isnan(one["detectable"])
+
+
+@pytest.mark.parametrize("lo, hi, n, delta, want", [
+    (0.2, 1.0, 3, 2.0, "supported"),
+    (-1.0, -0.2, 3, 2.0, "contradicted"),
+    (-1.5, 0.3, 3, 2.33, "paper's effect excluded"),
+    (-1.5, 2.5, 3, 2.33, "not resolved at this n"),
+    (-1.5, 0.3, 3, float("nan"), "not resolved at this n"),  # a direction only: no size to test
+    (float("nan"), float("nan"), 1, 2.0, "untestable (n = 1)"),
+    (float("nan"), float("nan"), 0, 2.0, "not run"),
+])
+def test_verdict_scheme(lo, hi, n, delta, want):
+    assert claims.verdict(lo, hi, n, delta) == want
+    assert want in claims.VERDICTS
+
+
+def test_paired_summary_matches_scipy_and_tests_the_papers_size():
+    d = np.array([-0.62, -1.01, -0.17])  # the shape of our headline row: mean -0.60, n = 3
+    s = claims.paired_summary(d, side=1.0, paper_diff=2.33)
+    ci = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert s["verdict"] == "paper's effect excluded"
+    assert s["p_vs_paper"] == pytest.approx(
+        stats.ttest_1samp(d, 2.33, alternative="less").pvalue)
+    # the paper's effect negative (a cost that should fall): the test runs in its direction
+    neg = claims.paired_summary(-d, side=-1.0, paper_diff=-2.33)
+    assert neg["verdict"] == "paper's effect excluded"
+    assert neg["p_vs_paper"] == pytest.approx(s["p_vs_paper"])
+    # the upper end at or above the paper's difference: not resolved, p large
+    wide = claims.paired_summary([-2.0, 3.0, 4.0], side=1.0, paper_diff=1.0)
+    assert wide["verdict"] == "not resolved at this n" and wide["p_vs_paper"] > 0.5
+
+
+def test_seeds_needed_matches_statsmodels_and_the_simulated_power():
+    from statsmodels.stats.power import TTestPower
+
+    n = claims.seeds_needed(1.0, 1.0)
+    assert n == np.ceil(TTestPower().solve_power(1.0, nobs=None, alpha=0.05, power=0.8))
+    for sd, effect in ((1.0, 1.0), (0.5, 2.33), (3.0, 0.5)):
+        n = int(claims.seeds_needed(sd, effect))
+        assert claims.detectable_difference(sd, n) <= effect < \
+            claims.detectable_difference(sd, n - 1)
+    assert claims.seeds_needed(0.1, 5.0) == 3  # at n = 2 a t-test has 1 df: even 50 sd is rare
+    assert np.isnan(claims.seeds_needed(0.0, 1.0))
 
 
 # --------------------------------------------------------------------------- the ledger
 def test_ledger_rows_and_paper_differences(store):
     ledger = claims.claims_ledger()
     names = list(ledger["claim"])
-    assert names[:6] == ["DAM beats single-dimension attention",
+    assert names[:8] == ["DAM beats single-dimension attention",
                          "ILM adds about 1 point on FERPlus", "cross-fusion helps",
                          "CF-DAN beats the baseline (all of Table 3)",
+                         "attention helps at all (CF-DAN vs no attention)",
+                         "spatial attention helps (baseline vs no attention)",
                          "distillation helps accuracy", "distillation lowers cost"]
     assert row(ledger, "CF-DAN beats the baseline (all of Table 3)")["paper"] == \
         pytest.approx(paper.value("table3", "FERPlus", "full", by="preset") - 89.69)
@@ -154,6 +200,23 @@ def test_ledger_rows_and_paper_differences(store):
     assert row(ledger, "PCP beats ReLU (without ILM)")["paper"] == pytest.approx(92.54 - 91.98)
     assert row(ledger, "PCP beats Tanh (with ILM)")["paper"] == \
         pytest.approx(paper.value("table4", "RAF-DB", "act_pcp", by="preset") - 91.97)
+
+
+def test_no_attention_rows_test_a_direction_the_paper_implies(store):
+    for s in SEEDS:
+        save_run(store, "table3", "baseline", s, BASE[s])
+        save_run(store, "table3", "plain_cnn", s, BASE[s] + 0.1 + 0.5 * (-1) ** s)
+        save_run(store, "cpu_v2", "full", s, BASE[s] - 2.0 + 0.01 * s)
+    ledger = claims.claims_ledger()
+    full = row(ledger, "attention helps at all (CF-DAN vs no attention)")
+    assert full["comparison"] == "cpu_v2/full − table3/plain_cnn" and np.isnan(full["paper"])
+    assert full["verdict"] == "contradicted" and full["n"] == 5  # below plain_cnn, every seed
+    base = row(ledger, "spatial attention helps (baseline vs no attention)")
+    assert base["verdict"] == "not resolved at this n"  # no size to exclude: a direction only
+    assert claims.row_reading(base) == "cannot tell at this n"
+    t3 = report.ablation_table("table3", "table3")
+    plain = t3[t3["preset"] == "plain_cnn"].iloc[0]
+    assert pd.isna(plain["paper FERPlus"]) and plain["runs"].startswith("table3/plain_cnn: 5 of 5")
 
 
 def test_empty_store_says_not_run_and_which_runs_are_missing(store):
@@ -213,7 +276,7 @@ def test_one_seed_is_not_resolved_and_sized_against_the_seed_noise(store):
     save_run(store, "table5", "no_distill", 0, BASE[0] - 3.0)
     ledger = claims.claims_ledger()
     r = row(ledger, "distillation helps accuracy")
-    assert r["verdict"] == "not resolved at this n" and r["n"] == 1
+    assert r["verdict"] == "untestable (n = 1)" and r["n"] == 1
     assert r["mean"] == pytest.approx(3.0)
     assert r["comparison"] == "cpu_v2/full − table5/no_distill"  # full comes from Table 3
     assert r["runs"] == "cpu_v2/full: 5 of 5 seeds; table5/no_distill: 1 of 5 seeds"
@@ -358,7 +421,7 @@ def test_fig10_single_seed_is_not_resolved(store, monkeypatch):
             save_run(store, "fig10", fig10_name(pt), 0, BASE[0])
     ledger = claims.claims_ledger()
     best = row(ledger, "best setting beats the other 12")
-    assert best["verdict"] == "not resolved at this n" and best["n"] == 1
+    assert best["verdict"] == "untestable (n = 1)" and best["n"] == 1
     assert "fig10: 4 of 36 runs" in best["runs"]
     assert "of the 4 comparisons run supported, 0 contradicted (8 not run)" in best["note"]
     assert "the smallest of 4 leads" in best["note"]
@@ -383,10 +446,10 @@ def test_book_ledger_facts_count_verdicts(store):
         save_run(store, "table3", "dam", s, BASE[s] + 1.0 + 0.01 * s)
     shown = book.claims_ledger()
     facts = book.ledger_facts(shown)
-    assert facts["ledger_claims"] == len(shown) == 16
+    assert facts["ledger_claims"] == len(shown) == 18
     assert facts["ledger_supported"] == 2  # dam > baseline, and the measured cost
-    assert facts["ledger_not_run"] == 14 and facts["ledger_contradicted"] == 0
-    assert sum(v for k, v in facts.items() if k != "ledger_claims") == 16
+    assert facts["ledger_not_run"] == 16 and facts["ledger_contradicted"] == 0
+    assert sum(v for k, v in facts.items() if k != "ledger_claims") == 18
     once, all_facts = book.ledger_and_facts()
     pd.testing.assert_frame_equal(once, shown)
     assert all_facts == {**facts, **book.ledger_reading(),
@@ -413,8 +476,8 @@ def test_ledger_reading_separates_exact_from_trained_support_and_reads_power(sto
     ledger = claims.claims_ledger()
     got = claims.ledger_reading(ledger)
     assert got["ledger_supported_exact"] == 1  # the cost row
-    dam = row(ledger, "DAM beats single-dimension attention")
-    assert dam["verdict"] == "not resolved at this n"
+    dam = row(ledger, "DAM beats single-dimension attention")  # CI ~[-0.15, +0.67] < +1.23
+    assert dam["verdict"] == "paper's effect excluded"
     top = row(ledger, "CF-DAN beats the baseline (all of Table 3)")  # +5 at every seed
     assert top["verdict"] == "supported" and got["ledger_supported_trained"] == 1
     assert got["ledger_powered_rows"] == 2 and got["ledger_detect_above_paper"] == \
@@ -593,13 +656,15 @@ def test_attention_similarity_is_one_for_a_map_that_ignores_the_face(store):
 
 def test_row_reading_follows_ci_power_and_the_papers_size(store):
     base = {"verdict": "not resolved at this n", "unit": "points", "n": 3, "paper": 2.0,
-            "ci_low": -1.0, "ci_high": 0.5, "detectable": 1.0}
-    assert claims.row_reading(base).startswith("speaks against an effect of the paper's size")
-    assert claims.row_reading(base | {"detectable": 3.0}).startswith("excludes the paper's size")
-    assert claims.row_reading(base | {"ci_high": 2.5}).startswith("cannot tell")
+            "ci_low": -1.0, "ci_high": 2.5, "detectable": 1.0, "p_vs_paper": 0.2}
+    assert claims.row_reading(base).startswith("cannot tell")
+    excluded = base | {"verdict": "paper's effect excluded", "ci_high": 0.5, "p_vs_paper": 0.012}
+    assert claims.row_reading(excluded).startswith("excludes an effect of the paper's size")
+    assert "p = 0.012" in claims.row_reading(excluded)
     assert claims.row_reading(base | {"verdict": "supported", "ci_low": 1.0, "ci_high": 3.0}) \
-        == "supports the paper's direction, and its size lies in our interval"
-    assert claims.row_reading(base | {"n": 1, "ci_low": float("nan")}).startswith("rests on one")
+        == "supports the paper's direction, and the paper's size lies in our interval"
+    assert claims.row_reading(base | {"verdict": "untestable (n = 1)", "n": 1,
+                                      "ci_low": float("nan")}).startswith("rests on one")
     assert claims.row_reading(base | {"verdict": "supported", "ci_low": 0.2, "ci_high": 1.0}) \
         == "supports the paper's direction, though not the paper's size"
     assert claims.row_reading(base | {"paper": float("nan")}) == "cannot tell at this n"
