@@ -8,7 +8,7 @@ Prints the timing table (median ms of interleaved repeats after warm-up, ratios 
 eager built-in ReLU and Sigmoid), the PCP kernel variants considered (CPU), and with
 ``--check`` a correctness check of the CUDA paths against float64 CPU. ``--out DIR``
 writes activations.csv / kernels.csv / check.json there (atomic writes).
-The timing logic lives in :mod:`cfdan.pcp_bench` (the notebook calls it directly).
+The timing logic lives in :mod:`cfdan.pcp.bench` (the notebook calls it directly).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from cfdan import pcp as P  # noqa: E402
 from cfdan.atomic import write_text  # noqa: E402
-from cfdan.pcp_bench import ACTIVATIONS, benchmark_activations, benchmark_pcp_kernels  # noqa: E402
-from cfdan.pcp_kernels import jiterator_kernels  # noqa: E402
+from cfdan.pcp import activation as P  # noqa: E402
+from cfdan.pcp.bench import ACTIVATIONS, benchmark_activations, benchmark_pcp_kernels  # noqa: E402
+from cfdan.pcp.kernels import jiterator_kernels  # noqa: E402
 
 
 def _gradcheck(fn, inputs) -> bool | str:

@@ -37,7 +37,7 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_train(model, images, labels, aug, steps, batch, device, amp, channels_last):
-    from cfdan.evaluate import autocast
+    from cfdan.training.evaluate import autocast
 
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
@@ -68,7 +68,7 @@ def bench_train(model, images, labels, aug, steps, batch, device, amp, channels_
 
 @torch.no_grad()
 def bench_infer(model, images, aug, device, amp, channels_last, reps=20):
-    from cfdan.evaluate import autocast
+    from cfdan.training.evaluate import autocast
 
     model.eval()
     lat = []
@@ -97,8 +97,8 @@ def bench_infer(model, images, aug, device, amp, channels_last, reps=20):
 
 
 def main(argv=None) -> None:
-    from cfdan.config import load_config
-    from cfdan.train import build_model, compile_model, make_augment, resolve_device
+    from cfdan.training.config import load_config
+    from cfdan.training.loop import build_model, compile_model, make_augment, resolve_device
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="cpu")

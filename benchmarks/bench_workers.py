@@ -20,8 +20,8 @@ def _one(profile: str, threads: int, steps: int, out: mp.Queue) -> None:
     import torch
     from bench_training import bench_train  # beside this file (sys.path[0] when run as a script)
 
-    from cfdan.config import load_config
-    from cfdan.train import build_model, make_augment
+    from cfdan.training.config import load_config
+    from cfdan.training.loop import build_model, make_augment
 
     torch.set_num_threads(threads)
     cfg = load_config(profile, [])

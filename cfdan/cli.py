@@ -153,14 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- commands
 def _load_cfg(profile: str, overrides: list[str]):
-    from cfdan.config import load_config
+    from cfdan.training.config import load_config
 
     return load_config(profile, overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cfdan import train
-    from cfdan.config import validate
+    from cfdan.training import loop as train
+    from cfdan.training.config import validate
 
     cfg = _load_cfg(args.profile, args.overrides)
     if args.experiment:
@@ -196,8 +196,8 @@ def _copy_record(record: dict, results_dir: str | None, dest: str) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from cfdan import sweep
-    from cfdan.config import available_experiments
+    from cfdan.training import sweep
+    from cfdan.training.config import available_experiments
 
     action, names = args.words[0], args.words[1:]
     if action not in ("status", "run"):
@@ -310,14 +310,14 @@ def exit_status(exc: BaseException) -> int | None:
     Bad input (a config, a data folder, a file that is not what the command needs) is status 2,
     a diverged training run status 3. Everything else is a bug and keeps its traceback.
     """
-    from cfdan.config import ConfigError
+    from cfdan.training.config import ConfigError
 
     if isinstance(exc, (CLIError, ConfigError, FileNotFoundError, IsADirectoryError,
                         NotADirectoryError, PermissionError)):  # DataRootError included
         return EXIT_USAGE
     from cfdan.data.types import DataError
     from cfdan.predict import InputError
-    from cfdan.train import NonFiniteLossError
+    from cfdan.training.loop import NonFiniteLossError
 
     if isinstance(exc, (DataError, InputError)):
         return EXIT_USAGE

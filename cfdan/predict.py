@@ -1,6 +1,6 @@
 """Inference: self-describing checkpoints, photo -> faces (MTCNN, §4.2) -> expressions.
 
-An inference checkpoint (written by :func:`cfdan.train.inference_checkpoint` as ``best.pt``,
+An inference checkpoint (written by :func:`cfdan.training.loop.inference_checkpoint` as ``best.pt``,
 or shipped as ``models/cfdan_cpu_ferplus.pt`` after :func:`export_checkpoint`) embeds the
 model config, the run config, the class names and the input format, so it loads without any
 profile. facenet-pytorch (MTCNN) is imported only when a photo is processed.
@@ -83,7 +83,7 @@ def best_val_record(experiment: str, variant: str = "full",
     """The record of ``experiment``/``variant`` with the best validation accuracy (ties: lower
     val loss), among the runs of its experiment file today; the shipped model is chosen so,
     never on test."""
-    from cfdan.sweep import current_records
+    from cfdan.training.sweep import current_records
 
     recs = [r for r in current_records(experiment, root) if r.get("variant") == variant]
     if not recs:
@@ -117,9 +117,9 @@ def evaluate_checkpoint(
 
     ``overrides`` (``data.root=...``) adjust the stored config, e.g. another data location.
     """
-    from cfdan import evaluate
-    from cfdan.config import apply_overrides, from_dict, validate
     from cfdan.data.splits import load_splits
+    from cfdan.training import evaluate
+    from cfdan.training.config import apply_overrides, from_dict, validate
 
     model, meta = load_checkpoint(path, device)
     cfg = from_dict(meta["config"])

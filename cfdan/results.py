@@ -27,7 +27,7 @@ import numpy as np
 from cfdan import atomic, paths
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 DEFAULT_METRICS = (
     "test.accuracy",
@@ -83,10 +83,10 @@ def build_record(
     resumed_at_epochs: list[int],
     checkpoint: str,
 ) -> dict[str, Any]:
-    """The record of one training run of ``cfg`` (a :class:`cfdan.config.Config`).
+    """The record of one training run of ``cfg`` (a :class:`cfdan.training.config.Config`).
 
     ``provenance`` holds ``git`` (at the start of the run), ``hardware``, ``versions`` and
-    ``peak_memory`` (:mod:`cfdan.provenance`); ``data`` the dataset, label mode, fingerprints,
+    ``peak_memory`` (:mod:`cfdan.training.provenance`); ``data`` the dataset, label mode, fingerprints,
     sizes, class names and load time; ``metrics`` the selected checkpoint's ``val``, ``test``
     and ``train_subset`` metrics. ``stop_reason`` is ``completed``, ``time_budget`` (stopped
     early) or ``time_budget_fitted`` (schedule shortened after epoch 1); the run is cut short
@@ -405,47 +405,3 @@ def load_history(
     if run_id is not None and not frames:
         raise KeyError(f"no run {run_id!r} under {paths.results_dir(root)}")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-# --------------------------------------------------------------------------- which runs count
-def planned(experiment: str) -> tuple[tuple[int, ...], frozenset[str]] | None:
-    """``(seeds, run_ids)`` of ``configs/experiments/<experiment>.toml`` as it is today; None
-    if the experiment has no such file (a profile run such as ``paper``)."""
-    from cfdan.config import ConfigError, load_experiment  # config reads the experiments
-
-    try:
-        exp = load_experiment(experiment)
-    except ConfigError:
-        return None
-    return tuple(exp.seeds), frozenset(c.run_id for c in exp.configs())
-
-
-def current_ids(experiment: str) -> frozenset[str] | None:
-    """The run ids of ``experiment`` that count today: those its experiment file plans
-    (:func:`planned`); None when it has no file and every run counts."""
-    plan = planned(experiment)
-    return None if plan is None else plan[1]
-
-
-RETIRED: dict[str, str] = {"cpu": "cpu v1 profile, replaced by cpu_v2"}
-"""Experiments without a file whose runs no table or figure reads any more, and why: they stay
-in the store for the prose that tells their story (chapter 5 quotes the cpu v1 run)."""
-
-
-def current_mask(df: pd.DataFrame) -> pd.Series:
-    """Per row of a runs frame: is the run one of its experiment's planned runs today?
-
-    A record of an experiment file's older profile or schedule (its ``run_id`` no longer
-    planned) is not current; an experiment without a file keeps all its runs.
-    """
-    import pandas as pd
-
-    keep = pd.Series(True, index=df.index)
-    if df.empty or "experiment" not in df or "run_id" not in df:
-        return keep
-    for exp in df["experiment"].unique():
-        ids = current_ids(str(exp))
-        if ids is not None:
-            rows = df["experiment"] == exp
-            keep[rows] = df.loc[rows, "run_id"].isin(ids)
-    return keep

@@ -59,7 +59,11 @@ def outcome(rec):
             "best_epoch": rec["best_epoch"], "params": rec["model_info"]["params"]}
 
 def weights_hash(ckdir):
-    ck = torch.load(next(Path(ckdir).rglob("last.pt")), map_location="cpu", weights_only=False)
+    import numpy as np  # a last.pt from before safe loading holds NumPy RNG arrays
+    legacy = [np.dtype, np.ndarray, np._core.multiarray._reconstruct, np.dtypes.UInt32DType,
+              np.dtypes.Float16DType]
+    with torch.serialization.safe_globals(legacy):
+        ck = torch.load(next(Path(ckdir).rglob("last.pt")), map_location="cpu", weights_only=True)
     h = hashlib.sha256()
     for k in sorted(ck["model"]):
         h.update(k.encode())
@@ -68,13 +72,17 @@ def weights_hash(ckdir):
 
 old, new = Path(sys.argv[1]), Path(sys.argv[2])
 ok = True
+def records(side, prof):  # a profile run's record lies under its experiment (cpu -> cpu_trials)
+    out = [json.loads(p.read_text()) for p in sorted((side / "results").glob("*/*.json"))]
+    return [r for r in out if r.get("profile") == prof and "run_id" in r]
+
 for prof in ("smoke", "cpu"):
-    recs = [sorted((side / "results").glob(f"{prof}/*.json")) for side in (old, new)]
+    recs = [records(side, prof) for side in (old, new)]
     if not recs[0] and not recs[1]:
         print(f"{prof:5s}: skipped (no data)")
         continue
-    a, b = (json.loads(r[0].read_text()) for r in recs)
-    wa, wb = (weights_hash(side / "checkpoints" / prof) for side in (old, new))
+    a, b = (r[0] for r in recs)
+    wa, wb = (weights_hash(side / "checkpoints" / r["experiment"]) for side, r in ((old, a), (new, b)))
     same_m, same_w = outcome(a) == outcome(b), wa == wb
     ok &= same_m and same_w
     print(f"{prof:5s}: run_id {a['run_id']} / {b['run_id']}  metrics {'identical' if same_m else 'DIFFER'}"

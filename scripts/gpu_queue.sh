@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The ablation queue (cfdan.sweep) on one GPU: N worker processes share it, each claiming the
+# The ablation queue (cfdan.training.sweep) on one GPU: N worker processes share it, each claiming the
 # next pending run, until the queue is empty or the time budget runs out.
 #
 #   scripts/gpu_queue.sh [EXPERIMENT ...]      default: table3 table5 (the GPU issue's order)
@@ -71,7 +71,7 @@ set_args=()
 for ((i = 1; i < ${#sets[@]}; i += 2)); do set_args+=("${sets[i]}"); done
 pending=$("$PY" - "${EXPS[@]}" <<EOF
 import sys
-from cfdan import sweep
+from cfdan.training import sweep
 over = """${set_args[*]}""".split()
 names = sweep.same_hardware(sys.argv[1:], over, None)  # says which it skips and why
 print(sum(r.state != "done" for r in sweep.runs(names, overrides=over)))

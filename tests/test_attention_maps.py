@@ -1,5 +1,5 @@
 """Fig. 8's maps (cfdan.model.network, chapter 2 "What Fig. 8 shows") on models whose attention
-is set by hand, and the figure (cfdan.report / cfdan.book) with and without the dataset."""
+is set by hand, and the figure (cfdan.analysis.tables / cfdan.analysis.book) with and without the dataset."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 import torch
 from data_fixtures import make_ferplus
 
-from cfdan import book, report, results
+from cfdan import results
+from cfdan.analysis import book
+from cfdan.analysis import tables as report
 from cfdan.data import load_dataset
 from cfdan.model import CFDAN, preset
 from cfdan.model.network import ATTENTION_DEFINITION, cam_constant, received_attention
@@ -183,7 +185,7 @@ def test_cam_peaks_at_the_one_position_that_speaks_for_the_class() -> None:
 
 
 def test_maps_keep_the_record_keys_and_name_their_definition() -> None:
-    from cfdan import evaluate
+    from cfdan.training import evaluate
 
     m = _model()
     imgs = torch.randint(0, 256, (3, 1, 48, 48), dtype=torch.uint8)

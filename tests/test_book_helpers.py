@@ -1,4 +1,4 @@
-"""What chapters 4 and 5 show (cfdan.book), on a store of hand-made records."""
+"""What chapters 4 and 5 show (cfdan.analysis.book), on a store of hand-made records."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import matplotlib
 import numpy as np
 import pytest
 
-from cfdan import book, config, paper
+from cfdan import paper
+from cfdan.analysis import book
+from cfdan.training import config
 
 matplotlib.use("Agg")
 
@@ -187,7 +189,7 @@ def test_pcp_grid_spread_is_the_largest_gap_between_curves():
 
 
 def test_hardware_label_groups_cpu_thread_counts_and_flags_cpu_with_gpu():
-    from cfdan.report import _hardware_label
+    from cfdan.analysis.tables import _hardware_label
 
     def rec(device: str, threads: int | None = None, gpu: str | None = None) -> dict:
         return {"hardware": {"device": device, "torch_threads": threads, "gpu": gpu}}

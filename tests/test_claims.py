@@ -1,4 +1,4 @@
-"""The claims ledger of §4.4-4.5 (cfdan.claims.claims_ledger) on a store of hand-made records.
+"""The claims ledger of §4.4-4.5 (cfdan.analysis.claims.claims_ledger) on a store of hand-made records.
 
 The experiment files are replaced by temporary ones (smoke profile, five seeds for Table 3 and
 4, three for Fig. 10), and every record is written with :func:`cfdan.results.save_record` from
@@ -17,7 +17,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cfdan import book, claims, config, paper, report, results
+from cfdan import paper, results
+from cfdan.analysis import book, claims, runs
+from cfdan.analysis import tables as report
+from cfdan.training import config
 
 SEEDS = [0, 1, 2, 3, 4]
 FIG10_SEEDS = [0, 1, 2]
@@ -312,8 +315,8 @@ def test_figures_and_facts_pick_no_record_of_an_older_config(store):
     save_run(store, "table3", "baseline", 0, 40.0, history=[30.0, 40.0], cfg=old,
              date="2027-01-01T00:00:00+00:00")
     new = save_run(store, "table3", "baseline", 0, 70.0, history=[60.0, 70.0])
-    assert set(report.runs("table3")["run_id"]) == {new["run_id"]}
-    assert len(report.runs("table3", current=False)) == 2
+    assert set(runs.load("table3")["run_id"]) == {new["run_id"]}
+    assert len(runs.load("table3", current=False)) == 2
     assert set(report.history("table3")["run_id"]) == {new["run_id"]}
     assert report.representative_runs({"table3": "baseline"}) == {"table3": new["run_id"]}
     assert [r["run_id"] for r in book.records("table3")] == [new["run_id"]]
@@ -326,14 +329,14 @@ def test_provenance_lists_superseded_runs_as_not_counted(store):
     b = save_run(store, "cpu_v2", "full", 1, 71.0)
     assert results.add_note(store / "cpu_v2" / f"{a['run_id']}.json", "replaced",
                             superseded_by=b["run_id"])
-    assert list(report.runs("cpu_v2")["run_id"]) == [b["run_id"]]
+    assert list(runs.load("cpu_v2")["run_id"]) == [b["run_id"]]
     prov = report.provenance("cpu_v2").set_index("run_id")["counted"]
     assert prov[a["run_id"]] == f"no: superseded by {b['run_id']}" and prov[b["run_id"]] == "yes"
 
 
 def test_retired_runs_and_dirty_trees_are_labelled(store, monkeypatch):
     rec = save_run(store, "cpu_v2", "full", 0, 70.0)
-    monkeypatch.setattr(results, "RETIRED", {"cpu_v2": "replaced by something"})
+    monkeypatch.setattr(runs, "RETIRED", {"cpu_v2": "replaced by something"})
     prov = report.provenance("cpu_v2").set_index("run_id")
     assert prov.at[rec["run_id"], "counted"] == "no: retired (replaced by something)"
     hw = book.hardware_table("cpu_v2").set_index("run_id")

@@ -66,12 +66,12 @@ def test_training_path_imports_without_optional_packages():
         " 'nbval'}:\n"
         "            raise ImportError('blocked ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import cfdan.cli, cfdan.train, cfdan.evaluate, cfdan.results, cfdan.predict\n"
+        "import cfdan.cli, cfdan.training.loop, cfdan.training.evaluate, cfdan.results, cfdan.predict\n"
         "cfdan.cli.build_parser()\n"
-        "from cfdan.config import load_config\n"
-        "from cfdan import train\n"
+        "from cfdan.training.config import load_config\n"
+        "from cfdan.training import loop as train\n"
         "train.build_model(load_config('smoke'), 8, 32)\n"
-        "assert 'cfdan.symbolic' not in sys.modules, 'the training path imports cfdan.symbolic'\n"
+        "assert 'cfdan.pcp.symbolic' not in sys.modules, 'the training path imports cfdan.pcp.symbolic'\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
@@ -139,8 +139,8 @@ def tiny_checkpoint(tmp_path):
     """An untrained smoke-size CF-DAN saved as a self-describing inference checkpoint."""
     import torch
 
-    from cfdan import train
-    from cfdan.config import load_config
+    from cfdan.training import loop as train
+    from cfdan.training.config import load_config
 
     cfg = load_config("smoke")
     torch.manual_seed(0)
@@ -221,7 +221,7 @@ def test_predict_finds_a_ferplus_face_with_mtcnn(tmp_path, tiny_checkpoint, ferp
 
 
 def test_diverged_training_exits_with_status_3(monkeypatch, capsys):
-    from cfdan import train
+    from cfdan.training import loop as train
 
     def diverge(*_a, **_k):
         raise train.NonFiniteLossError("non-finite training loss in epoch 2")
@@ -283,10 +283,10 @@ def test_training_state_and_bad_out_are_bad_input(tmp_path, tiny_checkpoint, cap
 
 def test_exit_status_maps_the_projects_own_errors():
     from cfdan.cli import CLIError, exit_status
-    from cfdan.config import ConfigError
     from cfdan.data.types import DataError
     from cfdan.predict import InputError
-    from cfdan.train import DataRootError, NonFiniteLossError
+    from cfdan.training.config import ConfigError
+    from cfdan.training.loop import DataRootError, NonFiniteLossError
 
     for exc in (CLIError("x"), ConfigError("x"), DataError("x"), DataRootError("x"),
                 InputError("x"), FileNotFoundError("x"), PermissionError("x")):
@@ -297,7 +297,7 @@ def test_exit_status_maps_the_projects_own_errors():
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch):
-    from cfdan import train
+    from cfdan.training import loop as train
 
     def bug(*_a, **_k):
         raise ZeroDivisionError("a bug")

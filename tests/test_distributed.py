@@ -1,4 +1,4 @@
-"""DDP (cfdan.distributed): 2 gloo processes on CPU match one process on the same global batch."""
+"""DDP (cfdan.training.distributed): 2 gloo processes on CPU match one process on the same global batch."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ WORKER = textwrap.dedent(
     import os, sys
     from pathlib import Path
     import torch
-    from cfdan import distributed, train as T
-    from cfdan.config import load_config
+    from cfdan.training import distributed, loop as T
+    from cfdan.training.config import load_config
 
     def toy():
         torch.manual_seed(0)
@@ -92,7 +92,7 @@ def _toy_params():
 
 
 def test_shard_splits_a_global_batch():
-    from cfdan.distributed import DistInfo, shard
+    from cfdan.training.distributed import DistInfo, shard
 
     idx = torch.arange(8)
     parts = [shard(idx, DistInfo(rank=r, world_size=2)) for r in range(2)]

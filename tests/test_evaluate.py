@@ -1,4 +1,4 @@
-"""Evaluation metrics against scikit-learn on known inputs (cfdan.evaluate)."""
+"""Evaluation metrics against scikit-learn on known inputs (cfdan.training.evaluate)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, recall_score
 
-from cfdan import evaluate
+from cfdan.training import evaluate
 
 
 @pytest.fixture
@@ -90,9 +90,9 @@ def test_infer_batches_and_flip_tta():
 
 def test_final_evaluation_stores_indices_and_maps_but_no_pixels():
     """Records keep ``attention_index`` into the test split, never the faces (book issue 12)."""
-    from cfdan.config import EvalConfig
     from cfdan.data import synthetic
     from cfdan.model import CFDAN, preset
+    from cfdan.training.config import EvalConfig
 
     torch.manual_seed(0)
     model = CFDAN(preset("full", image_size=48, trunk_stem="cifar", trunk_width=8,

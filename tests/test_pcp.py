@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from cfdan import pcp as P
-from cfdan import pcp_kernels as K
 from cfdan.pcp import PCP, coefficients, pcp, pcp_from_coefficients
+from cfdan.pcp import activation as P
+from cfdan.pcp import kernels as K
 
 DEFAULTS = (0.19, -0.24, 1.85)
 
@@ -103,7 +103,7 @@ def test_constant_extensions_and_range():
 
 
 def kernel_outputs(kernel, x, coef, x_L, grad):
-    """(PCP(x), d/dx, d/d table) of :func:`cfdan.pcp_kernels.pcp_table` with ``kernel``."""
+    """(PCP(x), d/dx, d/d table) of :func:`cfdan.pcp.kernels.pcp_table` with ``kernel``."""
     x = x.detach().requires_grad_()
     coef = coef.detach().requires_grad_()
     y = K.pcp_table(x, coef, torch.tensor(x_L, dtype=torch.float64), kernel=kernel)
@@ -327,7 +327,7 @@ def test_parallel_parts_match_serial(monkeypatch):
 
 # ----------------------------------------------------------------------------- benchmark
 def test_benchmark_functions_run_small():
-    from cfdan.pcp_bench import benchmark_activations, benchmark_pcp_kernels
+    from cfdan.pcp.bench import benchmark_activations, benchmark_pcp_kernels
 
     threads = torch.get_num_threads()
     df = benchmark_activations(
@@ -355,7 +355,7 @@ def test_steady_allocator_reuses_buffers_without_page_faults():
     import platform
     import resource
 
-    from cfdan.pcp_bench import steady_allocator
+    from cfdan.pcp.bench import steady_allocator
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt thresholds are glibc's")

@@ -1,4 +1,4 @@
-"""How a paper table's presets compare as a group (cfdan.presets): their order and the block F
+"""How a paper table's presets compare as a group (cfdan.analysis.presets): their order and the block F
 test (statsmodels' anova_lm, checked against least squares by hand), on the claims tests' store
 of hand-made records."""
 
@@ -10,7 +10,8 @@ import test_claims
 from scipy import stats
 from test_claims import BASE, SEEDS, save_run
 
-from cfdan import book, claims, paper, presets
+from cfdan import paper
+from cfdan.analysis import book, claims, presets
 
 store = test_claims.store  # the same fixture: an empty store with temporary experiment files
 

@@ -1,4 +1,4 @@
-"""Probes of the data chapter (cfdan.data.probe) on tiny hand-made sets and fixture folders."""
+"""Probes of the data chapter (cfdan.training.probe) on tiny hand-made sets and fixture folders."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 from data_fixtures import make_ferplus
 
-from cfdan.config import load_config
-from cfdan.data import probe
 from cfdan.data.pipeline import Augment
 from cfdan.data.types import FaceTensors
+from cfdan.training import probe
+from cfdan.training.config import load_config
 
 
 def _faces(levels: list[int], per_class: int = 5, noise: int = 0, seed: int = 0) -> FaceTensors:

@@ -1,10 +1,10 @@
-"""Provenance stored with every run (cfdan.provenance)."""
+"""Provenance stored with every run (cfdan.training.provenance)."""
 
 from __future__ import annotations
 
 import torch
 
-from cfdan import provenance
+from cfdan.training import provenance
 
 
 def test_git_info_env_override(monkeypatch):

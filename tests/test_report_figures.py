@@ -1,4 +1,4 @@
-"""The figures that come with the ablation runs (cfdan.report): Fig. 6 validation curves,
+"""The figures that come with the ablation runs (cfdan.analysis.tables): Fig. 6 validation curves,
 Fig. 7 over training (t-SNE of stored feature snapshots) and Fig. 10 with its noise band, on
 hand-made records and synthetic arrays."""
 
@@ -11,7 +11,9 @@ import pytest
 import test_claims
 from test_claims import BASE, SEEDS, fig10_name, run_config, save_run
 
-from cfdan import book, claims, paper, report
+from cfdan import paper
+from cfdan.analysis import book, claims
+from cfdan.analysis import tables as report
 
 matplotlib.use("Agg")
 
@@ -101,7 +103,7 @@ def test_tsne_snapshots_take_labels_at_the_snapshot_index():
 
 
 def test_tsne_columns_follow_the_fraction_of_training():
-    from cfdan.train import snapshot_epochs
+    from cfdan.training.loop import snapshot_epochs
 
     for total in (5, 12, 18, 40):  # the epochs train.py stores: k/4 of the schedule
         arrays = snapshot_arrays(snapshot_epochs(total, 4), s=40)
@@ -113,7 +115,7 @@ def test_tsne_columns_follow_the_fraction_of_training():
 
 
 def test_snapshot_runs_and_the_figure(store):
-    from cfdan.train import snapshot_epochs
+    from cfdan.training.loop import snapshot_epochs
 
     epochs = snapshot_epochs(3, 4)  # the smoke profile's 3 epochs: snapshots after 1, 2, 3
     for exp, v in (("table3", "baseline"), ("cpu_v2", "full")):

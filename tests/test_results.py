@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from cfdan import results
+from cfdan.analysis import runs
 
 
 def _record(exp, run_id, variant, seed, acc):
@@ -85,7 +86,7 @@ def test_failed_write_leaves_old_record_and_no_temp_file(tmp_path, monkeypatch):
 
 
 def test_build_record_lays_out_a_run():
-    from cfdan.config import load_config
+    from cfdan.training.config import load_config
 
     cfg = load_config("smoke", {"train.epochs": 4})
     history = [{"epoch": 1, "val_accuracy": 0.5}, {"epoch": 2, "val_accuracy": 0.6}]
@@ -167,18 +168,18 @@ def test_superseded_records_leave_queries_but_not_lookups(tmp_path):
 
 
 def test_only_runs_an_experiment_file_plans_today_count(tmp_path, monkeypatch):
-    from cfdan import config
+    from cfdan.training import config
 
     folder = tmp_path / "experiments"
     folder.mkdir()
     (folder / "abl.toml").write_text('description = "x"\nprofile = "smoke"\nseeds = [0, 1]\n\n'
                                      '[variants]\nbaseline = { "model.preset" = "baseline" }\n')
     monkeypatch.setattr(config, "EXPERIMENTS_DIR", folder)
-    seeds, ids = results.planned("abl")
-    assert seeds == (0, 1) and len(ids) == 2 and results.current_ids("abl") == ids
-    assert results.planned("no_such_file") is None and results.current_ids("no_such_file") is None
+    seeds, ids = runs.planned("abl")
+    assert seeds == (0, 1) and len(ids) == 2 and runs.current_ids("abl") == ids
+    assert runs.planned("no_such_file") is None and runs.current_ids("no_such_file") is None
 
     df = pd.DataFrame({"experiment": ["abl", "abl", "paper"],
                        "run_id": [sorted(ids)[0], "of_an_older_schedule", "anything"]})
-    assert list(results.current_mask(df)) == [True, False, True]
-    assert list(results.current_mask(pd.DataFrame())) == []
+    assert list(runs.current_mask(df)) == [True, False, True]
+    assert list(runs.current_mask(pd.DataFrame())) == []

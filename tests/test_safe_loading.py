@@ -83,8 +83,9 @@ def test_cli_process_refuses_it_in_one_line(bad):
 def test_resume_refuses_a_malicious_last_pt_and_restarts(tmp_path, monkeypatch):
     """A ``last.pt`` the safe loader refuses is not run: the run restarts from scratch and
     says why; the queue's epoch count reads it as no progress."""
-    from cfdan import sweep, train
-    from cfdan.config import load_config
+    from cfdan.training import loop as train
+    from cfdan.training import sweep
+    from cfdan.training.config import load_config
 
     monkeypatch.setenv("CFDAN_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("CFDAN_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
@@ -121,7 +122,7 @@ def test_a_last_pt_from_before_safe_loading_still_resumes(tmp_path):
     types are allowed on resume, and the RNG state restores."""
     import numpy as np
 
-    from cfdan import train
+    from cfdan.training import loop as train
 
     np.random.seed(3)
     legacy = {"run_id": "x", "epoch": 2, "rng": {"numpy": np.random.get_state()},
@@ -139,7 +140,7 @@ def test_rng_state_is_plain_and_round_trips(tmp_path):
 
     import numpy as np
 
-    from cfdan import train
+    from cfdan.training import loop as train
 
     st = train.rng_state(torch.device("cpu"))
     torch.save(st, tmp_path / "rng.pt")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from cfdan import book, results
-from cfdan.config import load_experiment
+from cfdan import results
+from cfdan.analysis import book
+from cfdan.training.config import load_experiment
 
 
 def _record(cfg, val: float, test: float) -> dict:

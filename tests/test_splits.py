@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cfdan.config import load_config
 from cfdan.data.splits import DataRootError, data_root, load_splits, subsample
 from cfdan.data.types import FaceTensors
+from cfdan.training.config import load_config
 
 
 def _faces(n, split="train"):

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cfdan import paths, report
+from cfdan import paths
+from cfdan.analysis import tables as report
 
 NOTEBOOKS = sorted((paths.REPO_ROOT / "notebooks").glob("[0-9]*.ipynb"))
 MAX_DIGITS = 8

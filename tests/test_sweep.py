@@ -1,4 +1,4 @@
-"""The experiment queue (cfdan.sweep): states, claims, resumption, commands, paired seeds."""
+"""The experiment queue (cfdan.training.sweep): states, claims, resumption, commands, paired seeds."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from cfdan import results, sweep
-from cfdan.config import ConfigError, load_experiment
+from cfdan import results
 from cfdan.model import CFDAN, preset
+from cfdan.training import sweep
+from cfdan.training.config import ConfigError, load_experiment
 
 EXP = "smoke_sweep"
 
@@ -67,7 +68,7 @@ def test_claim_of_a_dead_process_is_taken_over(store):
 
 def test_partial_run_resumes_from_its_checkpoint(store):
     cfg = load_experiment(EXP).configs(["train.epochs=2"])[0]
-    from cfdan import train
+    from cfdan.training import loop as train
 
     class Stop(Exception):
         pass
@@ -157,7 +158,7 @@ def test_a_variant_may_run_fewer_seeds(tmp_path):
 def test_seed_major_across_experiments(tmp_path, monkeypatch):
     """``seed_major`` orders the runs of several experiments by seed first: every
     experiment's seed 1 before any seed 2 (the seeds queue of issue 27)."""
-    monkeypatch.setattr("cfdan.config.EXPERIMENTS_DIR", tmp_path)
+    monkeypatch.setattr("cfdan.training.config.EXPERIMENTS_DIR", tmp_path)
     (tmp_path / "one.toml").write_text('profile = "smoke"\nseeds = [0, 1, 2]\n[variants]\n'
                                       'full = { "model.preset" = "full" }\n')
     (tmp_path / "two.toml").write_text('profile = "smoke"\nseeds = [0, 1]\n[variants]\n'
@@ -202,7 +203,7 @@ def test_deadline_stops_workers_and_leaves_no_record(store):
 
 
 def test_paired_experiments_share_the_hardware(store, tmp_path, monkeypatch):
-    from cfdan import config
+    from cfdan.training import config
 
     folder = tmp_path / "plans"
     folder.mkdir()

@@ -1,5 +1,5 @@
-"""Tests of cfdan.symbolic (SymPy derivation of §3.4) against cfdan.pcp, and of the checks
-of the paper's claims built on both (cfdan.pcp_report)."""
+"""Tests of cfdan.pcp.symbolic (SymPy derivation of §3.4) against cfdan.pcp, and of the checks
+of the paper's claims built on both (cfdan.pcp.report)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import sympy as sp
 import torch
 
-from cfdan import pcp_report as R
-from cfdan import symbolic as S
 from cfdan.pcp import coefficients, knot_values, pcp
+from cfdan.pcp import report as R
+from cfdan.pcp import symbolic as S
 
 
 def test_hermite_basis_interpolates():
@@ -220,7 +220,7 @@ def test_stored_gpu_benchmarks_sit_beside_this_machine(tmp_path):
 
     import pandas as pd
 
-    from cfdan import pcp_report as R
+    from cfdan.pcp import report as R
 
     rows = "activation,mode,fwd_ms,fwd_bwd_ms,fwd_vs_relu,fwd_bwd_vs_relu\n"
     (tmp_path / "pcp_gpu_call1.csv").write_text(rows + "PCP,eager,1,2,3,1.5\nReLU,eager,1,1,1,1\n")
@@ -237,7 +237,7 @@ def test_stored_gpu_benchmarks_sit_beside_this_machine(tmp_path):
 
 
 def test_the_committed_h200_benchmarks_are_found():
-    from cfdan import pcp_report as R
+    from cfdan.pcp import report as R
 
     stored = R.stored_benchmarks()
     assert len(stored) and stored["hardware"].str.contains("H200").all()

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from cfdan import predict, results
-from cfdan import train as T
-from cfdan.config import ConfigError, load_config
 from cfdan.data.types import FaceTensors
+from cfdan.training import loop as T
+from cfdan.training.config import ConfigError, load_config
 
 NAMES = [f"class{i}" for i in range(4)]
 

@@ -1,10 +1,10 @@
-"""Profiles, overrides, errors and run ids (cfdan.config)."""
+"""Profiles, overrides, errors and run ids (cfdan.training.config)."""
 
 from __future__ import annotations
 
 import pytest
 
-from cfdan.config import (
+from cfdan.training.config import (
     ConfigError,
     available_profiles,
     load_config,

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from cfdan import paths, provenance, results, train
-from cfdan.config import ConfigError, from_dict, load_config
+from cfdan import paths, results
+from cfdan.training import loop as train
+from cfdan.training import provenance
+from cfdan.training.config import ConfigError, from_dict, load_config
 
 
 def test_amp_auto_follows_the_cpu_flags(monkeypatch):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from cfdan.train import TIMING_KEYS
+from cfdan.training.loop import TIMING_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
 pytest.importorskip("cfdan.data.pipeline", reason="needs the data package (synthetic dataset)")

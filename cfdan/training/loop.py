@@ -1,6 +1,6 @@
 """Training (§4.2): AdamW, cross-entropy, batch 32, with honest model selection on val.
 
-The recipe the paper states is the default (:class:`cfdan.config.TrainConfig`): AdamW with
+The recipe the paper states is the default (:class:`cfdan.training.config.TrainConfig`): AdamW with
 betas (0.9, 0.999) and weight decay 1e-4, plain cross-entropy, batch 32, 224 px inputs. What it
 leaves out is chosen in the profile and recorded: learning rate, linear warm-up then cosine
 decay (per step), epochs, augmentation (:class:`cfdan.data.pipeline.Augment`).
@@ -15,7 +15,7 @@ one (on CPU, same seed). A non-finite loss stops the run and leaves the last goo
 :func:`train` is a short sequence of steps over one :class:`TrainState`: set up the device,
 load the splits (:mod:`cfdan.data.splits`), build the model and optimiser, resume, run the
 epochs, evaluate the selected checkpoint once on test, and store the record
-(:func:`cfdan.results.build_record`, provenance from :mod:`cfdan.provenance`).
+(:func:`cfdan.results.build_record`, provenance from :mod:`cfdan.training.provenance`).
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cfdan import atomic, distributed, evaluate, paths, provenance, results, safe_load
-from cfdan.config import Config, ConfigError
+from cfdan import atomic, paths, results, safe_load
 from cfdan.data.splits import DataRootError, load_splits
 from cfdan.data.types import FaceTensors
+from cfdan.training import distributed, evaluate, provenance
+from cfdan.training.config import Config, ConfigError
 
 __all__ = [
     "TIMING_KEYS", "DataRootError", "NonFiniteLossError", "TrainState", "amp_enabled",

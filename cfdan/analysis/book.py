@@ -1,4 +1,4 @@
-"""What the book's chapters 4 and 5 show, built on :mod:`cfdan.report` and the results store.
+"""What the book's chapters 4 and 5 show, built on :mod:`cfdan.analysis.tables` and the results store.
 
 Three rules hold for everything here:
 
@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cfdan import claims, paper, presets, report, results
+from cfdan import paper, results
+from cfdan.analysis import claims, presets, runs
+from cfdan.analysis import tables as report
 
 EXPERIMENTS = ("cpu", "cpu_v2", "paper", "table3", "table4", "table5", "fig10")
 """The experiments whose records the book shows (in the store's folder order)."""
@@ -37,11 +39,11 @@ def records(experiment: str | None = None, superseded: bool = False,
             current: bool = True) -> list[dict]:
     """The records of ``experiment``, or of every experiment in :data:`EXPERIMENTS` (those
     superseded by a later run too, with ``superseded``; with ``current``, only runs that the
-    experiment's file plans today, :func:`cfdan.results.current_ids`)."""
+    experiment's file plans today, :func:`cfdan.analysis.runs.current_ids`)."""
     exps = EXPERIMENTS if experiment is None else (experiment,)
     out = []
     for exp in exps:
-        ids = results.current_ids(exp) if current else None
+        ids = runs.current_ids(exp) if current else None
         out += [rec for _p, rec in results.iter_records(exp, superseded=superseded)
                 if ids is None or rec.get("run_id") in ids]
     return out
@@ -126,7 +128,7 @@ def table1() -> pd.DataFrame:
 
 
 def gap_to_paper(experiment: str, variant: str = "full") -> str:
-    """:func:`cfdan.report.gap_to_paper`, marked with the run's schedule."""
+    """:func:`cfdan.analysis.tables.gap_to_paper`, marked with the run's schedule."""
     return marked(report.gap_to_paper(experiment, variant), schedule_note(experiment, variant))
 
 
@@ -143,7 +145,7 @@ def ablation_table(experiment: str, table: str, current: bool = True) -> pd.Data
 
 def table5() -> pd.DataFrame:
     """Table 5: :func:`ablation_table` with our attention cost beside the paper's, measured on
-    the architecture at the scale of the Table 5 runs (:func:`cfdan.claims.attention_cost`)."""
+    the architecture at the scale of the Table 5 runs (:func:`cfdan.analysis.claims.attention_cost`)."""
     df = ablation_table("table5", "table5")
     got = claims.attention_cost()
     if got is None or "preset" not in df:
@@ -158,11 +160,11 @@ def table5() -> pd.DataFrame:
 
 
 def _with_counted(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` (rows of runs, with ``experiment`` and ``run_id``) with :func:`cfdan.report.
+    """``df`` (rows of runs, with ``experiment`` and ``run_id``) with :func:`cfdan.analysis.tables.
     counted` inserted after ``run_id``: whether the tables and figures read each run."""
     if df.empty:
         return df
-    runs_ = _concat(report.runs(e, current=False, superseded=True)
+    runs_ = _concat(runs.load(e, current=False, superseded=True)
                     for e in df["experiment"].unique())
     labels = dict(zip(runs_["run_id"], report.counted(runs_), strict=True))
     df.insert(list(df.columns).index("run_id") + 1, "counted", df["run_id"].map(labels))
@@ -170,7 +172,7 @@ def _with_counted(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def provenance(experiment: str | None = None) -> pd.DataFrame:
-    """:func:`cfdan.report.provenance` of the book's runs, with each run's schedule."""
+    """:func:`cfdan.analysis.tables.provenance` of the book's runs, with each run's schedule."""
     df = _per_experiment(report.provenance, experiment)
     if not df.empty:
         df["schedule"] = df["run_id"].map(_schedule_by_run(experiment))
@@ -178,7 +180,7 @@ def provenance(experiment: str | None = None) -> pd.DataFrame:
 
 
 def hardware_table(experiment: str | None = None) -> pd.DataFrame:
-    """:func:`cfdan.report.hardware_table` of the book's runs, with each run's schedule and
+    """:func:`cfdan.analysis.tables.hardware_table` of the book's runs, with each run's schedule and
     whether it is counted."""
     df = _per_experiment(report.hardware_table, experiment)
     if df.empty:
@@ -190,18 +192,18 @@ def hardware_table(experiment: str | None = None) -> pd.DataFrame:
 
 
 def speed_table(experiment: str | None = None) -> pd.DataFrame:
-    """:func:`cfdan.report.speed_table` of the book's runs, with whether each is counted."""
+    """:func:`cfdan.analysis.tables.speed_table` of the book's runs, with whether each is counted."""
     return _with_counted(_per_experiment(report.speed_table, experiment))
 
 
 def fingerprint_table(experiment: str | None = None) -> pd.DataFrame:
-    """:func:`cfdan.report.fingerprint_table` of the book's runs, with whether each is
+    """:func:`cfdan.analysis.tables.fingerprint_table` of the book's runs, with whether each is
     counted."""
     return _with_counted(_per_experiment(report.fingerprint_table, experiment))
 
 
 def per_class_table(shown: Mapping[str, str]) -> pd.DataFrame:
-    """:func:`cfdan.report.per_class_table` with each run's label marked by its schedule."""
+    """:func:`cfdan.analysis.tables.per_class_table` with each run's label marked by its schedule."""
     df = report.per_class_table(shown)
     names = {report.PROFILE_LABELS.get(e, e): run_label(e, _variant(e, r))
              for e, r in shown.items()}
@@ -274,7 +276,7 @@ def facts(experiments: Sequence[str] = ("cpu_v2", "cpu", "paper", "table3")) -> 
 
 def glue_all(values: Mapping[str, Any], prefix: str = "") -> None:
     """Glue every value for myst-nb's ``{glue:text}`` roles, floats at
-    :data:`cfdan.report.GLUE_DIGITS` significant digits (:func:`cfdan.report.stable`), never a
+    :data:`cfdan.analysis.tables.GLUE_DIGITS` significant digits (:func:`cfdan.analysis.tables.stable`), never a
     raw float sum's last bits."""
     from myst_nb import glue
 
@@ -309,7 +311,7 @@ def confusion_figure(shown: Mapping[str, str]):
 
 
 def tsne_figure(n: int = 1000):
-    """Fig. 7: the t-SNE panels of :func:`cfdan.report.tsne_panels` (None if none is stored)."""
+    """Fig. 7: the t-SNE panels of :func:`cfdan.analysis.tables.tsne_panels` (None if none is stored)."""
     import matplotlib.pyplot as plt
 
     panels = report.tsne_panels()
@@ -330,7 +332,7 @@ def tsne_figure(n: int = 1000):
 def attention_figures(shown: Mapping[str, str], k: int = 4,
                       root: str | None = None, show_faces: bool = True) -> list:
     """Fig. 8: one figure per shown run (face, spatial, channel and fused maps of ``k`` faces,
-    :func:`cfdan.report.plot_attention`), with a line under it that says where the faces come
+    :func:`cfdan.analysis.tables.plot_attention`), with a line under it that says where the faces come
     from (read from the dataset at build time, or absent and why) and which map definition
     the record holds. The layout is the same with and without the faces."""
     import textwrap
@@ -352,7 +354,7 @@ def attention_figures(shown: Mapping[str, str], k: int = 4,
 
 def attention_facts(shown: Mapping[str, str],
                     expected: Sequence[str] = PROFILE_EXPERIMENTS) -> dict[str, Any]:
-    """:func:`cfdan.report.attention_similarity` of each shown run, for the prose: keys
+    """:func:`cfdan.analysis.tables.attention_similarity` of each shown run, for the prose: keys
     ``attention_r_<prefix>_<map>`` (``<prefix>``: :data:`FACT_PREFIX`, e.g. ``cpu``,
     ``paper``) as two-decimal strings, and ``attention_faces_<prefix>`` (faces stored); "n/a"
     for an ``expected`` experiment without a shown run or stored maps."""
@@ -434,7 +436,7 @@ def _book_source(full: tuple[str, str]) -> tuple[str, str]:
 
 
 def claims_ledger(full: tuple[str, str] = claims.FULL_SOURCE) -> pd.DataFrame:
-    """The claims ledger of §4.4-4.5 (:func:`cfdan.claims.claims_ledger`) as the chapter
+    """The claims ledger of §4.4-4.5 (:func:`cfdan.analysis.claims.claims_ledger`) as the chapter
     shows it; ``full`` is where the full model's runs are read (default Table 3's)."""
     return claims.ledger_display(claims.claims_ledger(_book_source(full)))
 
@@ -442,7 +444,7 @@ def claims_ledger(full: tuple[str, str] = claims.FULL_SOURCE) -> pd.DataFrame:
 def ledger_and_facts(full: tuple[str, str] = claims.FULL_SOURCE
                      ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The claims ledger as the chapter shows it and every fact its prose glues
-    (:func:`ledger_facts`, :func:`ledger_reading`, :func:`cfdan.claims.headline`), the ledger
+    (:func:`ledger_facts`, :func:`ledger_reading`, :func:`cfdan.analysis.claims.headline`), the ledger
     computed once."""
     full = _book_source(full)
     raw = claims.claims_ledger(full)
@@ -467,8 +469,8 @@ def ledger_facts(ledger: pd.DataFrame) -> dict[str, int]:
 
 def ledger_reading(full: tuple[str, str] = claims.FULL_SOURCE,
                    ledger: pd.DataFrame | None = None) -> dict[str, Any]:
-    """:func:`cfdan.claims.ledger_reading` of the book's ledger (``ledger``: the raw
-    :func:`cfdan.claims.claims_ledger`, computed if None), and Table 3's presets ordered
+    """:func:`cfdan.analysis.claims.ledger_reading` of the book's ledger (``ledger``: the raw
+    :func:`cfdan.analysis.claims.claims_ledger`, computed if None), and Table 3's presets ordered
     by our mean and by the paper (``table3_order_ours``, ``table3_order_paper``)."""
     full = _book_source(full)
     out = claims.ledger_reading(claims.claims_ledger(full) if ledger is None else ledger)
@@ -479,7 +481,7 @@ def ledger_reading(full: tuple[str, str] = claims.FULL_SOURCE,
 
 def _p_text(p: float) -> str:
     """A p-value with its relation, for the prose: ``< 0.001``, ``= 0.048``, ``= 0.39`` (three
-    decimals below 0.1; a p just under :data:`cfdan.claims.ALPHA` never prints as equal to it)."""
+    decimals below 0.1; a p just under :data:`cfdan.analysis.claims.ALPHA` never prints as equal to it)."""
     if p < 0.001:
         return "< 0.001"
     text = f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
@@ -489,7 +491,7 @@ def _p_text(p: float) -> str:
 def presets_block_test(experiment: str = "table4", table: str = "table4",
                        full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
     """Whether the activations of a table differ beyond seed noise, for the prose (keys
-    ``<experiment>_block_...``): the test of :func:`cfdan.presets.preset_block_test` as
+    ``<experiment>_block_...``): the test of :func:`cfdan.analysis.presets.preset_block_test` as
     ``presets`` (how many on the complete grid) and ``names``, ``seeds``, ``F``, ``df1``,
     ``df2``, ``p`` (with its relation: ``= 0.39``, ``< 0.001``), ``resid_sd`` (points) and
     ``reading`` (*differ beyond* / *cannot be told apart from*; *cannot yet be tested
@@ -513,7 +515,7 @@ def snapshot_facts(n: int = 1000, full: tuple[str, str] = claims.FULL_SOURCE
     """What Fig. 7 over training can show, for the prose: ``fig7_n`` (images per panel),
     ``fig7_<class>`` (how many of them are Disgust, Contempt, Sadness; from the first run with
     snapshots, all share one subsample) and ``fig7_knn_<variant>_<first|last>`` (the
-    :func:`cfdan.report.knn_accuracy` of its first and last snapshot, one decimal); "n/a"
+    :func:`cfdan.analysis.tables.knn_accuracy` of its first and last snapshot, one decimal); "n/a"
     where no run or class gives one."""
     out: dict[str, Any] = {"fig7_n": n}
     out.update({f"fig7_{cls}": "n/a" for cls in ("disgust", "contempt", "sadness")})
@@ -545,7 +547,7 @@ def snapshot_facts(n: int = 1000, full: tuple[str, str] = claims.FULL_SOURCE
 
 def val_curves_figure(band: str = "minmax", full: tuple[str, str] = claims.FULL_SOURCE):
     """Fig. 6: validation accuracy per epoch of Table 3's four variants, mean and band over
-    seeds (:func:`cfdan.report.plot_val_curves`)."""
+    seeds (:func:`cfdan.analysis.tables.plot_val_curves`)."""
     import matplotlib.pyplot as plt
 
     curves = report.val_curves(full=_book_source(full))
@@ -560,7 +562,7 @@ def val_curves_figure(band: str = "minmax", full: tuple[str, str] = claims.FULL_
 def tsne_training_figure(n: int = 1000, full: tuple[str, str] = claims.FULL_SOURCE):
     """Fig. 7 over training: t-SNE of the stored test-feature snapshots of baseline, dam and
     full (seed 0) at 25, 50, 75 and 100 % of training, one shared t-SNE setting
-    (:data:`cfdan.report.TSNE_SETTING`). None when no run has stored snapshots."""
+    (:data:`cfdan.analysis.tables.TSNE_SETTING`). None when no run has stored snapshots."""
     import matplotlib.pyplot as plt
 
     found = report.snapshot_runs(full=_book_source(full))
@@ -613,7 +615,7 @@ def thread_facts(experiments: Sequence[str] = ("cpu_v2", "table3", "table5", "ta
     """The torch thread counts of each experiment's counted runs, for the prose:
     ``threads_<experiment>``, e.g. "all 3 runs with 2 threads" or "9 runs, 8 with 1 thread and
     1 with 2 threads" (the thread count changes rounding, not the recipe: chapter 4). Threads as
-    :func:`cfdan.report.record_threads` reads them, like the tables' hardware label."""
+    :func:`cfdan.analysis.tables.record_threads` reads them, like the tables' hardware label."""
     out = {}
     for e in experiments:
         counts = collections.Counter(report.record_threads(r) for r in records(e))
@@ -669,7 +671,7 @@ def _setting_text(s_l: float, x_l: float, p1: float) -> str:
 
 
 def fig10_screen(full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
-    """Fig. 10 read through its band (:func:`cfdan.report.sensitivity_screen`), for the prose:
+    """Fig. 10 read through its band (:func:`cfdan.analysis.tables.sensitivity_screen`), for the prose:
     ``fig10_band_half`` (points), ``fig10_inside`` / ``fig10_above`` / ``fig10_below``
     (grid settings with a run), ``fig10_centre_rank`` of ``fig10_ranked`` (settings with a
     value, the centre included; an ordinal, "1st" = highest), ``fig10_best`` / ``fig10_best_gap`` (the highest
@@ -711,7 +713,7 @@ def fig10_screen(full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
 
 def sensitivity_figure(full: tuple[str, str] = claims.FULL_SOURCE):
     """Fig. 10: accuracy over the PCP grid with the full model's seed spread as a band
-    (:func:`cfdan.report.plot_sensitivity`)."""
+    (:func:`cfdan.analysis.tables.plot_sensitivity`)."""
     import matplotlib.pyplot as plt
 
     full = _book_source(full)
@@ -777,7 +779,7 @@ def search_table(experiment: str = SEARCH_EXPERIMENT) -> pd.DataFrame:
     (other jobs may have shared the CPU); ``epoch s (fastest)`` is its fastest epoch,
     training plus validation, the best estimate of an uncontended epoch.
     """
-    from cfdan.config import load_experiment
+    from cfdan.training.config import load_experiment
 
     exp = load_experiment(experiment)
     stored = {rec["run_id"]: rec for _, rec in results.iter_records(experiment)}

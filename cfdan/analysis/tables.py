@@ -3,7 +3,7 @@
 Every number shown comes from a record in ``results/`` (:mod:`cfdan.results`); the paper's
 numbers come from :mod:`cfdan.paper` and are labelled ``paper``. Functions return DataFrames
 or draw on Matplotlib axes; the notebooks only call them. Runs are paired and counted as the
-claims ledger (:mod:`cfdan.claims`) reads them, so a table and the ledger never disagree.
+claims ledger (:mod:`cfdan.analysis.claims`) reads them, so a table and the ledger never disagree.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from cfdan import paper, results
-from cfdan.claims import (
+from cfdan.analysis import runs
+from cfdan.analysis.claims import (
     FIG10_CENTRE,
     FULL_SOURCE,
     TABLE3_VARIANTS,
@@ -54,21 +55,6 @@ def rounded(df: pd.DataFrame, decimals: int) -> pd.DataFrame:
     return df.map(stable).round(decimals)
 
 
-def runs(experiment: str | None = None, current: bool = True, superseded: bool = False,
-         **filters: Any) -> pd.DataFrame:
-    """The finished runs of ``experiment`` (all experiments if None; empty frame if none).
-
-    With ``current`` (the default) only the runs its experiment file plans today
-    (:func:`cfdan.results.current_mask`), so a figure never picks a record of an older
-    schedule; runs marked ``superseded_by`` only with ``superseded``.
-    """
-    try:
-        df = results.load(experiment, superseded=superseded, **filters)
-    except KeyError:
-        return pd.DataFrame()
-    return df[results.current_mask(df)].reset_index(drop=True) if current else df
-
-
 def mean_std(values: Sequence[float], scale: float = 100.0) -> str:
     """``"mean ± std (n=k)"`` of accuracies in percent; std over seeds (ddof=1)."""
     v = np.asarray([x for x in values if x == x], dtype=float) * scale
@@ -84,7 +70,7 @@ def our_rows(experiments: dict[str, str], variant: str | None = None,
     """One row per experiment: mean ± std over seeds of ``metric`` (FERPlus only here)."""
     rows = []
     for exp, label in experiments.items():
-        df = runs(exp)
+        df = runs.load(exp)
         if not df.empty and variant is not None and "variant" in df:
             df = df[df["variant"] == variant]
         vals = df[metric].tolist() if metric in df else []
@@ -130,12 +116,12 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
     experiment's variants that the paper's table lacks (Table 3's ``plain_cnn``, no attention)
     follow as rows of ours alone, their paper cells empty.
 
-    Our runs are read as the claims ledger reads them (:class:`cfdan.claims.RunStore`): only
+    Our runs are read as the claims ledger reads them (:class:`cfdan.analysis.claims.RunStore`): only
     records of the experiment file as it is today, and the full model's rows from
-    :data:`cfdan.claims.FULL_SOURCE`, limited to the seeds this table plans (as the table's
+    :data:`cfdan.analysis.claims.FULL_SOURCE`, limited to the seeds this table plans (as the table's
     own rows are; the seeds left out are named in ``runs``). The ``runs`` column says
     how many of the planned seeds each row has and where they come from; ``hardware`` says what
-    they ran on (a table is one kind of hardware, :mod:`cfdan.sweep`).
+    they ran on (a table is one kind of hardware, :mod:`cfdan.training.sweep`).
     """
     p = paper.table(table)
     extra = [v for v in _planned_variants(experiment) if v not in set(p["preset"])]
@@ -172,7 +158,7 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
 
 def _planned_variants(experiment: str) -> list[str]:
     """The variants ``configs/experiments/<experiment>.toml`` plans (none without a file)."""
-    from cfdan.config import ConfigError, load_experiment
+    from cfdan.training.config import ConfigError, load_experiment
 
     try:
         return list(load_experiment(experiment).variants)
@@ -193,7 +179,7 @@ def _hardware_label(recs: Sequence[Mapping[str, Any]]) -> str:
     CPU records that differ only in their thread count share one label: the count changes the
     speed and the rounding, not the recipe. ``mixed`` means CPU and GPU records together.
     """
-    from cfdan.sweep import device_kind
+    from cfdan.training.sweep import device_kind
 
     gpus, threads, models, cpu = set(), set(), set(), False
     for rec in recs:
@@ -486,20 +472,20 @@ def history(experiment: str, current: bool = True) -> pd.DataFrame:
         return pd.DataFrame()
     if not current or h.empty:
         return h
-    return h[results.current_mask(h.assign(experiment=experiment))].reset_index(drop=True)
+    return h[runs.current_mask(h.assign(experiment=experiment))].reset_index(drop=True)
 
 
 def counted(df: pd.DataFrame) -> pd.Series:
     """Per row of a runs frame (``experiment``, ``run_id``, optional ``superseded_by``): does
     a table or figure read the run, and if not, why (*older config*, *superseded by*, or
-    *retired*: :data:`cfdan.results.RETIRED`)."""
-    out = results.current_mask(df).map({True: "yes", False: "no: older config"})
+    *retired*: :data:`cfdan.analysis.runs.RETIRED`)."""
+    out = runs.current_mask(df).map({True: "yes", False: "no: older config"})
     by = df["superseded_by"] if "superseded_by" in df else pd.Series(None, index=df.index)
     for i in df.index:
         if isinstance(by[i], str) and by[i]:
             out[i] = f"no: superseded by {by[i]}"
-        elif df.at[i, "experiment"] in results.RETIRED:
-            out[i] = f"no: retired ({results.RETIRED[df.at[i, 'experiment']]})"
+        elif df.at[i, "experiment"] in runs.RETIRED:
+            out[i] = f"no: retired ({runs.RETIRED[df.at[i, 'experiment']]})"
     return out
 
 
@@ -519,8 +505,8 @@ def provenance(experiment: str | None = None) -> pd.DataFrame:
     """Where every number comes from: one row per run with commit, data, hardware, date.
 
     Runs of an experiment file's older profile and superseded runs are listed too; ``counted``
-    says whether the tables and figures use the run (:func:`cfdan.results.current_mask`)."""
-    df = runs(experiment, current=False, superseded=True)
+    says whether the tables and figures use the run (:func:`cfdan.analysis.runs.current_mask`)."""
+    df = runs.load(experiment, current=False, superseded=True)
     if df.empty:
         return df
     df = df.assign(counted=counted(df), code=[code_label(r) for _i, r in df.iterrows()])
@@ -536,7 +522,7 @@ def provenance(experiment: str | None = None) -> pd.DataFrame:
 
 def gap_to_paper(experiment: str, variant: str = "full") -> str:
     """One sentence: our FERPlus test accuracy of ``experiment`` against the paper's 92.02 %."""
-    df = runs(experiment)
+    df = runs.load(experiment)
     label = PROFILE_LABELS.get(experiment, experiment)
     if df.empty or "test.accuracy" not in df:
         return f"{label}: not run yet"
@@ -551,7 +537,7 @@ def gap_to_paper(experiment: str, variant: str = "full") -> str:
 def plot_history(ax, experiment: str, metric: str = "val_accuracy", title: str = "") -> None:
     """Per-epoch ``metric`` of every run of ``experiment``, one line per (variant, seed)."""
     h = history(experiment)
-    df = runs(experiment)
+    df = runs.load(experiment)
     if h.empty:
         ax.text(0.5, 0.5, "not run yet", ha="center", va="center", transform=ax.transAxes)
         ax.set(title=title)
@@ -570,7 +556,7 @@ def representative_runs(wanted: dict[str, str]) -> dict[str, str]:
     """``{experiment: run_id}`` of the lowest-seed run of the given variant, where one exists."""
     out = {}
     for exp, variant in wanted.items():
-        df = runs(exp)
+        df = runs.load(exp)
         if df.empty:
             continue
         df = df[df["variant"] == variant].sort_values("seed")
@@ -612,7 +598,7 @@ def sensitivity_table(experiment: str = "fig10", full: tuple[str, str] | None = 
                       ) -> pd.DataFrame:
     """Fig. 10 as a table: every setting of the grid (:func:`sensitivity_points`), its test
     accuracy (%) averaged over the seeds it has, and how many; the centre is the full model
-    (read from ``full``, default :data:`cfdan.claims.FULL_SOURCE`)."""
+    (read from ``full``, default :data:`cfdan.analysis.claims.FULL_SOURCE`)."""
     pts = sensitivity_points(full or FULL_SOURCE, experiment)
     acc = [f"{v:.2f}" if np.isfinite(v) else "not run" for v in pts["accuracy"]]
     return pd.DataFrame({
@@ -709,7 +695,7 @@ def val_curves(variants: Sequence[str] = TABLE3_VARIANTS, experiment: str = "tab
                current: bool = True, root: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Fig. 6: per variant and epoch, ``metric`` (%) over seeds: mean, std, min, max, seeds.
 
-    The full model's curve comes from ``full`` (:data:`cfdan.claims.FULL_SOURCE`).
+    The full model's curve comes from ``full`` (:data:`cfdan.analysis.claims.FULL_SOURCE`).
     """
     store = RunStore(root, current, full)
     rows = []
@@ -889,7 +875,7 @@ def sensitivity_screen(points: pd.DataFrame, spread: tuple[float, float, int]) -
     """Fig. 10's band as a screen: per grid setting with a run, its accuracy minus the centre's
     (points) and ``position`` against the band (``inside`` / ``above`` / ``below`` the centre ±
     :data:`FIG10_BAND` sd; ``n/a`` without an sd). ``points`` from :func:`sensitivity_points`,
-    ``spread`` = mean, sd, n from :func:`cfdan.claims.full_seed_spread`."""
+    ``spread`` = mean, sd, n from :func:`cfdan.analysis.claims.full_seed_spread`."""
     centre = points.loc[points["centre"], "accuracy"]
     c = float(centre.iloc[0]) if len(centre) else float("nan")
     half = FIG10_BAND * spread[1]
@@ -906,7 +892,7 @@ def plot_sensitivity(axes, points: pd.DataFrame, spread: tuple[float, float, int
     """Fig. 10 in two panels: accuracy over x_L, one line per s_L (P1 at the best), and over P1
     (s_L, x_L at the best). The grey band is the centre point ± :data:`FIG10_BAND` sd, sd of the
     full model's test accuracy over its seeds (``spread`` = mean, sd, n from
-    :func:`cfdan.claims.full_seed_spread`)."""
+    :func:`cfdan.analysis.claims.full_seed_spread`)."""
     best = paper.BEST_PCP
     _mean, sd, k = spread
     centre = points[points["centre"]]

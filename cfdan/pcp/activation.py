@@ -8,9 +8,9 @@ the constant ``P1`` (left) or 1 (right), eq. (10).
 
 Each piece is stored as the monomial coefficients ``(a, b, c, d)`` of eq. (11) and
 evaluated in the Horner form of eq. (12). The closed forms of ``P3`` and ``dP3/dx`` used
-here were derived with SymPy (:mod:`cfdan.symbolic`) and are checked against it in the
+here were derived with SymPy (:mod:`cfdan.pcp.symbolic`) and are checked against it in the
 tests. How the table is evaluated on each device (kernels, autograd Functions) is
-:mod:`cfdan.pcp_kernels`.
+:mod:`cfdan.pcp.kernels`.
 
 Public API: :func:`coefficients`, :func:`knot_values`, :func:`pcp`,
 :func:`pcp_from_coefficients`, :func:`validate_parameters`, :class:`PCP`.
@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from cfdan.pcp_kernels import Kernel, pcp_spline, pcp_table, remember_spline, spline_parameters
+from cfdan.pcp.kernels import Kernel, pcp_spline, pcp_table, remember_spline, spline_parameters
 
 __all__ = [
     "DEFAULT_P1",
@@ -98,7 +98,7 @@ def _as_tensors(*values: ParamLike) -> list[Tensor]:
 def knot_values(x_L: ParamLike, P1: ParamLike, s_L: ParamLike) -> tuple[Tensor, Tensor]:
     """``P3 = PCP(x_L)`` and ``m3 = dPCP/dx(x_L)`` from the C2 conditions of eq. (9).
 
-    Closed form of the 2x2 linear system (derived in :func:`cfdan.symbolic.solve_knot`):
+    Closed form of the 2x2 linear system (derived in :func:`cfdan.pcp.symbolic.solve_knot`):
 
         P3 = x_L (P1 (5 s_L x_L^2 - 2 s_L x_L - 3 s_L - 6 x_L^2 + 6 x_L) + 3 x_L) / 3
         m3 = P1 (5 s_L x_L^2 - s_L - 6 x_L^2 + 3 x_L) + 3 x_L
@@ -114,7 +114,7 @@ def coefficients(x_L: ParamLike, P1: ParamLike, s_L: ParamLike) -> Tensor:
     """The (3, 4) table of eq. (11): rows = pieces on [-1, 0), [0, x_L), [x_L, 1];
     columns = (a, b, c, d) of ``a x^3 + b x^2 + c x + d``.
 
-    Hand-written closed forms of the SymPy solution (:func:`cfdan.symbolic.closed_form_coefficients`;
+    Hand-written closed forms of the SymPy solution (:func:`cfdan.pcp.symbolic.closed_form_coefficients`;
     the tests compare the two). With ``D = (1 - x_L)^2``::
 
         piece 1: a = P1 (2 - s_L),  b = P1 (3 - 2 s_L),  c = -P1 s_L,  d = 0

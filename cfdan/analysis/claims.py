@@ -2,8 +2,8 @@
 seeds, its 95 % CI, the difference that n seeds could detect, and a verdict computed here.
 
 Runs are read from the results store (:mod:`cfdan.results`), only those that count today
-(:func:`cfdan.results.current_ids`), and paired by seed and training recipe (:func:`recipe`);
-the paper's numbers come from :mod:`cfdan.paper`. :mod:`cfdan.report` draws the tables and
+(:func:`cfdan.analysis.runs.current_ids`), and paired by seed and training recipe (:func:`recipe`);
+the paper's numbers come from :mod:`cfdan.paper`. :mod:`cfdan.analysis.tables` draws the tables and
 figures of the same runs through :class:`RunStore`.
 """
 
@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cfdan import paper, results
+from cfdan.analysis import runs
 
 if TYPE_CHECKING:
     from cfdan.model.cost import Cost
@@ -60,14 +61,14 @@ _RECIPE_IGNORED = frozenset({
 
 def recipe(rec: Mapping[str, Any]) -> str:
     """A run's training recipe: its config without the model's variant (``preset``, ``pcp_*``),
-    the seed, evaluation-only settings and :data:`cfdan.config.NON_IDENTITY` fields.
+    the seed, evaluation-only settings and :data:`cfdan.training.config.NON_IDENTITY` fields.
 
     Two runs form a pair only if their recipes are equal (same data, schedule, optimiser,
     augmentation, test-time protocol and trunk), so a difference is the variant's alone.
     """
     import json
 
-    from cfdan.config import ADDED_LATER, NON_IDENTITY
+    from cfdan.training.config import ADDED_LATER, NON_IDENTITY
 
     drop = NON_IDENTITY | _RECIPE_IGNORED
     cfg = rec.get("config") or {}
@@ -169,7 +170,7 @@ class RunStore:
     def plan(self, experiment: str) -> tuple[tuple[int, ...], set[str]] | None:
         """``(seeds, run_ids)`` of the experiment's file today; None if it has none."""
         if experiment not in self._plans:
-            plan = results.planned(experiment)
+            plan = runs.planned(experiment)
             self._plans[experiment] = None if plan is None else (plan[0], set(plan[1]))
         return self._plans[experiment]
 
@@ -452,9 +453,9 @@ def attention_cost(experiment: str = "table5", variant: str = "no_distill",
     """Image size and :class:`cfdan.model.cost.Cost` (params, MACs per image) of the attention
     stack of each preset at the scale of ``experiment``'s runs (its ``variant``'s config with
     the preset swapped; :func:`cfdan.model.cost.measure`); None without that variant."""
-    from cfdan.config import ConfigError, load_experiment
     from cfdan.model import preset as model_preset
     from cfdan.model.cost import measure
+    from cfdan.training.config import ConfigError, load_experiment
 
     try:
         cfg = next(c for c in load_experiment(experiment).configs() if c.variant == variant)

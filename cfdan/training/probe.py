@@ -53,8 +53,8 @@ def pipeline_throughput(sizes: Sequence[int] = (48, 64, 224), batch: int = 64,
 
 def profile_facts(profile: str = "cpu") -> dict[str, Any]:
     """What a training profile trains: preset, trunk width, input size, batch and epochs."""
-    from cfdan.config import load_config
     from cfdan.model import CFDANConfig
+    from cfdan.training.config import load_config
 
     cfg = load_config(profile, [])
     return {"profile": profile, "preset": cfg.model["preset"],
@@ -67,8 +67,8 @@ def profile_augment(profile: str = "cpu", image_size: int | None = None, seed: i
                     train: bool = True) -> Any:
     """The :class:`~cfdan.data.pipeline.Augment` that ``profile`` trains with (its
     ``train.aug_*`` settings), at ``image_size`` (default the profile's input size)."""
-    from cfdan.config import load_config
-    from cfdan.train import make_augment
+    from cfdan.training.config import load_config
+    from cfdan.training.loop import make_augment
 
     cfg = load_config(profile, [])
     return make_augment(image_size or cfg.data.image_size, train, seed, cfg.train)
@@ -79,9 +79,9 @@ def training_step_share(profile: str = "cpu", num_classes: int = 8,
     """The profile's augmentation against one training step of its model (medians,
     milliseconds). See :func:`cfdan.data.pipeline.share_of_step` for what a step holds.
     """
-    from cfdan.config import load_config
     from cfdan.data.pipeline import share_of_step
-    from cfdan.train import build_model
+    from cfdan.training.config import load_config
+    from cfdan.training.loop import build_model
 
     cfg = load_config(profile, [])
     model = build_model(cfg, num_classes, cfg.data.image_size)

@@ -2,12 +2,12 @@
 
 Used by ``notebooks/01_pcp_activation.ipynb``. :func:`check_claims` derives its verdicts
 from the coefficient table of eq. (11) (exact extrema of each cubic piece), the SymPy
-derivation (:mod:`cfdan.symbolic`: jumps at the knots, polynomial pieces, the maximum of
+derivation (:mod:`cfdan.pcp.symbolic`: jumps at the knots, polynomial pieces, the maximum of
 Sigmoid's gradient), operation counts of eq. (12) and eqs. (7)-(8), and the implementation
 itself (autograd gradients, the torch functions its forward calls). :func:`speed_claims`
-reads a timing table of :func:`cfdan.pcp_bench.benchmark_activations`.
+reads a timing table of :func:`cfdan.pcp.bench.benchmark_activations`.
 
-Kept apart from :mod:`cfdan.report`, whose tables come from the results store only.
+Kept apart from :mod:`cfdan.analysis.tables`, whose tables come from the results store only.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import sympy as sp
 import torch
 from torch.overrides import TorchFunctionMode, resolve_name
 
-from cfdan import symbolic
 from cfdan.pcp import (
     DEFAULT_P1,
     DEFAULT_S_L,
@@ -30,6 +29,7 @@ from cfdan.pcp import (
     PCP,
     coefficients,
     pcp,
+    symbolic,
     validate_parameters,
 )
 
@@ -342,7 +342,7 @@ def check_claims(
 
 
 def timing_consistency(timings: pd.DataFrame) -> dict[str, object]:
-    """Whether a :func:`cfdan.pcp_bench.benchmark_activations` table can be read at all: a
+    """Whether a :func:`cfdan.pcp.bench.benchmark_activations` table can be read at all: a
     forward+backward pass contains the forward, so timing it faster than the forward alone
     (beyond 10 %) means the run was disturbed (a busy machine, or the allocator faulting in
     fresh pages for some calls and not others). For the prose: ``timing_consistent`` and
@@ -362,7 +362,7 @@ def timing_consistency(timings: pd.DataFrame) -> dict[str, object]:
 
 
 def speed_claims(timings: pd.DataFrame) -> pd.DataFrame:
-    """'Faster than Sigmoid and Tanh' (§4.4) from a :func:`cfdan.pcp_bench.benchmark_activations`
+    """'Faster than Sigmoid and Tanh' (§4.4) from a :func:`cfdan.pcp.bench.benchmark_activations`
     table: per PCP mode and pass, the time ratios PCP / Sigmoid and PCP / Tanh, the
     references being the eager built-in ops when they were timed (else the same mode). A table
     without Tanh gives NaN there, and "faster than both" is None unless Sigmoid alone settles
@@ -431,7 +431,7 @@ def stored_speed_claims(stored: pd.DataFrame | None = None) -> pd.DataFrame:
 def speed_beside_stored(timings: pd.DataFrame, stored: pd.DataFrame | None = None,
                         ratio: str = "fwd_bwd_vs_relu") -> pd.DataFrame:
     """``ratio`` (default: forward+backward time relative to ReLU) per activation and mode, on
-    this machine (``timings`` from :func:`cfdan.pcp_bench.benchmark_activations`) beside
+    this machine (``timings`` from :func:`cfdan.pcp.bench.benchmark_activations`) beside
     each stored GPU call; columns are labelled with their hardware."""
     stored = stored_benchmarks() if stored is None else stored
     here = timings.attrs.get("device", "this machine")

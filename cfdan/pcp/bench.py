@@ -25,8 +25,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from cfdan import pcp as _pcp
-from cfdan import pcp_kernels
+from cfdan.pcp import activation as _pcp
+from cfdan.pcp import kernels as pcp_kernels
 
 __all__ = ["ACTIVATIONS", "benchmark_activations", "benchmark_pcp_kernels"]
 

@@ -230,7 +230,7 @@ def _forward_cpu(x: Tensor, sp: Spline) -> Tensor:
     ``alpha u^3 + k3 w^3`` with disjoint supports (u = min(t, 0), w = max(t - x_L, 0)) is
     ``(beta u + gamma w)^3`` with ``beta, gamma`` the cube roots of ``alpha, k3``: one cube
     for both corrections. 10 elementwise ops per block (Horner steps fused with
-    ``addcmul``); :mod:`cfdan.pcp_bench` times the alternatives (torch.where selection +
+    ``addcmul``); :mod:`cfdan.pcp.bench` times the alternatives (torch.where selection +
     Horner, 0/1 indicator blending).
     """
     xf = x.detach().contiguous().reshape(-1)

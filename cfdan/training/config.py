@@ -401,7 +401,7 @@ def validate(cfg: Config) -> Config:
 
 
 def resolve_amp(amp: bool | str, device: str) -> bool:
-    """``train.amp`` as a bool; "auto" asks :func:`cfdan.provenance.native_bf16` of the device
+    """``train.amp`` as a bool; "auto" asks :func:`cfdan.training.provenance.native_bf16` of the device
     that ``train.device`` names (``auto``: CUDA when available, else the CPU)."""
     if isinstance(amp, bool):
         return amp
@@ -412,7 +412,7 @@ def resolve_amp(amp: bool | str, device: str) -> bool:
         raise ConfigError(f"train.amp must be true, false or \"auto\", got {amp!r}")
     import torch
 
-    from cfdan.provenance import native_bf16
+    from cfdan.training.provenance import native_bf16
 
     name = device
     if name == "auto":
@@ -470,7 +470,7 @@ class Experiment:
     description: str = ""
     pairs_with: list[str] = field(default_factory=list)
     """Experiments whose runs this one is paired with (the full model it is compared to): they
-    must be on the same kind of hardware (:func:`cfdan.sweep.hardware`)."""
+    must be on the same kind of hardware (:func:`cfdan.training.sweep.hardware`)."""
 
     variant_seeds: dict[str, list[int]] = field(default_factory=dict)
     """Variants planned on fewer seeds than :attr:`seeds` (a variant table's ``seeds`` key)."""

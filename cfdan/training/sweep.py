@@ -42,7 +42,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from cfdan import paths, results
-from cfdan.config import Config, load_experiment
+from cfdan.training.config import Config, load_experiment
 
 STATES = ("done", "running", "partial", "pending")
 
@@ -94,8 +94,8 @@ def _claim_holder(claim: Path) -> int | None:
 
 def epochs_done(last: Path) -> int:
     """Epochs a run's ``last.pt`` holds, read with the safe loader
-    (:func:`cfdan.train.load_training_state`); 0 for a file it refuses or cannot read."""
-    from cfdan.train import load_training_state
+    (:func:`cfdan.training.loop.load_training_state`); 0 for a file it refuses or cannot read."""
+    from cfdan.training.loop import load_training_state
 
     try:
         return int(load_training_state(last)["epoch"]) + 1
@@ -176,7 +176,7 @@ def current_records(name: str, results_root: str | os.PathLike[str] | None = Non
                     ) -> list[dict]:
     """Records of experiment ``name`` whose run id is one of its runs today (records of an
     older profile or schedule do not count); every record if ``name`` has no experiment file."""
-    from cfdan.config import ConfigError
+    from cfdan.training.config import ConfigError
 
     try:
         planned: set[str] | None = {c.run_id for c in load_experiment(name).configs()}
@@ -305,7 +305,7 @@ def work(names: Sequence[str], *, overrides: list[str] | None = None, threads: i
     (:func:`same_hardware`) unless ``mixed_hardware``. With ``deadline`` (seconds since the
     epoch) the worker starts no run once less time is left than its last run took.
     """
-    from cfdan import train
+    from cfdan.training import loop as train
 
     signal.signal(signal.SIGTERM, _raise_stop)
     if threads:

@@ -7,7 +7,7 @@ Contents: the Hermite basis (eq. 8) and pieces (eq. 7), the C2 system (eq. 9) so
 ``P3`` and ``dP3/dx(x_L)``, the closed forms of the 12 coefficients of eq. (11),
 continuity checks at every knot (including -1 and 1 against the constant extensions of
 eq. 10) and LaTeX helpers for the notebook. The numerical checks of the paper's claims
-built on it are in :mod:`cfdan.pcp_report`.
+built on it are in :mod:`cfdan.pcp.report`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """How the presets of one paper table compare as a group (§4.4, Tables 3-4), beside the claims
-ledger's pairwise rows (:mod:`cfdan.claims`): their order by our mean and by the paper, and
+ledger's pairwise rows (:mod:`cfdan.analysis.claims`): their order by our mean and by the paper, and
 the one group test of Table 4, whether the activation matters at all (an F test of nested
 least-squares fits, seeds as blocks, ILM's own effect taken out)."""
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cfdan import paper
-from cfdan.claims import FULL_SOURCE, RunStore
+from cfdan.analysis.claims import FULL_SOURCE, RunStore
 
 
 def variant_order(experiment: str, table: str, full: tuple[str, str] = FULL_SOURCE,
