@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "`train`, which tests once with the val-selected checkpoint.")
     p.add_argument("checkpoint", help="checkpoint file written by train (best.pt)")
     p.add_argument("--split", choices=("val", "test"), default="val")
-    p.add_argument("--tta-flip", action="store_true", help="average with the mirrored image")
+    p.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with the mirrored image (default: as the checkpoint's "
+                   "eval.tta_flip, the protocol its record was tested with)")
     _add_set(p)
     p.add_argument("--json", action="store_true", help="print all metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
@@ -239,6 +241,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics, indent=1))
     else:
+        print(f"protocol: {metrics['protocol']}")
         print(f"{args.split}: n={metrics['n']} accuracy {metrics['accuracy']:.4f} "
               f"mean-class {metrics['mean_class_accuracy']:.4f} macro-F1 {metrics['macro_f1']:.4f}"
               f" loss {metrics['loss']:.4f}")

@@ -110,10 +110,12 @@ def evaluate_checkpoint(
     path: str | os.PathLike,
     split: str = "val",
     overrides: list[str] | None = None,
-    tta_flip: bool = False,
+    tta_flip: bool | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Metrics of a checkpoint on ``split`` of the dataset it was trained on.
+    """Metrics of a checkpoint on ``split`` of the dataset it was trained on, under the
+    checkpoint's own protocol: flip TTA as its config's ``eval.tta_flip`` says, unless
+    ``tta_flip`` is given (``protocol`` in the result says which was used).
 
     ``overrides`` (``data.root=...``) adjust the stored config, e.g. another data location.
     """
@@ -127,10 +129,15 @@ def evaluate_checkpoint(
     validate(cfg)
     data = load_splits(cfg, splits=(split,))[split]
     tf = _eval_transform(cfg.data.image_size)
+    own = bool(cfg.eval.tta_flip)
+    tta = own if tta_flip is None else bool(tta_flip)
     out = evaluate.infer(model, data.images, tf, batch_size=cfg.train.eval_batch_size,
-                         device=device, tta_flip=tta_flip)
+                         device=device, tta_flip=tta)
     m = evaluate.split_metrics(out["logits"], data.labels, data.class_names)
-    m["tta_flip"] = tta_flip
+    m["tta_flip"] = tta
+    m["protocol"] = (("flip TTA" if tta else "no TTA") + (
+        " (the checkpoint's eval.tta_flip)" if tta == own else
+        f" (overriding the checkpoint's eval.tta_flip = {str(own).lower()})"))
     m["checkpoint"] = str(path)
     return m
 

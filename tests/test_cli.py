@@ -315,3 +315,31 @@ def test_train_copies_the_record(store, capsys):
     (stored,) = (store / "results" / "smoke").glob("*.json")
     assert copied.read_bytes() == stored.read_bytes()
     assert copied.with_suffix(".npz").is_file()
+
+
+SHIPPED = REPO / "models" / "cfdan_cpu_ferplus.pt"
+
+
+@pytest.mark.ferplus
+@pytest.mark.skipif(not SHIPPED.is_file(), reason=f"{SHIPPED} is not in this checkout")
+def test_evaluate_follows_the_checkpoints_protocol_and_reproduces_its_record(ferplus_root,
+                                                                             capsys):
+    """The shipped model's config has eval.tta_flip = true: `evaluate` uses flip TTA unless
+    told --no-tta-flip, and so reproduces the test accuracy of the record it was exported
+    from (to the image: a near-tie logit may round the other way on another CPU)."""
+    import json as json_
+
+    import torch
+
+    from cfdan import results
+
+    ck = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    rec = results.get_record(ck["run_id"], ck["source"]["experiment"])
+    assert main(["evaluate", str(SHIPPED), "--split", "test", "--json"]) == 0
+    got = json_.loads(capsys.readouterr().out)
+    assert got["protocol"] == "flip TTA (the checkpoint's eval.tta_flip)"
+    assert got["n"] == rec["test"]["n"]
+    assert abs(got["accuracy"] - rec["test"]["accuracy"]) * got["n"] <= 1.0 + 1e-9
+    assert main(["evaluate", str(SHIPPED), "--split", "test", "--no-tta-flip"]) == 0
+    assert capsys.readouterr().out.startswith(
+        "protocol: no TTA (overriding the checkpoint's eval.tta_flip = true)")
