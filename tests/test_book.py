@@ -46,6 +46,7 @@ CHAPTERS = [
     "notebooks/03_data",
     "notebooks/04_results",
     "notebooks/05_reproducibility",
+    "evidence",
 ]
 # Hosts that a page must never contact: CDNs, web fonts, analytics, notebook launchers.
 FORBIDDEN_HOSTS = (
@@ -409,7 +410,7 @@ def _start_chromium(browser: str, workdir: Path, timeout: float) -> tuple[subpro
         browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
         "--disable-quic", "--no-first-run", "--no-default-browser-check",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-extensions", "--mute-audio", "--window-size=1280,900",
+        "--disable-extensions", "--mute-audio", "--window-size=1400,900",
         # Nothing leaves the machine: outside host names fail at once (the request is still
         # started, so the logs below still show it); the served book is on 127.0.0.1.
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
@@ -488,6 +489,13 @@ _PAGE_PROBE_JS = r"""
     mathErrors: [...document.querySelectorAll("mjx-merror")]
       .map((e) => e.getAttribute("data-mjx-error") || e.textContent),
     images: images.length,
+    // where the verdict table starts on the page as it opens (null: no such table)
+    verdictTop: (() => {
+      const t = [...document.querySelectorAll("table")]
+        .find((el) => el.textContent.includes("ours: paired difference"));
+      return t ? t.getBoundingClientRect().top + window.scrollY : null;
+    })(),
+    viewportHeight: window.innerHeight,
     brokenImages: images.filter((img) => !img.complete || img.naturalWidth === 0)
       .map((img) => img.getAttribute("src") || img.outerHTML.slice(0, 200)),
     text: [...blocks.values()],
@@ -614,6 +622,13 @@ def test_pages_open_in_a_browser_without_outside_requests(served_book: str, tmp_
     # Positive controls: every page was probed, the checks had something to check.
     assert set(seen) == {"intro", *CHAPTERS}, sorted(seen)
     assert seen["intro"]["typeset"] > 0, "MathJax typeset nothing on intro.html"
+    # Answer first: the verdict table starts on the first screen (1400 x 900) of the landing
+    # page and of chapter 4, with room for its header and first rows.
+    for page in ("intro", "notebooks/04_results"):
+        top, height = seen[page]["verdictTop"], seen[page]["viewportHeight"]
+        assert top is not None, f"{page}.html shows no verdict table"
+        assert top < height - 150, f"{page}.html: the verdict table starts at {top:.0f} px " \
+            f"of a {height} px screen"
     assert sum(p["images"] for p in seen.values()) > 0, "no chapter showed an image"
     requests = _page_requests(tmp_path / "netlog.json")
     assert any(u == f"{served_book}/intro.html" for _, u in requests), requests[:20]

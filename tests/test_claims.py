@@ -18,7 +18,7 @@ import pytest
 from scipy import stats
 
 from cfdan import paper, results
-from cfdan.analysis import book, claims, runs
+from cfdan.analysis import book, claims, prose, runs
 from cfdan.analysis import tables as report
 from cfdan.training import config
 
@@ -216,7 +216,7 @@ def test_no_attention_rows_test_a_direction_the_paper_implies(store):
     assert full["verdict"] == "contradicted" and full["n"] == 5  # below plain_cnn, every seed
     base = row(ledger, "spatial attention helps (baseline vs no attention)")
     assert base["verdict"] == "not resolved at this n"  # no size to exclude: a direction only
-    assert claims.row_reading(base) == "cannot tell at this n"
+    assert prose.row_reading(base) == "cannot tell at this n"
     t3 = report.ablation_table("table3", "table3")
     plain = t3[t3["preset"] == "plain_cnn"].iloc[0]
     assert pd.isna(plain["paper FERPlus"]) and plain["runs"].startswith("table3/plain_cnn: 5 of 5")
@@ -230,7 +230,7 @@ def test_empty_store_says_not_run_and_which_runs_are_missing(store):
     assert dam["runs"] == "table3/dam: 0 of 5 seeds; table3/baseline: 0 of 5 seeds"
     fig = row(ledger, "best setting beats the other 12")
     assert "fig10: 0 of 36 runs" in fig["runs"] and "centre = cpu_v2/full: 0 of 5" in fig["runs"]
-    shown = claims.ledger_display(ledger)
+    shown = prose.ledger_display(ledger)
     assert (shown.loc[acc.index, ["ours: FERPlus, paired mean", "95 % CI", "n"]] == "-").all().all()
     # the cost claim is a property of the architecture: measured, exact, needs no run
     cost = row(ledger, "distillation lowers cost")
@@ -285,7 +285,7 @@ def test_one_seed_is_not_resolved_and_sized_against_the_seed_noise(store):
     assert r["runs"] == "cpu_v2/full: 5 of 5 seeds; table5/no_distill: 1 of 5 seeds"
     sd = np.std(BASE, ddof=1)
     assert f"{3.0 / (np.sqrt(2) * sd):+.1f} x the sd of a difference of two runs" in r["note"]
-    shown = claims.ledger_display(ledger)
+    shown = prose.ledger_display(ledger)
     assert row(shown, "distillation helps accuracy")["detectable at 80 % power"] == \
         "n too small"
     # Table 4's act_pcp is the full model too
@@ -433,7 +433,7 @@ def test_fig10_single_seed_is_not_resolved(store, monkeypatch):
     low = row(ledger, "at s_L = 1.75, x_L = 0.19 is worse than x_L = 0.2, 0.21")
     assert f"({np.sqrt(1.5) * sd:.2f} points = √1.5 x the full model's seed sd" in low["note"]
     stable = row(ledger, "at s_L = 1.95 accuracy is the most stable over x_L")
-    assert stable["verdict"] == "not run" and claims.row_reading(stable) == \
+    assert stable["verdict"] == "not run" and prose.row_reading(stable) == \
         "waits for runs it needs"
 
 
@@ -456,7 +456,7 @@ def test_book_ledger_facts_count_verdicts(store):
     once, all_facts = book.ledger_and_facts()
     pd.testing.assert_frame_equal(once, shown)
     assert all_facts == {**facts, **book.ledger_reading(),
-                         **claims.headline(claims.claims_ledger())}
+                         **prose.headline(claims.claims_ledger())}
 
 
 def test_latest_record_of_a_seed_wins(store):
@@ -660,28 +660,28 @@ def test_attention_similarity_is_one_for_a_map_that_ignores_the_face(store):
 def test_row_reading_follows_ci_power_and_the_papers_size(store):
     base = {"verdict": "not resolved at this n", "unit": "points", "n": 3, "paper": 2.0,
             "ci_low": -1.0, "ci_high": 2.5, "detectable": 1.0, "p_vs_paper": 0.2}
-    assert claims.row_reading(base).startswith("cannot tell")
+    assert prose.row_reading(base).startswith("cannot tell")
     excluded = base | {"verdict": "paper's effect excluded", "ci_high": 0.5, "p_vs_paper": 0.012}
-    assert claims.row_reading(excluded).startswith("excludes an effect of the paper's size")
-    assert "p = 0.012" in claims.row_reading(excluded)
-    assert claims.row_reading(base | {"verdict": "supported", "ci_low": 1.0, "ci_high": 3.0}) \
+    assert prose.row_reading(excluded).startswith("excludes an effect of the paper's size")
+    assert "p = 0.012" in prose.row_reading(excluded)
+    assert prose.row_reading(base | {"verdict": "supported", "ci_low": 1.0, "ci_high": 3.0}) \
         == "supports the paper's direction, and the paper's size lies in our interval"
-    assert claims.row_reading(base | {"verdict": "untestable (n = 1)", "n": 1,
+    assert prose.row_reading(base | {"verdict": "untestable (n = 1)", "n": 1,
                                       "ci_low": float("nan")}).startswith("rests on one")
-    assert claims.row_reading(base | {"verdict": "supported", "ci_low": 0.2, "ci_high": 1.0}) \
+    assert prose.row_reading(base | {"verdict": "supported", "ci_low": 0.2, "ci_high": 1.0}) \
         == "supports the paper's direction, though not the paper's size"
-    assert claims.row_reading(base | {"paper": float("nan")}) == "cannot tell at this n"
+    assert prose.row_reading(base | {"paper": float("nan")}) == "cannot tell at this n"
     direction_only = base | {"paper": float("nan"), "ci_low": 0.2, "ci_high": 1.0}
-    assert claims.row_reading(direction_only | {"verdict": "supported"}) == \
+    assert prose.row_reading(direction_only | {"verdict": "supported"}) == \
         "supports the paper's direction"
-    assert claims.row_reading(direction_only | {"verdict": "contradicted"}).startswith(
+    assert prose.row_reading(direction_only | {"verdict": "contradicted"}).startswith(
         "points the other way")
-    assert claims.row_reading(base | {"verdict": "not run"}) == "waits for runs it needs"
+    assert prose.row_reading(base | {"verdict": "not run"}) == "waits for runs it needs"
     for s in SEEDS:
         save_run(store, "table3", "baseline", s, BASE[s])
         save_run(store, "cpu_v2", "full", s, BASE[s] - 3.0 + 0.01 * s)  # worse, every seed
     ledger = claims.claims_ledger()
-    got = claims.headline(ledger)
+    got = prose.headline(ledger)
     assert got["headline_verdict"] == "contradicted" and got["headline_n"] == 5
     assert got["headline_mean"] == f"{np.mean([-3.0 + 0.01 * s for s in SEEDS]):+.2f}"
     assert got["headline_reading"].startswith("points the other way")
@@ -693,8 +693,29 @@ def test_row_reading_follows_ci_power_and_the_papers_size(store):
                                            "power statement holds across that range")
     wide = ledger.copy()  # the same row with a wide paired spread: the range reaches past +2.33
     wide.loc[wide["claim"] == claims.HEADLINE, ["sd", "detectable"]] = [0.5, 1.0]
-    assert claims.headline(wide)["headline_power_range"].endswith("is not established")
-    shown = claims.ledger_display(ledger)
+    assert prose.headline(wide)["headline_power_range"].endswith("is not established")
+    shown = prose.ledger_display(ledger)
     assert row(shown, claims.HEADLINE)["reading"] == got["headline_reading"]
     assert row(shown, "distillation lowers cost")["reading"] == \
         "measured exactly on the architecture"
+
+
+def test_verdict_table_puts_the_headline_first_on_one_screen(store):
+    for s in SEEDS:
+        save_run(store, "table3", "baseline", s, BASE[s])
+        save_run(store, "cpu_v2", "full", s, BASE[s] - 0.5 + 0.8 * (-1) ** s)
+    ledger = claims.claims_ledger()
+    got = prose.verdict_table(ledger)
+    assert list(got.columns) == list(prose.VERDICT_COLUMNS[1:]) and got.index.name == "claim"
+    assert got.index[0] == prose.HEADLINE and len(got) == len(ledger)
+    top = got.loc[prose.HEADLINE]
+    r = row(ledger, prose.HEADLINE)
+    assert top["verdict"] == r["verdict"] == "paper's effect excluded"  # U < +2.33, 0 inside
+    assert top["ours: paired difference [95 % CI]"] == \
+        f"{r['mean']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+    assert top["paper"] == f"{r['paper']:+.2f}" and top["n"] == "5"
+    assert got.loc["attention helps at all (CF-DAN vs no attention)", "paper"] == \
+        "not reported (> 0 implied)"
+    assert got.loc["DAM beats single-dimension attention", "ours: paired difference [95 % CI]"] \
+        == "not run yet"
+    assert got.loc["distillation lowers cost", "n"] == "-"

@@ -11,7 +11,7 @@ from scipy import stats
 from test_claims import BASE, SEEDS, save_run
 
 from cfdan import paper
-from cfdan.analysis import book, claims, presets
+from cfdan.analysis import book, claims, presets, prose
 
 store = test_claims.store  # the same fixture: an empty store with temporary experiment files
 
@@ -71,7 +71,7 @@ def test_preset_block_test_matches_least_squares_and_ignores_seed_levels(store):
     assert (got.df_effect, got.df_resid) == (3, 3)  # one ILM setting: presets = activations
     facts = book.presets_block_test()
     assert facts["table4_block_presets"] == 4 and facts["table4_block_seeds"] == 2
-    assert facts["table4_block_p"] == book._p_text(p_val)
+    assert facts["table4_block_p"] == prose.p_text(p_val)
     assert facts["table4_block_reading"] == ("differ beyond" if p_val < claims.ALPHA
                                              else "cannot be told apart from")
     assert facts["table4_block_reading"] == "cannot be told apart from"  # effects << noise
@@ -81,7 +81,7 @@ def test_preset_block_test_matches_least_squares_and_ignores_seed_levels(store):
 
 
 def test_p_values_print_with_their_relation_and_never_round_onto_alpha():
-    assert [book._p_text(p) for p in (0.0004, 0.0123, 0.0499, 0.0504, 0.061, 0.394)] == \
+    assert [prose.p_text(p) for p in (0.0004, 0.0123, 0.0499, 0.0504, 0.061, 0.394)] == \
         ["< 0.001", "= 0.012", "< 0.050", "= 0.050", "= 0.061", "= 0.39"]
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cfdan import paper, results
-from cfdan.analysis import claims, presets, runs
+from cfdan.analysis import claims, presets, prose, runs
 from cfdan.analysis import tables as report
 
 EXPERIMENTS = ("cpu", "cpu_v2", "paper", "table3", "table4", "table5", "fig10")
@@ -438,18 +438,24 @@ def _book_source(full: tuple[str, str]) -> tuple[str, str]:
 def claims_ledger(full: tuple[str, str] = claims.FULL_SOURCE) -> pd.DataFrame:
     """The claims ledger of §4.4-4.5 (:func:`cfdan.analysis.claims.claims_ledger`) as the chapter
     shows it; ``full`` is where the full model's runs are read (default Table 3's)."""
-    return claims.ledger_display(claims.claims_ledger(_book_source(full)))
+    return prose.ledger_display(claims.claims_ledger(_book_source(full)))
+
+
+def verdict_table(full: tuple[str, str] = claims.FULL_SOURCE) -> pd.DataFrame:
+    """The ledger on one screen (:func:`cfdan.analysis.prose.verdict_table`): what the landing
+    page and the top of chapter 4 show."""
+    return prose.verdict_table(claims.claims_ledger(_book_source(full)))
 
 
 def ledger_and_facts(full: tuple[str, str] = claims.FULL_SOURCE
                      ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The claims ledger as the chapter shows it and every fact its prose glues
-    (:func:`ledger_facts`, :func:`ledger_reading`, :func:`cfdan.analysis.claims.headline`), the ledger
+    (:func:`ledger_facts`, :func:`ledger_reading`, :func:`cfdan.analysis.prose.headline`), the ledger
     computed once."""
     full = _book_source(full)
     raw = claims.claims_ledger(full)
-    shown = claims.ledger_display(raw)
-    return shown, {**ledger_facts(shown), **ledger_reading(full, raw), **claims.headline(raw)}
+    shown = prose.ledger_display(raw)
+    return shown, {**ledger_facts(shown), **ledger_reading(full, raw), **prose.headline(raw)}
 
 
 def ledger_facts(ledger: pd.DataFrame) -> dict[str, int]:
@@ -479,15 +485,6 @@ def ledger_reading(full: tuple[str, str] = claims.FULL_SOURCE,
     return out
 
 
-def _p_text(p: float) -> str:
-    """A p-value with its relation, for the prose: ``< 0.001``, ``= 0.048``, ``= 0.39`` (three
-    decimals below 0.1; a p just under :data:`cfdan.analysis.claims.ALPHA` never prints as equal to it)."""
-    if p < 0.001:
-        return "< 0.001"
-    text = f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
-    return f"< {text}" if p < claims.ALPHA <= float(text) else f"= {text}"
-
-
 def presets_block_test(experiment: str = "table4", table: str = "table4",
                        full: tuple[str, str] = claims.FULL_SOURCE) -> dict[str, Any]:
     """Whether the activations of a table differ beyond seed noise, for the prose (keys
@@ -504,7 +501,7 @@ def presets_block_test(experiment: str = "table4", table: str = "table4",
                                                           "cannot yet be tested against"}
     return {key + "presets": len(got.presets), key + "names": ", ".join(got.presets),
             key + "seeds": len(got.seeds), key + "F": f"{got.f:.2f}",
-            key + "df1": got.df_effect, key + "df2": got.df_resid, key + "p": _p_text(got.p),
+            key + "df1": got.df_effect, key + "df2": got.df_resid, key + "p": prose.p_text(got.p),
             key + "resid_sd": f"{got.resid_sd:.2f}",
             key + "reading": ("differ beyond" if got.p < claims.ALPHA
                               else "cannot be told apart from")}

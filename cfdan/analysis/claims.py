@@ -698,34 +698,6 @@ HEADLINE = "CF-DAN beats the baseline (all of Table 3)"
 """The ledger row that sums up Table 3: the full model against the baseline."""
 
 
-def row_reading(row: Mapping[str, Any]) -> str:
-    """One clause on what a trained ledger row says, from its :func:`verdict`, interval and the
-    one-sided p against the paper's difference."""
-    v = row["verdict"]
-    if v == "not run":
-        return "waits for runs it needs"
-    if row["unit"] != "points":
-        return "measured exactly on the architecture"
-    if v == "untestable (n = 1)":
-        return "rests on one seed: no test at this n"
-    paper_diff = float(row["paper"])
-    if v == "supported":
-        if not np.isfinite(paper_diff):
-            return "supports the paper's direction"
-        inside = row["ci_low"] <= paper_diff <= row["ci_high"]
-        return "supports the paper's direction" + (
-            ", and the paper's size lies in our interval" if inside else
-            ", though not the paper's size")
-    if v == "contradicted":
-        return "points the other way than the paper, beyond seed noise"
-    if v == "paper's effect excluded":
-        return (f"excludes an effect of the paper's size at this scale: our interval ends "
-                f"below it (one-sided p = {row['p_vs_paper']:.3f})")
-    if not np.isfinite(paper_diff):
-        return "cannot tell at this n"
-    return "cannot tell: both no effect and the paper's lie within our interval"
-
-
 def sd_upper(sd: float, n: int, alpha: float = ALPHA) -> float:
     """Upper end of the two-sided ``1 - alpha`` confidence interval of a normal sd estimated
     from ``n`` values: sd · sqrt((n - 1) / chi2(alpha / 2, n - 1)). NaN for n < 2."""
@@ -734,69 +706,3 @@ def sd_upper(sd: float, n: int, alpha: float = ALPHA) -> float:
     if n < 2 or not np.isfinite(sd):
         return float("nan")
     return float(sd * np.sqrt((n - 1) / stats.chi2.ppf(alpha / 2, n - 1)))
-
-
-def headline(ledger: pd.DataFrame, claim: str = HEADLINE) -> dict[str, Any]:
-    """The facts of one ledger row for the prose (keys ``headline_...``): ``paper``, ``mean``,
-    ``ci`` (as ``[lo, hi]``), ``n``, ``detectable``, ``detectable_upper`` (the detectable
-    difference were the paired sd at the upper end of its 95 % interval, :func:`sd_upper`:
-    how rough the power statement is; ``power_range`` sets it against the paper's difference),
-    ``verdict`` and ``reading`` (:func:`row_reading`),
-    numbers as signed two-decimal strings."""
-    row = ledger[ledger["claim"] == claim].iloc[0]
-    ci = (f"[{_signed(row['ci_low'])}, {_signed(row['ci_high'])}]"
-          if np.isfinite(row["ci_low"]) else "none")
-    det = f"{row['detectable']:.2f}" if np.isfinite(row["detectable"]) else "n/a"
-    n = int(row["n"])
-    upper = detectable_difference(sd_upper(float(row["sd"]), n), n)
-    gap = abs(float(row["paper"]))
-    if not (np.isfinite(upper) and np.isfinite(gap)):
-        power_range = "which cannot be set against the paper's difference"
-    elif upper <= gap:
-        power_range = (f"which is still below the paper's {_signed(row['paper'])}, so the "
-                       "power statement holds across that range")
-    elif row["detectable"] <= gap:
-        power_range = (f"which is above the paper's {_signed(row['paper'])}, so at this n the "
-                       "power statement is not established")
-    else:
-        power_range = (f"which, like the estimate itself, is above the paper's "
-                       f"{_signed(row['paper'])}")
-    return {"headline_paper": _signed(row["paper"]), "headline_mean": _signed(row["mean"]),
-            "headline_ci": ci, "headline_n": n, "headline_detectable": det,
-            "headline_detectable_upper": f"{upper:.2f}" if np.isfinite(upper) else "n/a",
-            "headline_power_range": power_range,
-            "headline_verdict": row["verdict"], "headline_reading": row_reading(row)}
-
-
-def _signed(v: float, digits: int = 2) -> str:
-    return f"{v:+.{digits}f}" if np.isfinite(v) else "-"
-
-
-def ledger_display(ledger: pd.DataFrame) -> pd.DataFrame:
-    """:func:`claims_ledger` as text cells for the book (points of test accuracy)."""
-    out = []
-    for _i, r in ledger.iterrows():
-        unit = "" if r["unit"] == "points" else f" {r['unit']}"
-        if np.isfinite(r["paper"]):
-            paper_cell = f"{_signed(r['paper'])}{unit} ({r['paper dataset']})"
-        else:
-            paper_cell = f"{'> 0' if r['paper side'] > 0 else '< 0'} ({r['paper dataset']})"
-        run = r["verdict"] != "not run"
-        exact = r["unit"] != "points"
-        if not run:
-            ours = ci = n = det = "-"
-        elif exact:
-            digits = 4
-            ours, ci, n, det = f"{_signed(r['mean'], digits)}{unit}", "exact", "-", "-"
-        else:
-            ours = _signed(r["mean"])
-            ci = (f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]"
-                  if np.isfinite(r["ci_low"]) else "-")
-            n = str(int(r["n"]))
-            det = f"{r['detectable']:.2f}" if np.isfinite(r["detectable"]) else "n too small"
-        out.append({"claim": r["claim"], "where": r["where"], "comparison": r["comparison"],
-                    "paper": paper_cell, "ours: FERPlus, paired mean": ours, "95 % CI": ci, "n": n,
-                    "detectable at 80 % power": det, "verdict": r["verdict"],
-                    "paper in our CI": {True: "yes", False: "no"}.get(r["paper in CI"], "-"),
-                    "reading": row_reading(r), "runs": r["runs"], "note": r["note"]})
-    return pd.DataFrame(out)
