@@ -169,6 +169,23 @@ def test_paired_summary_matches_scipy_and_tests_the_papers_size():
     assert wide["verdict"] == "not resolved at this n" and wide["p_vs_paper"] > 0.5
 
 
+def test_paired_power_matches_statsmodels_where_it_is_finite():
+    """statsmodels' TTestPower gives NaN at large noncentrality for some last bits of its
+    input (the reason claims computes the power itself); elsewhere the two agree."""
+    from statsmodels.stats.power import TTestPower
+
+    finite = 0
+    for d in (0.3, 1.0, 2.5, 3.52, 6.366120218579235, 6.366120216839858):
+        for n in (2, 3, 5, 12):
+            theirs = float(TTestPower().power(d, n, 0.05))
+            if np.isfinite(theirs):
+                finite += 1
+                assert claims.paired_power(d, n) == pytest.approx(theirs, abs=1e-9), (d, n)
+    assert finite >= 20
+    # the headline's case: either side of the bits statsmodels trips on, the same answer
+    assert claims.seeds_needed(0.366, 2.33) == claims.seeds_needed(0.3660000001, 2.33) == 3
+
+
 def test_seeds_needed_matches_statsmodels_and_the_simulated_power():
     from statsmodels.stats.power import TTestPower
 
@@ -178,7 +195,7 @@ def test_seeds_needed_matches_statsmodels_and_the_simulated_power():
         n = int(claims.seeds_needed(sd, effect))
         assert claims.detectable_difference(sd, n) <= effect < \
             claims.detectable_difference(sd, n - 1)
-    assert claims.seeds_needed(0.1, 5.0) == 3  # at n = 2 a t-test has 1 df: even 50 sd is rare
+    assert claims.seeds_needed(0.1, 5.0) == 2  # 50 sd: two pairs suffice (P(|T| > t) ~ 1)
     assert np.isnan(claims.seeds_needed(0.0, 1.0))
 
 

@@ -257,3 +257,13 @@ def test_sigterm_to_the_queue_stops_its_workers(store):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_status_does_not_list_the_tests_fixture(capsys):
+    from cfdan.cli import main
+    from cfdan.training.config import available_experiments
+
+    assert EXP in available_experiments(fixtures=True) and EXP not in available_experiments()
+    assert main(["sweep", "status"]) == 0
+    out = capsys.readouterr().out
+    assert "table3" in out and EXP not in out

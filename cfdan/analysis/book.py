@@ -217,13 +217,13 @@ def _variant(experiment: str, run_id: str) -> str:
 
 # --------------------------------------------------------------------------- facts for prose
 def run_facts(rec: Mapping[str, Any]) -> dict[str, Any]:
-    """Numbers of one record that prose quotes: time, schedule, input, hardware, speed."""
+    """Numbers of one record the prose quotes: time, test %, M params, schedule, input, speed."""
     cfg, hw = rec.get("config", {}), rec.get("hardware", {})
     hist = rec.get("history") or []
     out: dict[str, Any] = {
-        "wall_min": rec["wall_time_s"] / 60,
-        "epochs_run": rec.get("epochs_run"),
-        "epochs_planned": rec.get("epochs_planned"),
+        "wall_min": rec["wall_time_s"] / 60, "test_pct": 100 * rec["test"]["accuracy"],
+        "params_M": (rec.get("model_info") or {}).get("params", float("nan")) / 1e6,
+        "epochs_run": rec.get("epochs_run"), "epochs_planned": rec.get("epochs_planned"),
         "epochs_fitted": rec.get("epochs_fitted", rec.get("epochs_planned")),
         "budget_s": (cfg.get("train") or {}).get("time_budget_s") or 0.0,
         "image_px": (cfg.get("data") or {}).get("image_size"),

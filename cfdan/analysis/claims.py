@@ -246,34 +246,51 @@ def paired_values(slots: Sequence[Runs], stat) -> tuple[np.ndarray, list[int], l
     return np.asarray(vals, dtype=float), used, mismatched
 
 
+def paired_power(effect: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of a two-sided paired t-test on ``n`` pairs at standardised effect ``effect``:
+    P(|T| > t_crit), T ~ noncentral t(n - 1, effect·√n), from scipy's ``nct.sf`` on both tails.
+    The same quantity as statsmodels' ``TTestPower().power``, which returns NaN at large
+    noncentrality for some last bits of its input (e.g. effect 6.37 at n = 3, our headline
+    row), so the answer would depend on the CPU; the tests compare the two where statsmodels
+    is finite."""
+    from scipy import stats
+
+    if n < 2:
+        return float("nan")
+    df, nc = n - 1, effect * np.sqrt(n)
+    tc = stats.t.ppf(1 - alpha / 2, df)
+    return float(stats.nct.sf(tc, df, nc) + stats.nct.sf(tc, df, -nc))
+
+
 def detectable_difference(sd: float, n: int, power: float = POWER, alpha: float = ALPHA
                           ) -> float:
     """Smallest true mean difference that a two-sided paired t-test on ``n`` pairs detects with
     ``power`` at level ``alpha`` when the paired differences have standard deviation ``sd``
-    (statsmodels ``TTestPower``, noncentral t). NaN for n < 2."""
-    from statsmodels.stats.power import TTestPower
+    (:func:`paired_power` solved for the effect by ``scipy.optimize.brentq``). NaN for n < 2."""
+    from scipy import optimize
 
     if n < 2 or not np.isfinite(sd):
         return float("nan")
     if sd == 0:
         return 0.0
-    d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
-                                 alternative="two-sided")
-    return float(np.squeeze(d)) * sd
+    hi = 1.0
+    while paired_power(hi, n, alpha) < power:
+        hi *= 2
+    d = optimize.brentq(lambda e: paired_power(e, n, alpha) - power, 0.0, hi, xtol=1e-10)
+    return float(d) * sd
 
 
 def seeds_needed(sd: float, effect: float, power: float = POWER, alpha: float = ALPHA
                  ) -> float:
-    """Paired seeds a two-sided t-test needs to detect ``effect`` with ``power`` when the paired
-    differences have sd ``sd``: the least n ≥ 2 where statsmodels ``TTestPower`` reaches
-    ``power`` (NaN when either is unknown)."""
-    from statsmodels.stats.power import TTestPower
-
+    """Paired seeds a two-sided t-test needs to detect ``effect`` with ``power`` when the
+    paired differences have sd ``sd``: the least n ≥ 2 where :func:`paired_power` reaches it (NaN
+    when either is unknown, inf beyond 100,000 seeds)."""
     if not (np.isfinite(sd) and np.isfinite(effect)) or sd <= 0 or effect == 0:
         return float("nan")
-    n = np.arange(2, 100_001)  # TTestPower's power at every n: no root finder to converge
-    reached = TTestPower().power(abs(effect) / sd, n, alpha, alternative="two-sided") >= power
-    return float(n[np.argmax(reached)]) if reached.any() else float("inf")
+    for n in range(2, 100_001):
+        if paired_power(abs(effect) / sd, n, alpha) >= power:
+            return float(n)
+    return float("inf")
 
 
 def verdict(lo: float, hi: float, n: int, delta: float = float("nan")) -> str:

@@ -496,8 +496,11 @@ class Experiment:
         return out
 
 
-def available_experiments() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml"))
+def available_experiments(fixtures: bool = False) -> list[str]:
+    """The experiment files' names; those marked ``fixture = true`` (the tests' own) only
+    with ``fixtures``."""
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml")
+                  if fixtures or not read_toml(p).get("fixture", False))
 
 
 def load_experiment(name: str | Path) -> Experiment:
@@ -520,10 +523,11 @@ def load_experiment(name: str | Path) -> Experiment:
         if not p.is_file():
             raise ConfigError(
                 f"unknown experiment {str(name)!r}; available: "
-                f"{', '.join(available_experiments()) or '(none)'}"
+                f"{', '.join(available_experiments(fixtures=True)) or '(none)'}"
             )
     d = read_toml(p)
-    allowed = {"profile", "seeds", "overrides", "variants", "description", "name", "pairs_with"}
+    allowed = {"profile", "seeds", "overrides", "variants", "description", "name", "pairs_with",
+               "fixture"}
     bad = set(d) - allowed
     if bad:
         raise ConfigError(f"{p}: unknown keys {sorted(bad)}; valid: {sorted(allowed)}")
