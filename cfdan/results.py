@@ -20,14 +20,11 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from cfdan import atomic, paths
-
-if TYPE_CHECKING:
-    pass
 
 DEFAULT_METRICS = (
     "test.accuracy",

@@ -2,7 +2,8 @@
 
 For every trained row of the claims ledger (:func:`cfdan.analysis.claims.claims_ledger`) with a
 paired standard deviation, the seeds a two-sided paired t-test needs for 80 % power
-(:func:`cfdan.analysis.claims.seeds_needed`, statsmodels ``TTestPower``) against the paper's
+(:func:`cfdan.analysis.claims.seeds_needed`: scipy's noncentral t, which statsmodels'
+``TTestPower`` computes too) against the paper's
 difference and against 1 point, and the CPU hours the missing runs would take at the median
 wall time of the recorded runs. The sds rest on few seeds, so these are rough: a reader with
 more compute should add seeds in steps and re-estimate.

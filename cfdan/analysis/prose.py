@@ -53,8 +53,7 @@ def headline(ledger: pd.DataFrame, claim: str = HEADLINE) -> dict[str, Any]:
     ``verdict`` and ``reading`` (:func:`row_reading`),
     numbers as signed two-decimal strings."""
     row = ledger[ledger["claim"] == claim].iloc[0]
-    ci = (f"[{_signed(row['ci_low'])}, {_signed(row['ci_high'])}]"
-          if np.isfinite(row["ci_low"]) else "none")
+    ci = _ci(row) or "none"
     det = f"{row['detectable']:.2f}" if np.isfinite(row["detectable"]) else "n/a"
     n = int(row["n"])
     upper = detectable_difference(sd_upper(float(row["sd"]), n), n)
@@ -81,6 +80,13 @@ def _signed(v: float, digits: int = 2) -> str:
     return f"{v:+.{digits}f}" if np.isfinite(v) else "-"
 
 
+def _ci(row: Mapping[str, Any]) -> str | None:
+    """``"[lo, hi]"`` of a ledger row's interval, None without one."""
+    if not np.isfinite(row["ci_low"]):
+        return None
+    return f"[{_signed(row['ci_low'])}, {_signed(row['ci_high'])}]"
+
+
 def ledger_display(ledger: pd.DataFrame) -> pd.DataFrame:
     """:func:`claims_ledger` as text cells for the book (points of test accuracy)."""
     out = []
@@ -99,8 +105,7 @@ def ledger_display(ledger: pd.DataFrame) -> pd.DataFrame:
             ours, ci, n, det = f"{_signed(r['mean'], digits)}{unit}", "exact", "-", "-"
         else:
             ours = _signed(r["mean"])
-            ci = (f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]"
-                  if np.isfinite(r["ci_low"]) else "-")
+            ci = _ci(r) or "-"
             n = str(int(r["n"]))
             det = f"{r['detectable']:.2f}" if np.isfinite(r["detectable"]) else "n too small"
         out.append({"claim": r["claim"], "where": r["where"], "comparison": r["comparison"],
@@ -120,9 +125,8 @@ def verdict_table(ledger: pd.DataFrame) -> pd.DataFrame:
     t-interval, n and the verdict, indexed by the claim; the headline row first, then the
     ledger's order."""
     rows = []
-    order = sorted(range(len(ledger)), key=lambda i: ledger.iloc[i]["claim"] != HEADLINE)
-    for i in order:
-        r = ledger.iloc[i]
+    first = ledger["claim"] != HEADLINE  # False sorts first; a stable sort keeps the rest
+    for _i, r in ledger.iloc[np.argsort(first.to_numpy(), kind="stable")].iterrows():
         exact = r["unit"] != "points"
         unit = "" if r["unit"] == "points" else f" {r['unit']}"
         if np.isfinite(r["paper"]):
@@ -135,11 +139,9 @@ def verdict_table(ledger: pd.DataFrame) -> pd.DataFrame:
             ours, n = "not run yet", "-"
         elif exact:
             ours, n = f"{_signed(r['mean'], 4)}{unit} (exact)", "-"
-        elif np.isfinite(r["ci_low"]):
-            ours = f"{_signed(r['mean'])} [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]"
-            n = str(int(r["n"]))
         else:
-            ours, n = _signed(r["mean"]), str(int(r["n"]))
+            ours = " ".join(filter(None, (_signed(r["mean"]), _ci(r))))
+            n = str(int(r["n"]))
         rows.append(dict(zip(VERDICT_COLUMNS, (r["claim"], paper, ours, n, r["verdict"]),
                              strict=True)))
     return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS)).set_index("claim")
