@@ -169,6 +169,59 @@ def test_paired_summary_matches_scipy_and_tests_the_papers_size():
     assert wide["verdict"] == "not resolved at this n" and wide["p_vs_paper"] > 0.5
 
 
+def test_p_values_match_scipy_and_statsmodels():
+    from statsmodels.stats.weightstats import ttost_paired
+
+    d = np.array([0.2, -0.3, 0.1, 0.05, -0.1])
+    s = claims.paired_summary(d, side=1.0, paper_diff=2.0)
+    assert s["p_zero"] == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue)
+    assert s["p_tost"] == pytest.approx(ttost_paired(d, np.zeros_like(d), -1.0, 1.0)[0])
+    assert s["p_tost"] < 0.05  # a tight spread around 0: no effect of 1 point or more
+    wide = claims.paired_summary([-2.0, 3.0, 0.5], side=1.0)
+    assert wide["p_tost"] > 0.05
+
+
+def test_holm_corrects_within_each_table_only():
+    from statsmodels.stats.multitest import multipletests
+
+    ledger = pd.DataFrame({
+        "where": ["§4.4, Table 3", "ours, Table 3", "§4.4, Table 3", "§4.4, Table 4"],
+        "p_zero": [0.01, 0.04, np.nan, 0.01], "p_vs_paper": [0.02, np.nan, 0.03, np.nan],
+        "p_tost": [np.nan] * 4})
+    got = claims.with_holm(ledger)
+    assert list(got["family"]) == ["Table 3", "Table 3", "Table 3", "Table 4"]
+    want = multipletests([0.01, 0.04], method="holm")[1]
+    assert got["p_zero_holm"].iloc[:2].tolist() == pytest.approx(want.tolist())
+    assert np.isnan(got["p_zero_holm"].iloc[2])
+    assert got["p_zero_holm"].iloc[3] == pytest.approx(0.01)  # alone in its table
+    assert got["p_vs_paper_holm"].iloc[[0, 2]].tolist() == pytest.approx(
+        multipletests([0.02, 0.03], method="holm")[1].tolist())
+    assert got["p_tost_holm"].isna().all()
+
+
+def test_verdict_cell_marks_what_holm_does_not_keep():
+    base = {"verdict": "paper's effect excluded", "p_vs_paper": 0.02, "p_vs_paper_holm": 0.04,
+            "p_tost": float("nan")}
+    assert prose.verdict_cell(base) == "paper's effect excluded"
+    assert prose.verdict_cell(base | {"p_vs_paper_holm": 0.06}) == \
+        "paper's effect excluded" + prose.RAW_ONLY
+    tost = base | {"p_tost": 0.01, "p_tost_holm": 0.2}
+    assert prose.verdict_cell(tost).endswith("no effect ≥ 1 pt" + prose.RAW_ONLY)
+    assert prose.verdict_cell({"verdict": "untestable (n = 1)"}) == "untestable (n = 1)"
+
+
+def test_per_seed_differences_are_shown_seed_by_seed(store):
+    for s in SEEDS[:3]:
+        save_run(store, "table3", "baseline", s, BASE[s])
+        save_run(store, "cpu_v2", "full", s, BASE[s] + [0.5, -0.25, 1.0][s])
+    ledger = claims.claims_ledger()
+    assert row(ledger, claims.HEADLINE)["per seed"] == pytest.approx({0: 0.5, 1: -0.25, 2: 1.0})
+    assert prose.verdict_table(ledger).loc[claims.HEADLINE, "per seed"] == \
+        "s0 +0.50, s1 -0.25, s2 +1.00"
+    shown = prose.ledger_display(ledger)
+    assert len(shown.columns) + 1 <= 7 and shown.index[0] == claims.HEADLINE
+
+
 def test_paired_power_matches_statsmodels_where_it_is_finite():
     """statsmodels' TTestPower gives NaN at large noncentrality for some last bits of its
     input (the reason claims computes the power itself); elsewhere the two agree."""
@@ -248,11 +301,15 @@ def test_empty_store_says_not_run_and_which_runs_are_missing(store):
     fig = row(ledger, "best setting beats the other 12")
     assert "fig10: 0 of 36 runs" in fig["runs"] and "centre = cpu_v2/full: 0 of 5" in fig["runs"]
     shown = prose.ledger_display(ledger)
-    assert (shown.loc[acc.index, ["ours: FERPlus, paired mean", "95 % CI", "n"]] == "-").all().all()
+    trained = shown.loc[list(acc["claim"])]
+    assert (trained["ours [95 % CI]"] == "not run yet").all() and (trained["n"] == "-").all()
     # the cost claim is a property of the architecture: measured, exact, needs no run
     cost = row(ledger, "distillation lowers cost")
     assert cost["verdict"] == "supported" and cost["mean"] < 0 and cost["unit"] == "GMACs"
-    assert row(shown, "distillation lowers cost")["95 % CI"] == "exact"
+    assert shown.loc["distillation lowers cost", "ours [95 % CI]"].endswith("by construction)")
+    assert cost["by_construction"] and cost["relative"] < 0
+    assert cost["paper_relative"] == pytest.approx(cost["paper"] / paper.value(
+        "table5", "FLOPs_G", "no_distill", by="preset"))
 
 
 def test_pairing_by_seed_resolves_what_an_unpaired_comparison_cannot(store):
@@ -302,8 +359,8 @@ def test_one_seed_is_not_resolved_and_sized_against_the_seed_noise(store):
     assert r["runs"] == "cpu_v2/full: 5 of 5 seeds; table5/no_distill: 1 of 5 seeds"
     sd = np.std(BASE, ddof=1)
     assert f"{3.0 / (np.sqrt(2) * sd):+.1f} x the sd of a difference of two runs" in r["note"]
-    shown = prose.ledger_display(ledger)
-    assert row(shown, "distillation helps accuracy")["detectable at 80 % power"] == \
+    details = prose.ledger_details(ledger)
+    assert details.loc["distillation helps accuracy", "detectable at 80 % power"] == \
         "n too small"
     # Table 4's act_pcp is the full model too
     pcp = row(ledger, "PCP beats Sigmoid (with ILM)")
@@ -465,11 +522,14 @@ def test_book_ledger_facts_count_verdicts(store):
         save_run(store, "table3", "baseline", s, BASE[s])
         save_run(store, "table3", "dam", s, BASE[s] + 1.0 + 0.01 * s)
     shown = book.claims_ledger()
-    facts = book.ledger_facts(shown)
+    facts = book.ledger_facts(claims.claims_ledger())
     assert facts["ledger_claims"] == len(shown) == 18
     assert facts["ledger_supported"] == 2  # dam > baseline, and the measured cost
     assert facts["ledger_not_run"] == 16 and facts["ledger_contradicted"] == 0
-    assert sum(v for k, v in facts.items() if k != "ledger_claims") == 18
+    assert facts["ledger_raw_only"] == 0 and facts["ledger_equivalent"] == 0
+    assert sum(v for k, v in facts.items() if k in {f"ledger_{k}" for k in (
+        "supported", "contradicted", "paper_excluded", "not_resolved", "untestable",
+        "not_run")}) == 18
     once, all_facts = book.ledger_and_facts()
     pd.testing.assert_frame_equal(once, shown)
     assert all_facts == {**facts, **book.ledger_reading(),
@@ -711,9 +771,9 @@ def test_row_reading_follows_ci_power_and_the_papers_size(store):
     wide = ledger.copy()  # the same row with a wide paired spread: the range reaches past +2.33
     wide.loc[wide["claim"] == claims.HEADLINE, ["sd", "detectable"]] = [0.5, 1.0]
     assert prose.headline(wide)["headline_power_range"].endswith("is not established")
-    shown = prose.ledger_display(ledger)
-    assert row(shown, claims.HEADLINE)["reading"] == got["headline_reading"]
-    assert row(shown, "distillation lowers cost")["reading"] == \
+    details = prose.ledger_details(ledger)
+    assert details.loc[claims.HEADLINE, "reading"] == got["headline_reading"]
+    assert details.loc["distillation lowers cost", "reading"] == \
         "measured exactly on the architecture"
 
 

@@ -455,11 +455,12 @@ def ledger_and_facts(full: tuple[str, str] = claims.FULL_SOURCE
     full = _book_source(full)
     raw = claims.claims_ledger(full)
     shown = prose.ledger_display(raw)
-    return shown, {**ledger_facts(shown), **ledger_reading(full, raw), **prose.headline(raw)}
+    return shown, {**ledger_facts(raw), **ledger_reading(full, raw), **prose.headline(raw)}
 
 
 def ledger_facts(ledger: pd.DataFrame) -> dict[str, int]:
-    """How many claims of a displayed ledger have each verdict, for the prose
+    """How many claims of a ledger (:func:`cfdan.analysis.claims.claims_ledger`) have each
+    verdict, for the prose
     (``ledger_claims``, ``ledger_supported``, ``ledger_contradicted``,
     ``ledger_paper_excluded``, ``ledger_not_resolved``, ``ledger_untestable``,
     ``ledger_not_run``)."""
@@ -470,6 +471,9 @@ def ledger_facts(ledger: pd.DataFrame) -> dict[str, int]:
             "not run": "not_run"}
     out = {"ledger_claims": len(ledger)}
     out.update({f"ledger_{k}": int(counts.get(v, 0)) for v, k in keys.items()})
+    cells = ledger.apply(prose.verdict_cell, axis=1) if len(ledger) else pd.Series(dtype=str)
+    out["ledger_raw_only"] = int(cells.str.contains(prose.RAW_ONLY, regex=False).sum())
+    out["ledger_equivalent"] = int(cells.str.contains("no effect", regex=False).sum())
     return out
 
 

@@ -50,6 +50,9 @@ the paper's difference / one seed / records missing."""
 ALPHA, POWER = 0.05, 0.80
 """Two-sided level of the CIs and tests, and the power of :func:`detectable_difference`."""
 
+MARGIN = 1.0
+"""Equivalence margin of the TOST (points of accuracy): "no effect of 1 point or more"."""
+
 _RECIPE_IGNORED = frozenset({
     "train.seed",  # pairs share a seed by construction
     # evaluation-only settings: what is stored besides the metrics, not how the model trains
@@ -318,12 +321,18 @@ def verdict(lo: float, hi: float, n: int, delta: float = float("nan")) -> str:
 
 
 def paired_summary(diffs: Sequence[float], side: float, paper_diff: float = float("nan"),
-                   alpha: float = ALPHA) -> dict[str, Any]:
+                   alpha: float = ALPHA, margin: float = MARGIN) -> dict[str, Any]:
     """Mean, ``1 - alpha`` t-interval (``scipy.stats.ttest_1samp``), sd, n, detectable
-    difference, :func:`verdict`, and ``p_vs_paper``: the one-sided p of "the true difference
-    is at least the paper's" (``ttest_1samp(..., alternative="less")`` in the paper's
-    direction). ``side`` is the sign of the paper's difference, ``paper_diff`` its size (NaN:
-    a direction only)."""
+    difference, :func:`verdict`, and three p-values (NaN where they do not apply):
+
+    * ``p_zero``: two-sided, against no difference;
+    * ``p_vs_paper``: one-sided, of "the true difference is at least the paper's"
+      (``ttest_1samp(..., alternative="less")`` in the paper's direction);
+    * ``p_tost``: the two one-sided tests against ±``margin`` points (equivalence: "no effect
+      of ``margin`` or more"), the larger of the two p's.
+
+    ``side`` is the sign of the paper's difference, ``paper_diff`` its size (NaN: a direction
+    only)."""
     from scipy import stats
 
     d = np.asarray(diffs, dtype=float)
@@ -331,7 +340,8 @@ def paired_summary(diffs: Sequence[float], side: float, paper_diff: float = floa
     out: dict[str, Any] = {"n": n, "mean": float(d.mean()) if n else float("nan"),
                            "ci_low": float("nan"), "ci_high": float("nan"),
                            "sd": float("nan"), "detectable": float("nan"),
-                           "p_vs_paper": float("nan")}
+                           "p_zero": float("nan"), "p_vs_paper": float("nan"),
+                           "p_tost": float("nan")}
     sign = side if side else 1.0
     delta = abs(float(paper_diff)) if np.isfinite(paper_diff) else float("nan")
     lo = hi = float("nan")
@@ -341,6 +351,10 @@ def paired_summary(diffs: Sequence[float], side: float, paper_diff: float = floa
         out.update(ci_low=float(ci.low), ci_high=float(ci.high), sd=sd,
                    detectable=detectable_difference(sd, n))
         lo, hi = sorted((sign * out["ci_low"], sign * out["ci_high"]))
+        if sd > 0:
+            out["p_zero"] = float(stats.ttest_1samp(d, 0.0).pvalue)
+            out["p_tost"] = max(float(stats.ttest_1samp(d, -margin, alternative="greater").pvalue),
+                                float(stats.ttest_1samp(d, margin, alternative="less").pvalue))
         if np.isfinite(delta) and sd > 0:
             out["p_vs_paper"] = float(stats.ttest_1samp(sign * d, delta,
                                                         alternative="less").pvalue)
@@ -455,7 +469,9 @@ def _pair_row(store: RunStore, c: PairClaim, noise: tuple[float, int] | None) ->
         empty = paired_summary([], side) | {"verdict": "not run", "unpaired sd": float("nan")}
         return _row(c.claim, c.where, comparison, c.dataset, c.paper, side, empty, runs_text)
     diffs, used, bad = paired_values([a, b], lambda v: v[0] - v[1])
-    s = paired_summary(diffs, side, c.paper) | {"unpaired sd": unpaired_sd(a, b, used)}
+    s = paired_summary(diffs, side, c.paper) | {"unpaired sd": unpaired_sd(a, b, used),
+                                                "per seed": dict(zip(used, map(float, diffs),
+                                                                     strict=True))}
     notes = [f"seeds {bad} not paired: recipes differ"] if bad else []
     if len(diffs) == 0 and not bad:
         notes.append("no seed in common")
@@ -509,8 +525,11 @@ def _cost_row(store: RunStore) -> dict[str, Any]:
                     "attention GMACs: full − no_distill", paper_scale, p, side, s,
                     "configs/experiments/table5.toml has no no_distill variant", unit="GMACs")
     diff = g["full"] - g["no_distill"]
+    p_base = paper.value("table5", "FLOPs_G", "no_distill", by="preset")
+    # "by construction": chapter 2 places distillation where it replaces attention work
     s.update(mean=diff, ci_low=diff, ci_high=diff, n=0, sd=0.0,
-             verdict="supported" if np.sign(diff) == side else "contradicted")
+             verdict="supported" if np.sign(diff) == side else "contradicted",
+             relative=diff / g["no_distill"], paper_relative=p / p_base, by_construction=True)
     row = _row("distillation lowers cost", "§3.3, §4.4, Table 5",
                "attention GMACs: full − no_distill", paper_scale, p, side, s,
                "measured on the architecture at the table5 runs' scale; needs no run",
@@ -664,7 +683,37 @@ def claims_ledger(full: tuple[str, str] = FULL_SOURCE, metric: str = "test.accur
         if c.claim == "distillation helps accuracy":
             rows.append(_cost_row(store))  # Table 5's other claim, beside its accuracy row
     rows += _fig10_rows(store, noise)
-    return pd.DataFrame(rows)
+    return with_holm(pd.DataFrame(rows))
+
+
+P_COLUMNS = ("p_zero", "p_vs_paper", "p_tost")
+"""The ledger's p-values, each adjusted by :func:`with_holm` into ``<name>_holm``."""
+
+
+def family(where: str) -> str:
+    """The table or figure a ledger row belongs to (``"§4.4, Table 3"`` and ``"ours, Table 3"``
+    are one family, ``"Table 3"``): the rows among which :func:`with_holm` corrects."""
+    return where.rsplit(", ", 1)[-1]
+
+
+def with_holm(ledger: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """``ledger`` with ``family`` (:func:`family`) and, for each of :data:`P_COLUMNS`, a
+    ``<name>_holm`` column: Holm's step-down adjustment
+    (``statsmodels.stats.multitest.multipletests(p, method="holm")``) over the rows of the same
+    table that have that p (NaN elsewhere)."""
+    from statsmodels.stats.multitest import multipletests
+
+    out = ledger.copy()
+    out["family"] = out["where"].map(family) if len(out) else []
+    for col in P_COLUMNS:
+        adj = pd.Series(np.nan, index=out.index, dtype=float)
+        if col in out:
+            for _fam, idx in out.groupby("family").groups.items():
+                p = out.loc[idx, col].astype(float).dropna()
+                if len(p):
+                    adj[p.index] = multipletests(p.to_numpy(), alpha=alpha, method="holm")[1]
+        out[f"{col}_holm"] = adj
+    return out
 
 
 def ledger_reading(ledger: pd.DataFrame) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cfdan.analysis.claims import ALPHA, HEADLINE, detectable_difference, sd_upper
+from cfdan.analysis.claims import ALPHA, HEADLINE, MARGIN, detectable_difference, sd_upper
 
 
 def row_reading(row: Mapping[str, Any]) -> str:
@@ -87,63 +87,142 @@ def _ci(row: Mapping[str, Any]) -> str | None:
     return f"[{_signed(row['ci_low'])}, {_signed(row['ci_high'])}]"
 
 
+def _paper_cell(r: Mapping[str, Any]) -> str:
+    """The paper's difference (with its unit and, for the cost row, its relative saving), or
+    the direction it states in words or its design implies."""
+    unit = "" if r["unit"] == "points" else f" {r['unit']}"
+    if np.isfinite(r["paper"]):
+        rel = r.get("paper_relative", float("nan"))
+        return f"{_signed(r['paper'])}{unit}" + (f" ({rel:+.0%})" if _finite(rel) else "")
+    sign = "> 0" if r["paper side"] > 0 else "< 0"
+    return (f"not reported ({sign} implied)" if "not reported" in r["paper dataset"]
+            else f"{sign} (in words)")
+
+
+def _ours_cell(r: Mapping[str, Any]) -> str:
+    """Our paired mean and 95 % t-interval; an exact measurement as such."""
+    if r["verdict"] == "not run":
+        return "not run yet"
+    if r["unit"] != "points":
+        rel = r.get("relative", float("nan"))
+        how = "by construction" if r.get("by_construction") else "exact"
+        return (f"{_signed(r['mean'], 4)} {r['unit']}"
+                + (f" ({rel:+.0%}, {how})" if _finite(rel) else f" ({how})"))
+    return " ".join(filter(None, (_signed(r["mean"]), _ci(r))))
+
+
+def _n_cell(r: Mapping[str, Any]) -> str:
+    return "-" if r["verdict"] == "not run" or r["unit"] != "points" else str(int(r["n"]))
+
+
+def per_seed(r: Mapping[str, Any]) -> str:
+    """A row's paired differences, seed by seed (``"s0 -0.83, s1 -0.22"``), or ``-``."""
+    d = r.get("per seed")
+    if not isinstance(d, Mapping) or not d:
+        return "-"
+    return ", ".join(f"s{k} {_signed(v)}" for k, v in sorted(d.items()))
+
+
+RAW_ONLY = "†"
+"""Marks a verdict that holds at the raw level but not after Holm's correction in its table."""
+
+_VERDICT_P = {"supported": "p_zero", "contradicted": "p_zero",
+              "paper's effect excluded": "p_vs_paper"}
+"""Which p-value each verdict of :func:`cfdan.analysis.claims.verdict` rests on."""
+
+
+def _holds_after_holm(r: Mapping[str, Any], col: str) -> bool:
+    p = r.get(f"{col}_holm", float("nan"))
+    return not _finite(p) or p < ALPHA  # no p (exact, or no test): nothing to correct
+
+
+def verdict_cell(r: Mapping[str, Any]) -> str:
+    """The verdict, with "no effect ≥ 1 pt" where the TOST against ±:data:`MARGIN` holds;
+    each marked :data:`RAW_ONLY` when Holm's adjusted p within its table is not below α."""
+    col = _VERDICT_P.get(r["verdict"])
+    out = r["verdict"] + ("" if col is None or _holds_after_holm(r, col) else RAW_ONLY)
+    tost = r.get("p_tost", float("nan"))
+    if _finite(tost) and tost < ALPHA:
+        out += f"; no effect ≥ {MARGIN:g} pt" + ("" if _holds_after_holm(r, "p_tost")
+                                                  else RAW_ONLY)
+    return out
+
+
+def p_cell(r: Mapping[str, Any]) -> str:
+    """The row's p-values, raw (Holm within its table): against 0, against the paper's
+    difference, and the TOST against ±1 point; ``-`` where none applies."""
+    parts = []
+    for col, label in (("p_zero", "vs 0"), ("p_vs_paper", "vs paper"), ("p_tost", "±1")):
+        p = r.get(col, float("nan"))
+        if _finite(p):
+            parts.append(f"{label} {_p_short(p)} ({_p_short(r.get(col + '_holm', p))})")
+    return "; ".join(parts) or "-"
+
+
+def _p_short(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return bool(np.isfinite(float(v)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _ordered(ledger: pd.DataFrame) -> pd.DataFrame:
+    """The ledger with the headline row first, the rest in the ledger's order (stable)."""
+    first = ledger["claim"] != HEADLINE  # False sorts first
+    return ledger.iloc[np.argsort(first.to_numpy(), kind="stable")]
+
+
+LEDGER_COLUMNS = ("claim", "paper", "ours [95 % CI]", "per seed", "n", "verdict",
+                  "p: raw (Holm)")
+"""Chapter 4's ledger: seven columns; the rest is in :func:`ledger_details`."""
+
+
 def ledger_display(ledger: pd.DataFrame) -> pd.DataFrame:
-    """:func:`claims_ledger` as text cells for the book (points of test accuracy)."""
+    """:func:`claims_ledger` as chapter 4 shows it (points of FERPlus test accuracy): the
+    columns of :data:`LEDGER_COLUMNS`, indexed by claim, the headline row first."""
+    rows = [dict(zip(LEDGER_COLUMNS, (r["claim"], _paper_cell(r), _ours_cell(r), per_seed(r),
+                                      _n_cell(r), verdict_cell(r), p_cell(r)), strict=True))
+            for _i, r in _ordered(ledger).iterrows()]
+    return pd.DataFrame(rows, columns=list(LEDGER_COLUMNS)).set_index("claim")
+
+
+def ledger_details(ledger: pd.DataFrame) -> pd.DataFrame:
+    """What the seven columns leave out, for the appendix: where the claim is made, the
+    comparison, the paper's data set, the detectable difference, the paired and unpaired sd,
+    the runs each side has, a one-clause reading and notes."""
     out = []
-    for _i, r in ledger.iterrows():
-        unit = "" if r["unit"] == "points" else f" {r['unit']}"
-        if np.isfinite(r["paper"]):
-            paper_cell = f"{_signed(r['paper'])}{unit} ({r['paper dataset']})"
-        else:
-            paper_cell = f"{'> 0' if r['paper side'] > 0 else '< 0'} ({r['paper dataset']})"
-        run = r["verdict"] != "not run"
-        exact = r["unit"] != "points"
-        if not run:
-            ours = ci = n = det = "-"
-        elif exact:
-            digits = 4
-            ours, ci, n, det = f"{_signed(r['mean'], digits)}{unit}", "exact", "-", "-"
-        else:
-            ours = _signed(r["mean"])
-            ci = _ci(r) or "-"
-            n = str(int(r["n"]))
-            det = f"{r['detectable']:.2f}" if np.isfinite(r["detectable"]) else "n too small"
+    for _i, r in _ordered(ledger).iterrows():
+        trained = r["unit"] == "points" and r["verdict"] != "not run"
+        det = (f"{r['detectable']:.2f}" if _finite(r["detectable"])
+               else ("n too small" if trained else "-"))
+        sds = "-"
+        if trained and _finite(r["sd"]):
+            sds = f"{r['sd']:.2f}" + (f" / {r['unpaired sd']:.2f}"
+                                      if _finite(r.get("unpaired sd")) else "")
         out.append({"claim": r["claim"], "where": r["where"], "comparison": r["comparison"],
-                    "paper": paper_cell, "ours: FERPlus, paired mean": ours, "95 % CI": ci, "n": n,
-                    "detectable at 80 % power": det, "verdict": r["verdict"],
+                    "paper dataset": r["paper dataset"], "detectable at 80 % power": det,
+                    "sd paired / unpaired": sds,
                     "paper in our CI": {True: "yes", False: "no"}.get(r["paper in CI"], "-"),
                     "reading": row_reading(r), "runs": r["runs"], "note": r["note"]})
-    return pd.DataFrame(out)
+    return pd.DataFrame(out).set_index("claim")
 
 
-VERDICT_COLUMNS = ("claim", "paper", "ours: paired difference [95 % CI]", "n", "verdict")
+VERDICT_COLUMNS = ("claim", "paper", "ours: paired difference [95 % CI]", "per seed", "n",
+                   "verdict")
 
 
 def verdict_table(ledger: pd.DataFrame) -> pd.DataFrame:
     """The claims ledger (:func:`cfdan.analysis.claims.claims_ledger`) on one screen: the claim,
     the paper's difference (a direction where it gives none), our paired mean with its 95 %
-    t-interval, n and the verdict, indexed by the claim; the headline row first, then the
-    ledger's order."""
-    rows = []
-    first = ledger["claim"] != HEADLINE  # False sorts first; a stable sort keeps the rest
-    for _i, r in ledger.iloc[np.argsort(first.to_numpy(), kind="stable")].iterrows():
-        exact = r["unit"] != "points"
-        unit = "" if r["unit"] == "points" else f" {r['unit']}"
-        if np.isfinite(r["paper"]):
-            paper = f"{_signed(r['paper'])}{unit}"
-        else:  # a direction the paper states in words, or one its design implies
-            sign = "> 0" if r["paper side"] > 0 else "< 0"
-            paper = (f"not reported ({sign} implied)" if "not reported" in r["paper dataset"]
-                     else f"{sign} (in words)")
-        if r["verdict"] == "not run":
-            ours, n = "not run yet", "-"
-        elif exact:
-            ours, n = f"{_signed(r['mean'], 4)}{unit} (exact)", "-"
-        else:
-            ours = " ".join(filter(None, (_signed(r["mean"]), _ci(r))))
-            n = str(int(r["n"]))
-        rows.append(dict(zip(VERDICT_COLUMNS, (r["claim"], paper, ours, n, r["verdict"]),
-                             strict=True)))
+    t-interval, the per-seed differences, n and the verdict, indexed by the claim; the
+    headline row first, then the ledger's order."""
+    rows = [dict(zip(VERDICT_COLUMNS, (r["claim"], _paper_cell(r), _ours_cell(r), per_seed(r),
+                                       _n_cell(r), verdict_cell(r)), strict=True))
+            for _i, r in _ordered(ledger).iterrows()]
     return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS)).set_index("claim")
 
 
