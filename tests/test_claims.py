@@ -290,6 +290,19 @@ def test_no_attention_rows_test_a_direction_the_paper_implies(store):
     t3 = report.ablation_table("table3", "table3")
     plain = t3[t3["preset"] == "plain_cnn"].iloc[0]
     assert pd.isna(plain["paper FERPlus"]) and plain["runs"].startswith("table3/plain_cnn: 5 of 5")
+    assert plain["ours per seed"] == ", ".join(
+        f"s{s} {BASE[s] + 0.1 + 0.5 * (-1) ** s:.2f}" for s in SEEDS)
+
+
+def test_tables_show_mean_class_accuracy_and_macro_f1(store):
+    for s in SEEDS[:2]:
+        rec = save_run(store, "table3", "dam", s, 80.0 + s)
+        rec["test"].update(mean_class_accuracy=0.5 + 0.1 * s, macro_f1=0.6)
+        results.save_record(rec, root=store)
+    dam = report.ablation_table("table3", "table3").set_index("preset").loc["dam"]
+    assert dam["ours mean-class acc"] == report.mean_std([50.0, 60.0], scale=1.0)
+    assert dam["ours macro-F1"] == "60.00 ± 0.00 (n=2)"
+    assert dam["ours per seed"] == "s0 80.00, s1 81.00"
 
 
 def test_empty_store_says_not_run_and_which_runs_are_missing(store):

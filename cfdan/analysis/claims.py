@@ -92,7 +92,9 @@ def recipe(rec: Mapping[str, Any]) -> str:
     return json.dumps(out, sort_keys=True, default=str)
 
 
-def _metric(rec: Mapping[str, Any], metric: str) -> float:
+def points(rec: Mapping[str, Any], metric: str) -> float:
+    """A record's ``metric`` (a dotted path, e.g. ``test.macro_f1``) in points (x 100); NaN if
+    absent."""
     v: Any = rec
     for part in metric.split("."):
         v = v.get(part) if isinstance(v, Mapping) else None
@@ -227,7 +229,7 @@ class RunStore:
 
     def _runs(self, label: str, experiment: str, recs: list[dict], stale: int) -> Runs:
         plan = self.plan(experiment)
-        return Runs(label, {int(r.get("seed", 0)): (_metric(r, self.metric), recipe(r))
+        return Runs(label, {int(r.get("seed", 0)): (points(r, self.metric), recipe(r))
                             for r in recs}, plan[0] if plan else (), stale)
 
 

@@ -23,6 +23,7 @@ from cfdan.analysis.claims import (
     TABLE3_VARIANTS,
     RunStore,
     fig10_points,
+    points,
     seeds_text,
 )
 
@@ -74,7 +75,12 @@ def our_rows(experiments: dict[str, str], variant: str | None = None,
         if not df.empty and variant is not None and "variant" in df:
             df = df[df["variant"] == variant]
         vals = df[metric].tolist() if metric in df else []
-        rows.append({"source": label, "FERPlus": mean_std(vals),
+        split = metric.split(".")[0]
+        extra = {f"FERPlus {name}": mean_std(df[f"{split}.{col}"].tolist()
+                                             if f"{split}.{col}" in df else [])
+                 for name, col in (("mean-class acc", "mean_class_accuracy"),
+                                   ("macro-F1", "macro_f1"))}
+        rows.append({"source": label, "FERPlus": mean_std(vals), **extra,
                      "RAF-DB": "not run (licensed, not here)",
                      "AffectNet": "not run (licensed, not here)",
                      "test protocol": test_protocol(df, metric)})
@@ -129,7 +135,7 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
         p = pd.concat([p, pd.DataFrame({"preset": extra})], ignore_index=True)
     store = RunStore(root, current, full or FULL_SOURCE, metric)
     plan = store.plan(experiment)
-    ours, counts, hw = [], [], []
+    ours, counts, hw, mca, f1, seeds = [], [], [], [], [], []
     for preset in p["preset"]:
         exp, var, recs, stale = store.variant_records(experiment, preset)
         r = store._runs(f"{exp}/{var}", exp, recs, stale)
@@ -143,6 +149,10 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
                             f"{'them' if len(other) > 1 else 'it'}")
         vals = [v for v, _recipe in r.by_seed.values()]
         ours.append(mean_std(vals, scale=1.0) if vals else "not run")
+        split = metric.split(".")[0]
+        mca.append(mean_std([points(x, f"{split}.mean_class_accuracy") for x in recs], 1.0))
+        f1.append(mean_std([points(x, f"{split}.macro_f1") for x in recs], 1.0))
+        seeds.append(per_seed_text(r.by_seed))
         counts.append(r.count() + left_out)
         hw.append(_hardware_label(recs))
     keep = [c for c in p.columns if c not in ("source",)]
@@ -151,9 +161,17 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
     datasets = [c for c in ("RAF-DB", "AffectNet", "FERPlus") if c in p.columns]
     stand_in = f" (stand-in for {datasets[0]})" if datasets and dataset_col not in datasets else ""
     out[f"ours {dataset_col}{stand_in}"] = ours
+    out["ours per seed"] = seeds
+    out["ours mean-class acc"] = mca
+    out["ours macro-F1"] = f1
     out["runs"] = counts
     out["hardware"] = hw
     return out
+
+
+def per_seed_text(by_seed: Mapping[int, tuple[float, str]]) -> str:
+    """``"s0 83.52, s1 83.74"``: a row's values seed by seed (points), or ``-``."""
+    return ", ".join(f"s{k} {v:.2f}" for k, (v, _r) in sorted(by_seed.items())) or "-"
 
 
 def _planned_variants(experiment: str) -> list[str]:
