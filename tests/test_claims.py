@@ -809,3 +809,25 @@ def test_verdict_table_puts_the_headline_first_on_one_screen(store):
     assert got.loc["DAM beats single-dimension attention", "ours: paired difference [95 % CI]"] \
         == "not run yet"
     assert got.loc["distillation lowers cost", "n"] == "-"
+
+
+def test_exact_verdict_and_pcp_rows():
+    assert prose.exact_verdict([True, None]) == "supported"
+    assert prose.exact_verdict([False, None, False]) == "contradicted"
+    assert prose.exact_verdict([True, False]) == "mixed"
+    assert prose.exact_verdict([None]) == "not run"
+    checks = pd.DataFrame({"claim": ["C2 continuous at all points", "solves ReLU's neuron death"],
+                           "computed": ["1: jump +6", "PCP' = 0"], "holds": [False, True]})
+    speed = pd.DataFrame({"PCP / Sigmoid": [1.5, 0.9], "faster than both": [False, None]})
+    got = prose.pcp_rows(checks, speed)
+    assert list(got["verdict"]) == ["contradicted", "supported", "contradicted"]
+    assert got.iloc[2]["ours: paired difference [95 % CI]"].startswith("0.90–1.50")
+    assert prose.pcp_rows(checks, pd.DataFrame()).iloc[2]["verdict"] == "not run"
+
+
+def test_level_row_gives_mean_sd_and_n_per_profile():
+    got = prose.level_row(92.02, [("at 48 px", [82.0, 83.0]), ("at 224 px", [84.0]),
+                                  ("none", [])]).iloc[0]
+    assert got["paper"] == "92.02 %"
+    assert got["ours: paired difference [95 % CI]"] == \
+        f"82.50 ± {np.std([82.0, 83.0], ddof=1):.2f} at 48 px (n = 2); 84.00 at 224 px (n = 1)"

@@ -235,6 +235,7 @@ def run_facts(rec: Mapping[str, Any]) -> dict[str, Any]:
         "schedule": schedule(rec) or "as planned",
         "compiled": report.compiled_label(cfg.get("train") or {}),
         "tta_flip": "on" if (cfg.get("eval") or {}).get("tta_flip") else "off",
+        "token_grid": _token_grid(rec),
     }
     if hist:
         out["img_per_s"] = statistics.median(h["images_per_s"] for h in hist)
@@ -242,6 +243,47 @@ def run_facts(rec: Mapping[str, Any]) -> dict[str, Any]:
         out["epoch_s"] = statistics.median(h["epoch_time_s"] for h in hist)
     for name, st in ((rec.get("test") or {}).get("per_class") or {}).items():
         out[f"test_support_{name}"] = st["support"]
+    return out
+
+
+def _token_grid(rec: Mapping[str, Any]) -> str:
+    """``"6×6"``: the attention's token grid of a record's model (``model_info.config``)."""
+    from cfdan.model import CFDANConfig
+
+    mcfg = (rec.get("model_info") or {}).get("config")
+    if not mcfg:
+        return "n/a"
+    g = CFDANConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in mcfg.items()}).grid
+    return f"{g}×{g}"
+
+
+REPRODUCE = {
+    "table1": ("cpu_v2", "paper"), "table3": ("table3", "cpu_v2"),
+    "table4": ("table4", "cpu_v2"), "table5": ("table5", "cpu_v2"),
+    "fig10": ("fig10", "cpu_v2"),
+}
+"""What each table or figure of chapter 4 reads: the experiments whose counted runs it uses."""
+
+
+def reproduce_facts(views: Mapping[str, Sequence[str]] = REPRODUCE,
+                    shown: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``runs_<view>``: the run ids each view reads (counted runs of its experiments,
+    :func:`cfdan.analysis.runs.load`), as ``"table3: id, id; cpu_v2: id"``, for the chapter's
+    one-line *Reproduce:* notes (each record is ``results/<experiment>/<id>.json``); with
+    ``shown`` (experiment -> run id, :func:`cfdan.analysis.tables.representative_runs`) also
+    ``runs_shown``."""
+    ids: dict[str, list[str]] = {}
+    out = {} if shown is None else {
+        "runs_shown": "; ".join(f"{e}: {r}" for e, r in shown.items()) or "none yet"}
+    for view, exps in views.items():
+        parts = []
+        for exp in exps:
+            if exp not in ids:
+                df = runs.load(exp)
+                ids[exp] = sorted(df["run_id"]) if "run_id" in df else []
+            if ids[exp]:
+                parts.append(f"{exp}: {', '.join(ids[exp])}")
+        out[f"runs_{view}"] = "; ".join(parts) or "none yet"
     return out
 
 
@@ -257,7 +299,8 @@ def facts(experiments: Sequence[str] = ("cpu_v2", "cpu", "paper", "table3")) -> 
     ``<prefix>_seeds`` counts the seeds of that run's variant; experiments without runs are left
     out. A run it superseded (``superseded_by``) gives ``<prefix>_previous_*`` facts.
     """
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"paper_reported_params_M": paper.value("table2", "params_M"),
+                           "paper_reported_gflops": paper.value("table2", "FLOPs_G")}
     for exp in experiments:
         rec = record(exp, "full")
         if rec is None:
@@ -442,9 +485,25 @@ def claims_ledger(full: tuple[str, str] = claims.FULL_SOURCE) -> pd.DataFrame:
 
 
 def verdict_table(full: tuple[str, str] = claims.FULL_SOURCE) -> pd.DataFrame:
-    """The ledger on one screen (:func:`cfdan.analysis.prose.verdict_table`): what the landing
-    page and the top of chapter 4 show."""
-    return prose.verdict_table(claims.claims_ledger(_book_source(full)))
+    """The ledger on one screen (:func:`cfdan.analysis.prose.verdict_table`), then chapter 1's
+    PCP claims (:func:`cfdan.analysis.prose.pcp_rows`) and the absolute level against the
+    paper's (:func:`cfdan.analysis.prose.level_row`): what the landing page and the top of
+    chapter 4 show."""
+    from cfdan.pcp import report as pcp_report
+
+    ledger = prose.verdict_table(claims.claims_ledger(_book_source(full)))
+    pcp = prose.pcp_rows(pcp_report.check_claims(), pcp_report.stored_speed_claims())
+    level = prose.level_row(paper.value("table1", "FERPlus"), [
+        (f"at {px} px, {where}", [100 * v for v in runs.load(exp).query("variant == 'full'")
+                                  .get("test.accuracy", pd.Series(dtype=float))])
+        for exp, px, where in (("cpu_v2", _image_px("cpu_v2"), "CPU"),
+                               ("paper", _image_px("paper"), "GPU"))])
+    return pd.concat([ledger.iloc[:1], level, ledger.iloc[1:], pcp])
+
+
+def _image_px(experiment: str) -> str:
+    rec = record(experiment)
+    return str(((rec or {}).get("config") or {}).get("data", {}).get("image_size", "?"))
 
 
 def ledger_and_facts(full: tuple[str, str] = claims.FULL_SOURCE
@@ -844,6 +903,16 @@ def search_facts(experiment: str = SEARCH_EXPERIMENT) -> dict[str, Any]:
         out.update(search_yardstick_val=f"{v:.2f}",
                    search_yardstick_vs_best=f"{v - float(vals.max()):+.2f}",
                    search_yardstick_beats=int((vals < v).sum()))
+        # the candidate that shares the yardstick's training recipe (only the model differs)
+        recipes = {r["variant"]: claims.recipe(r) for _p, r in results.iter_records(experiment)}
+        name = yard["candidate"].iloc[0]
+        same = done[done["candidate"].map(lambda c: recipes.get(c) == recipes.get(name))]
+        if len(same):
+            out.update(search_yardstick_recipe=same["candidate"].iloc[0],
+                       search_yardstick_vs_same=f"{v - float(same['val acc %'].iloc[0]):+.2f}")
+        else:
+            out.update(search_yardstick_recipe="none of the candidates",
+                       search_yardstick_vs_same="n/a")
     v1 = record("cpu")
     if v1 and v1.get("history"):
         hist = v1["history"]

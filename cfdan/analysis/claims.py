@@ -754,6 +754,12 @@ def ledger_reading(ledger: pd.DataFrame) -> dict[str, Any]:
     out["pairing_rows"] = len(ratio)
     out["pairing_smaller"] = int((ratio < 1).sum())
     out["pairing_median_ratio"] = f"{ratio.median():.2f}" if len(ratio) else "n/a"
+    cost = ledger[ledger["unit"] != "points"]
+    if len(cost) and "relative" in cost and np.isfinite(float(cost["relative"].iloc[0])):
+        out["cost_saving_ours"] = f"{-float(cost['relative'].iloc[0]):.0%}"
+        out["cost_saving_paper"] = f"{-float(cost['paper_relative'].iloc[0]):.0%}"
+    else:
+        out["cost_saving_ours"] = out["cost_saving_paper"] = "n/a"
     t4 = [abs(c.paper) for c in pair_claims() if c.other[0] == "table4"]
     out["table4_paper_max_gap"] = f"{max(t4):.2f}"
     t4_rows = powered[powered["where"] == "§4.4, Table 4"]

@@ -8,7 +8,7 @@ sentences live in the chapters' Markdown, with these glued in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -224,6 +224,57 @@ def verdict_table(ledger: pd.DataFrame) -> pd.DataFrame:
                                        _n_cell(r), verdict_cell(r)), strict=True))
             for _i, r in _ordered(ledger).iterrows()]
     return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS)).set_index("claim")
+
+
+def exact_verdict(holds: Sequence[bool | None]) -> str:
+    """*supported* when every settled check holds, *contradicted* when none does, *mixed*
+    otherwise; *not run* without a settled check (None: a check that cannot decide)."""
+    got = {bool(h) for h in holds if h is not None and h == h}
+    return {frozenset({True}): "supported", frozenset({False}): "contradicted"}.get(
+        frozenset(got), "mixed" if got else "not run")
+
+
+def pcp_rows(checks: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
+    """Chapter 1's claims in :func:`verdict_table`'s columns: C² continuity and ReLU's
+    neuron death from :func:`cfdan.pcp.report.check_claims` (exact, SymPy and autograd), and
+    "faster than Sigmoid and Tanh" from the stored GPU timings
+    (:func:`cfdan.pcp.report.stored_speed_claims`: PCP / Sigmoid time over every call, mode and
+    pass)."""
+    def check(prefix: str) -> Mapping[str, Any]:
+        return checks[checks["claim"].str.startswith(prefix)].iloc[0]
+
+    c2, death = check("C2 continuous"), check("solves ReLU's neuron death")
+    rows = [("PCP is C² continuous (§3.4)", "C²",
+             f"second derivative jumps ({c2['computed']}; exact)", exact_verdict([c2["holds"]])),
+            ("PCP solves ReLU's neuron death (§3.4)", "PCP′ ≠ 0 for x < 0",
+             "PCP′ = 0 for x ≤ −1 (exact)", exact_verdict([death["holds"]]))]
+    if len(speed):
+        r = speed["PCP / Sigmoid"].astype(float)
+        rows.append(("PCP is faster than Sigmoid and Tanh (§4.4)", "faster",
+                     f"{r.min():.2f}–{r.max():.2f} × Sigmoid's time ({len(r)} GPU timings)",
+                     exact_verdict(list(speed["faster than both"]))))
+    else:
+        rows.append(("PCP is faster than Sigmoid and Tanh (§4.4)", "faster", "not run yet",
+                     "not run"))
+    return pd.DataFrame([dict(zip(VERDICT_COLUMNS, (c, p, o, "-", "-", v), strict=True))
+                         for c, p, o, v in rows], columns=list(VERDICT_COLUMNS)
+                        ).set_index("claim")
+
+
+def level_row(paper_acc: float, ours: Sequence[tuple[str, Sequence[float]]]) -> pd.DataFrame:
+    """The absolute level in :func:`verdict_table`'s columns: the paper's FERPlus test
+    accuracy beside ours, one ``(label, accuracies in points)`` per profile."""
+    parts = []
+    for label, vals in ours:
+        v = np.asarray(vals, dtype=float)
+        if len(v):
+            spread = f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else ""
+            parts.append(f"{v.mean():.2f}{spread} {label} (n = {len(v)})")
+    row = {"paper": f"{paper_acc:.2f} %", "ours: paired difference [95 % CI]":
+           "; ".join(parts) or "not run yet", "per seed": "-", "n": "-",
+           "verdict": "below the paper: from scratch, smaller scale"}
+    return pd.DataFrame([row], index=pd.Index(["absolute level (FERPlus test accuracy)"],
+                                              name="claim"))
 
 
 def glue_table(name: str, table: pd.DataFrame) -> None:

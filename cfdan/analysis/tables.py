@@ -23,6 +23,7 @@ from cfdan.analysis.claims import (
     TABLE3_VARIANTS,
     RunStore,
     fig10_points,
+    pcp_point,
     points,
     seeds_text,
 )
@@ -127,7 +128,7 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
     :data:`cfdan.analysis.claims.FULL_SOURCE`, limited to the seeds this table plans (as the table's
     own rows are; the seeds left out are named in ``runs``). The ``runs`` column says
     how many of the planned seeds each row has and where they come from; ``hardware`` says what
-    they ran on (a table is one kind of hardware, :mod:`cfdan.training.sweep`).
+    they ran on (CPU models and thread counts; a pair never mixes CPU and GPU records).
     """
     p = paper.table(table)
     extra = [v for v in _planned_variants(experiment) if v not in set(p["preset"])]
@@ -622,7 +623,8 @@ def sensitivity_table(experiment: str = "fig10", full: tuple[str, str] | None = 
     return pd.DataFrame({
         "s_L": pts["s_L"], "x_L": pts["x_L"], "P1": pts["P1"],
         "setting": np.where(pts["centre"], "paper's best (the full model)", "grid"),
-        "test accuracy % (FERPlus)": acc, "seeds": pts["seeds"], "runs from": pts["source"]})
+        "test accuracy % (FERPlus)": acc, "seeds": pts["seeds"], "runs from": pts["source"],
+        "hardware": pts["hardware"]})
 
 
 def hardware_table(experiment: str | None = None) -> pd.DataFrame:
@@ -877,9 +879,15 @@ def sensitivity_points(full: tuple[str, str] = FULL_SOURCE, experiment: str = "f
         seeds = sorted(r.by_seed) if not grid_seeds or (s_l, x_l, p1) != FIG10_CENTRE \
             else sorted(set(r.by_seed) & grid_seeds)
         vals = [r.by_seed[s][0] for s in seeds]
-        rows.append({"s_L": s_l, "x_L": x_l, "P1": p1, "centre": (s_l, x_l, p1) == FIG10_CENTRE,
+        centre = (s_l, x_l, p1) == FIG10_CENTRE
+        recs = (store.select(store.full[0], lambda x: x.get("variant") == store.full[1])[0]
+                if centre else store.select(experiment, lambda x, p=(s_l, x_l, p1):
+                                            pcp_point(x) == p)[0])
+        rows.append({"s_L": s_l, "x_L": x_l, "P1": p1, "centre": centre,
                      "accuracy": float(np.mean(vals)) if vals else float("nan"),
-                     "seeds": len(vals), "source": r.label})
+                     "seeds": len(vals), "source": r.label,
+                     "hardware": _hardware_label([x for x in recs
+                                                  if int(x.get("seed", 0)) in seeds])})
     return pd.DataFrame(rows)
 
 
