@@ -25,7 +25,8 @@ LOCK_ARG := $(if $(wildcard $(LOCK)),-c $(LOCK))
 # book/_static: jupyter-book adds every .js found there as a <script> to every page.
 MATHJAX_DIR := book/_extra/_static/mathjax
 MATHJAX := $(MATHJAX_DIR)/tex-chtml.js
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+# Chapters (01_...) first, then the appendix notebooks (A1_...), each re-executed in that order.
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb)) $(sort $(wildcard notebooks/A[0-9]*.ipynb))
 KERNEL := python3
 
 # make publish: ghp-import commits HTML (with .nojekyll) to PAGES_BRANCH of this repository;

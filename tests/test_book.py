@@ -47,6 +47,8 @@ CHAPTERS = [
     "notebooks/04_results",
     "notebooks/05_reproducibility",
     "evidence",
+    "notebooks/A1_internals",
+    "execution",
 ]
 # Hosts that a page must never contact: CDNs, web fonts, analytics, notebook launchers.
 FORBIDDEN_HOSTS = (
@@ -198,6 +200,14 @@ def test_toc_lists_the_chapters_in_order() -> None:
                          ("notebooks", "../notebooks")]:
         path = BOOK_DIR / link
         assert path.is_symlink() and os.readlink(path) == target, f"book/{link} -> {target}"
+
+
+def test_every_executed_notebook_is_a_page() -> None:
+    """What `make notebooks` executes (chapters 01_..., appendices A1_...) is in the TOC."""
+    folder = REPO_ROOT / "notebooks"
+    executed = [*sorted(folder.glob("[0-9]*.ipynb")), *sorted(folder.glob("A[0-9]*.ipynb"))]
+    pages = [c for c in CHAPTERS if c.startswith("notebooks/")]
+    assert [f"notebooks/{p.stem}" for p in executed] == pages
 
 
 def test_config_keeps_the_book_offline_and_unexecuted() -> None:

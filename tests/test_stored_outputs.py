@@ -23,7 +23,9 @@ import pytest
 from cfdan import paths
 from cfdan.analysis import tables as report
 
-NOTEBOOKS = sorted((paths.REPO_ROOT / "notebooks").glob("[0-9]*.ipynb"))
+# The chapters (01_...) and the appendix notebooks (A1_...), as the Makefile's NOTEBOOKS.
+NOTEBOOKS = sorted((paths.REPO_ROOT / "notebooks").glob("[0-9]*.ipynb")) + sorted(
+    (paths.REPO_ROOT / "notebooks").glob("A[0-9]*.ipynb"))
 MAX_DIGITS = 8
 FLOAT = re.compile(r"-?(\d+)\.(\d+)(?:e[+-]?\d+)?")
 METRIC_KEYS = ("history", "val", "test", "train_subset", "train_time_s", "wall_time_s")
