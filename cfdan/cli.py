@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -141,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="export the run of EXPERIMENT with the best validation accuracy")
     p.add_argument("--variant", default="full", help="variant for --best-of (default full)")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.add_argument("--onnx", action="store_true",
+                   help="write the inference model as ONNX instead (logits and the last spatial "
+                        "layer's attention map; the shipped model when no checkpoint is given), "
+                        "checked against ONNX Runtime")
     _add_store_args(p)
     p.set_defaults(func=cmd_export)
 
@@ -289,6 +294,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from cfdan import paths
     from cfdan.predict import best_val_record, export_checkpoint
 
+    if args.onnx:
+        return _export_onnx(args)
     if (args.checkpoint is None) == (args.best_of is None):
         raise CLIError("export: give a checkpoint or --best-of EXPERIMENT (one of them)")
     source = None
@@ -303,6 +310,22 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"val accuracy, {100 * rec['val']['accuracy']:.2f} %")
     path = export_checkpoint(src, args.out, half=not args.fp32, source=source)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from cfdan import onnx_export
+    from cfdan.predict import load_checkpoint
+
+    if args.best_of:
+        raise CLIError("export --onnx: give a checkpoint (default: the shipped model), "
+                       "not --best-of")
+    model, meta = load_checkpoint(args.checkpoint)
+    size = int(meta["image_size"])
+    info = onnx_export.export(model, args.out, size)
+    diff = ", ".join(f"{k} {v:.1e}" for k, v in info["max_abs_diff"].items())
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 2**20:.1f} MiB, input "
+          f"{size} px); ONNX Runtime vs PyTorch, largest |difference|: {diff}")
     return 0
 
 

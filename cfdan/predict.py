@@ -167,20 +167,25 @@ def _crop(image, box, margin: float = 0.0):
                        int(cx + side / 2), int(cy + side / 2)))
 
 
-@torch.no_grad()
-def classify_faces(model, meta: dict[str, Any], crops: list, device: str = "cpu") -> list[dict]:
-    """Class probabilities of face crops (PIL images), sorted high to low per face."""
+def face_batch(meta: dict[str, Any], crops: list, device: str = "cpu") -> torch.Tensor:
+    """Face crops (PIL images) as the model's input batch: resized to the checkpoint's image
+    size, its channels, normalised as at validation (§4.2)."""
     size, chans = int(meta["image_size"]), int(meta.get("in_channels", 3))
     mode = "L" if chans == 1 else "RGB"
     arrs = []
     for c in crops:
         a = np.asarray(c.convert(mode).resize((size, size)), dtype=np.uint8)
         arrs.append(a[None] if chans == 1 else a.transpose(2, 0, 1))
-    if not arrs:
-        return []
     x = torch.from_numpy(np.stack(arrs))
-    tf = _eval_transform(size)
-    probs = torch.softmax(model(tf(x.to(device))).float(), dim=1).cpu().numpy()
+    return _eval_transform(size)(x.to(device))
+
+
+@torch.no_grad()
+def classify_faces(model, meta: dict[str, Any], crops: list, device: str = "cpu") -> list[dict]:
+    """Class probabilities of face crops (PIL images), sorted high to low per face."""
+    if not crops:
+        return []
+    probs = torch.softmax(model(face_batch(meta, crops, device)).float(), dim=1).cpu().numpy()
     names = list(meta["class_names"])
     out = []
     for p in probs:

@@ -78,9 +78,9 @@ class SpatialGroupAttention(nn.Module):
             wq = self.window
             wk = wq // self.pool if khw != hw else wq
             nh, nw = -(-hw[0] // wq), -(-hw[1] // wq)
-            qw, _ = _windows(q, hw, wq, nh, nw)
-            kw, mask = _windows(k, khw, wk, nh, nw)
-            vw, _ = _windows(v, khw, wk, nh, nw)
+            qw, _ = windows(q, hw, wq, nh, nw)
+            kw, mask = windows(k, khw, wk, nh, nw)
+            vw, _ = windows(v, khw, wk, nh, nw)
             qw, kw, vw = (t.reshape(*t.shape[:3], heads, d) for t in (qw, kw, vw))
         # (N, windows, L, heads, d) -> (N, windows, heads, L, d)
         qw, kw, vw = (t.transpose(2, 3) for t in (qw, kw, vw))
@@ -90,6 +90,13 @@ class SpatialGroupAttention(nn.Module):
                 scores = scores.masked_fill(~mask[None, :, None, None, :], float("-inf"))
             weights = scores.softmax(dim=-1)
             out = weights @ vw
+        elif exporting():  # ONNX takes 4-D only: windows folded into the batch
+            weights = None
+            g, lk = kw.shape[1], kw.shape[3]
+            m4 = None if mask is None else mask[None].expand(n, g, lk).reshape(n * g, 1, 1, lk)
+            out = F.scaled_dot_product_attention(
+                *(t.reshape(n * g, *t.shape[2:]) for t in (qw, kw, vw)), attn_mask=m4
+            ).reshape(qw.shape)
         else:  # the same attention, fused (scale 1/sqrt(d) is the kernel's default)
             weights = None
             out = F.scaled_dot_product_attention(
@@ -100,8 +107,16 @@ class SpatialGroupAttention(nn.Module):
         return _unwindow(out, hw, wq, nh, nw), weights
 
 
-def _windows(t: torch.Tensor, hw: tuple[int, int], w: int, nh: int, nw: int
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def exporting() -> bool:
+    """True while ``torch.onnx.export`` / ``torch.export`` traces the model. Only then does the
+    fused attention fold its windows into the batch (4-D, which ONNX requires): on CPU the 4-D
+    call takes another kernel than the 5-D one and differs in the last bits (about 1e-7), so
+    training and the stored results keep the 5-D call."""
+    return bool(torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting())
+
+
+def windows(t: torch.Tensor, hw: tuple[int, int], w: int, nh: int, nw: int
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, H*W, C) -> (N, nh*nw, w*w, C) zero-padded windows, and the validity mask."""
     n, _, c = t.shape
     g = t.reshape(n, hw[0], hw[1], c)
@@ -116,7 +131,7 @@ def _windows(t: torch.Tensor, hw: tuple[int, int], w: int, nh: int, nw: int
 
 
 def _unwindow(t: torch.Tensor, hw: tuple[int, int], w: int, nh: int, nw: int) -> torch.Tensor:
-    """Inverse of :func:`_windows` for queries: (N, nh*nw, w*w, C) -> (N, H*W, C)."""
+    """Inverse of :func:`windows` for queries: (N, nh*nw, w*w, C) -> (N, H*W, C)."""
     n, _, _, c = t.shape
     g = t.reshape(n, nh, nw, w, w, c).permute(0, 1, 3, 2, 4, 5).reshape(n, nh * w, nw * w, c)
     return g[:, : hw[0], : hw[1]].reshape(n, hw[0] * hw[1], c)
