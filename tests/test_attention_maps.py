@@ -1,5 +1,5 @@
 """Fig. 8's maps (cfdan.model.network, chapter 2 "What Fig. 8 shows") on models whose attention
-is set by hand, and the figure (cfdan.analysis.tables / cfdan.analysis.book) with and without the dataset."""
+is set by hand, and the figure (cfdan.analysis.attention_maps) with and without the dataset."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import torch
 from data_fixtures import make_ferplus
 
 from cfdan import results
-from cfdan.analysis import book
-from cfdan.analysis import tables as report
+from cfdan.analysis import attention_maps
 from cfdan.data import load_dataset
 from cfdan.model import CFDAN, preset
 from cfdan.model.network import ATTENTION_DEFINITION, cam_constant, received_attention
@@ -41,11 +40,11 @@ def _x(n: int = 2) -> torch.Tensor:
 def test_received_attention_spreads_a_pooled_key_over_its_cells() -> None:
     """Hand-made weights: every query of window 0 gives all its weight to key slot 3 (pooled
     cell (1, 1), grid cells 2-3 x 2-3); the other windows attend uniformly to their real keys."""
-    from cfdan.model.attention import _windows
+    from cfdan.model.attention import windows
 
     w = torch.zeros(1, 4, 1, 16, 4)
     w[0, 0, 0, :, 3] = 1.0
-    _, kvalid = _windows(torch.zeros(1, 9, 1), (3, 3), 2, 2, 2)
+    _, kvalid = windows(torch.zeros(1, 9, 1), (3, 3), 2, 2, 2)
     for g in (1, 2, 3):
         w[0, g, 0, :, kvalid[g]] = 1.0 / int(kvalid[g].sum())
     m = received_attention(w, HW, window=4, pool=2)[0]
@@ -64,9 +63,9 @@ def test_received_attention_spreads_a_pooled_key_over_its_cells() -> None:
 def test_received_attention_leaves_padded_queries_out() -> None:
     """Padded queries of the last windows carry weights too (the explicit softmax gives them
     some); they must not count. Here they point at other keys than the real queries do."""
-    from cfdan.model.attention import _windows
+    from cfdan.model.attention import windows
 
-    _, qvalid = _windows(torch.zeros(1, 36, 1), HW, 4, 2, 2)
+    _, qvalid = windows(torch.zeros(1, 36, 1), HW, 4, 2, 2)
     w = torch.zeros(1, 4, 1, 16, 16)
     for g in range(4):
         w[0, g, 0, qvalid[g], 0] = 1.0  # real queries: all on the window's first key
@@ -249,10 +248,10 @@ def _bar_colours(cax):
 def test_faces_are_read_from_the_dataset_by_index(fake_ferplus: Path) -> None:
     test = load_dataset("ferplus", fake_ferplus, "test", image_size=48)
     _store_run("withdata", test, [0, 3])
-    faces, note = report.attention_faces("withdata", "fig8")
+    faces, note = attention_maps.attention_faces("withdata", "fig8")
     assert faces is not None and np.array_equal(faces, test.images[[0, 3]].numpy())
     assert "read from the FERPlus test split" in note
-    fig = book.attention_figures({"fig8": "withdata"}, k=2)[0]
+    fig = attention_maps.attention_figures({"fig8": "withdata"}, k=2)[0]
     caption = fig.texts[-1].get_text()
     assert "read from the FERPlus test split" in caption and "v2" in caption
     assert len(fig.axes[0].images) == 1 and len(fig.axes[1].images) == 2  # face; face + map
@@ -265,11 +264,11 @@ def test_without_the_dataset_the_maps_stand_alone_and_say_why(
         fake_ferplus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     test = load_dataset("ferplus", fake_ferplus, "test", image_size=48)
     _store_run("nodata", test, [0, 3])
-    with_data = book.attention_figures({"fig8": "nodata"}, k=2)[0]
+    with_data = attention_maps.attention_figures({"fig8": "nodata"}, k=2)[0]
     monkeypatch.setenv("CFDAN_FERPLUS_ROOT", str(tmp_path / "absent"))
-    faces, note = report.attention_faces("nodata", "fig8")
+    faces, note = attention_maps.attention_faces("nodata", "fig8")
     assert faces is None and "FERPlus is not at" in note
-    fig = book.attention_figures({"fig8": "nodata"}, k=2)[0]
+    fig = attention_maps.attention_figures({"fig8": "nodata"}, k=2)[0]
     caption = fig.texts[-1].get_text().replace("\n", " ")
     assert caption.startswith("Maps alone: FERPlus is not at")
     assert len(fig.axes[0].images) == 0 and len(fig.axes[1].images) == 1  # map, no face
@@ -282,7 +281,7 @@ def test_each_map_column_gets_one_colour_bar_on_a_shared_per_face_scale(
         fake_ferplus: Path) -> None:
     test = load_dataset("ferplus", fake_ferplus, "test", image_size=48)
     _store_run("bars", test, [0, 3])
-    fig = book.attention_figures({"fig8": "bars"}, k=2, show_faces=False)[0]
+    fig = attention_maps.attention_figures({"fig8": "bars"}, k=2, show_faces=False)[0]
     grid = np.asarray(fig.axes[:8]).reshape(2, 4)
     assert [len(ax.child_axes) for ax in grid[0]] == [0, 0, 0, 0]  # bars under the last row
     assert [len(ax.child_axes) for ax in grid[1]] == [0, 1, 1, 1]  # none for the face column
@@ -300,16 +299,16 @@ def test_each_map_column_gets_one_colour_bar_on_a_shared_per_face_scale(
 def test_a_test_split_that_is_not_the_runs_is_not_used(fake_ferplus: Path) -> None:
     test = load_dataset("ferplus", fake_ferplus, "test", image_size=48)
     _store_run("otherdata", test, [0, 1], fingerprint="0123456789abcdef")
-    faces, note = report.attention_faces("otherdata", "fig8")
+    faces, note = attention_maps.attention_faces("otherdata", "fig8")
     assert faces is None and "is not the run's" in note
 
 
 def test_old_records_are_labelled_token_norms(fake_ferplus: Path) -> None:
     test = load_dataset("ferplus", fake_ferplus, "test", image_size=48)
     _store_run("old", test, [0, 1], definition=None)
-    assert report.attention_definition(results.load_arrays("old", "fig8")) == \
-        report.ATTENTION_OLD == "token norms (old records)"
-    fig = book.attention_figures({"fig8": "old"}, k=2)[0]
+    assert attention_maps.attention_definition(results.load_arrays("old", "fig8")) == \
+        attention_maps.ATTENTION_OLD == "token norms (old records)"
+    fig = attention_maps.attention_figures({"fig8": "old"}, k=2)[0]
     caption = fig.texts[-1].get_text().replace("\n", " ")
     assert "token norms" in caption and "old records" in caption
     assert fig.axes[1].get_title() == "spatial (norm)"
@@ -319,7 +318,7 @@ def test_old_records_are_labelled_token_norms(fake_ferplus: Path) -> None:
 def test_committed_default_draws_no_face_even_with_the_dataset(fake_ferplus: Path) -> None:
     test = load_dataset("ferplus", fake_ferplus, "test", image_size=48)
     _store_run("hidden", test, [0, 3])
-    fig = book.attention_figures({"fig8": "hidden"}, k=2, show_faces=False)[0]
+    fig = attention_maps.attention_figures({"fig8": "hidden"}, k=2, show_faces=False)[0]
     caption = fig.texts[-1].get_text().replace("\n", " ")
     assert "not redistributed" in caption
     assert len(fig.axes[0].images) == 0 or len(fig.axes[1].images) == 1  # maps alone

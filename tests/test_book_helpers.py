@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cfdan import paper
-from cfdan.analysis import book
+from cfdan.analysis import book, figures, sensitivity, tables
 from cfdan.training import config
 
 matplotlib.use("Agg")
@@ -164,7 +164,7 @@ def test_glue_all_hands_plain_scalars_to_myst_nb(monkeypatch):
 def test_figures_are_titled_with_the_schedule(store):
     import matplotlib.pyplot as plt
 
-    fig = book.history_figure()
+    fig = figures.history_figure()
     titles = [ax.get_title() for ax in fig.axes]
     assert "10/40 epochs" in titles[0] and "[" not in titles[1]
     plt.close(fig)
@@ -173,7 +173,7 @@ def test_figures_are_titled_with_the_schedule(store):
 def test_pcp_grid_figure_draws_every_grid_value():
     import matplotlib.pyplot as plt
 
-    fig = book.pcp_grid_figure()
+    fig = sensitivity.pcp_grid_figure()
     for ax, values in zip(fig.axes, paper.FIG10_GRID.values(), strict=True):
         assert len(ax.get_lines()) == len(values) + 1  # + the zero line
     plt.close(fig)
@@ -181,7 +181,7 @@ def test_pcp_grid_figure_draws_every_grid_value():
 
 def test_pcp_grid_spread_is_the_largest_gap_between_curves():
     grid = {"s_L": (1.5, 2.5), "x_L": (0.19,), "P1": (-0.2, -0.3)}
-    spread = book.pcp_grid_spread(grid)
+    spread = sensitivity.pcp_grid_spread(grid)
     assert spread["x_L"] == 0.0  # one value: nothing to compare
     # P1 is PCP's value below -1, so two P1 values differ there by exactly their gap
     assert spread["P1"] == pytest.approx(0.1)
@@ -189,14 +189,13 @@ def test_pcp_grid_spread_is_the_largest_gap_between_curves():
 
 
 def test_hardware_label_groups_cpu_thread_counts_and_flags_cpu_with_gpu():
-    from cfdan.analysis.tables import _hardware_label
-
     def rec(device: str, threads: int | None = None, gpu: str | None = None) -> dict:
         return {"hardware": {"device": device, "torch_threads": threads, "gpu": gpu}}
 
-    assert _hardware_label([]) == "-"
-    assert _hardware_label([rec("cpu", 1)]) == "CPU (1 thread)"
-    assert _hardware_label([rec("cpu", 2), rec("cpu", 1), rec("cpu", 2)]) == "CPU (1, 2 threads)"
-    assert _hardware_label([rec("cuda:0", gpu="H200")]) == "GPU (H200)"
-    assert _hardware_label([rec("cpu", 2), rec("cuda", gpu="H200")]) == \
+    assert tables.hardware_label([]) == "-"
+    assert tables.hardware_label([rec("cpu", 1)]) == "CPU (1 thread)"
+    assert tables.hardware_label([rec("cpu", 2), rec("cpu", 1), rec("cpu", 2)]) == \
+        "CPU (1, 2 threads)"
+    assert tables.hardware_label([rec("cuda:0", gpu="H200")]) == "GPU (H200)"
+    assert tables.hardware_label([rec("cpu", 2), rec("cuda", gpu="H200")]) == \
         "mixed: GPU (H200), CPU (2 threads)"

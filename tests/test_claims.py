@@ -18,7 +18,7 @@ import pytest
 from scipy import stats
 
 from cfdan import paper, results
-from cfdan.analysis import book, claims, prose, runs
+from cfdan.analysis import attention_maps, book, claims, prose, runs, sensitivity
 from cfdan.analysis import tables as report
 from cfdan.training import config
 
@@ -48,7 +48,7 @@ def write_plans(folder: Path) -> Path:
         (folder / f"{name}.toml").write_text("\n".join(lines) + "\n")
     lines = ['description = "Fig. 10"', 'profile = "smoke"', f"seeds = {FIG10_SEEDS}", "",
              "[variants]"]
-    for pt in claims.fig10_points():
+    for pt in runs.fig10_points():
         lines.append(f'"{fig10_name(pt)}" = {{ "model.pcp_s_L" = {pt[0]}, '
                      f'"model.pcp_x_L" = {pt[1]}, "model.pcp_P1" = {pt[2]} }}')
     (folder / "fig10.toml").write_text("\n".join(lines) + "\n")
@@ -459,9 +459,9 @@ def test_full_source_is_a_parameter(store):
 def _fig10_runs(store: Path, accuracy) -> None:
     """Fig. 10's grid (seeds 0-2) and the full model (its centre, seeds 0-4)."""
     for s in SEEDS:
-        save_run(store, "cpu_v2", "full", s, BASE[s] + accuracy(claims.FIG10_CENTRE, s))
-    for pt in claims.fig10_points():
-        if pt != claims.FIG10_CENTRE:
+        save_run(store, "cpu_v2", "full", s, BASE[s] + accuracy(runs.FIG10_CENTRE, s))
+    for pt in runs.fig10_points():
+        if pt != runs.FIG10_CENTRE:
             for s in FIG10_SEEDS:
                 save_run(store, "fig10", fig10_name(pt), s, BASE[s] + accuracy(pt, s))
 
@@ -471,7 +471,7 @@ def paper_pattern(pt: tuple[float, float, float], seed: int) -> float:
     s_L 1.95 flat; a small seed-dependent wobble."""
     s_l, x_l, p1 = pt
     wobble = 0.05 * ((seed * 7 + int(1000 * (s_l + x_l - p1))) % 3 - 1)
-    if pt == claims.FIG10_CENTRE:
+    if pt == runs.FIG10_CENTRE:
         return 2.0 + wobble
     if s_l == 1.75:
         return (-1.0 if x_l == 0.19 else 0.0) + wobble
@@ -506,8 +506,8 @@ def test_fig10_a_better_setting_contradicts_the_best_point(store):
 def test_fig10_single_seed_is_not_resolved(store, monkeypatch):
     for s in SEEDS:
         save_run(store, "cpu_v2", "full", s, BASE[s] + 2.0)
-    for pt in claims.fig10_points()[:5]:  # part of the grid, seed 0 only
-        if pt != claims.FIG10_CENTRE:
+    for pt in runs.fig10_points()[:5]:  # part of the grid, seed 0 only
+        if pt != runs.FIG10_CENTRE:
             save_run(store, "fig10", fig10_name(pt), 0, BASE[0])
     ledger = claims.claims_ledger()
     best = row(ledger, "best setting beats the other 12")
@@ -605,8 +605,8 @@ def test_sd_upper_is_the_chi_square_upper_limit():
 
 
 def test_unpaired_sd_is_the_sd_of_a_difference_of_independent_runs():
-    a = claims.Runs("a", {0: (1.0, "r"), 1: (3.0, "r"), 2: (5.0, "r")})
-    b = claims.Runs("b", {0: (0.0, "r"), 1: (0.0, "r"), 2: (6.0, "r")})
+    a = runs.Runs("a", {0: (1.0, "r"), 1: (3.0, "r"), 2: (5.0, "r")})
+    b = runs.Runs("b", {0: (0.0, "r"), 1: (0.0, "r"), 2: (6.0, "r")})
     assert claims.unpaired_sd(a, b, [0, 1, 2]) == pytest.approx(np.sqrt(4.0 + 12.0))
     assert claims.unpaired_sd(a, b, [0, 1]) == pytest.approx(np.sqrt(2.0 + 0.0))
     assert np.isnan(claims.unpaired_sd(a, b, [0]))
@@ -662,22 +662,22 @@ def test_table5_shows_our_attention_cost_beside_the_papers(store):
 
 
 def test_fig10_and_selection_facts(store, monkeypatch):
-    got = book.fig10_facts()
+    got = sensitivity.fig10_facts()
     assert got == {"fig10_grid_runs": 0, "fig10_grid_planned": 12, "fig10_sd_seeds": 0,
                    "fig10_exact_wider": "n/a",
                    "fig10_progress": "None of the grid's 12 settings other than the centre"
                                      " has a run yet"}
     for s in SEEDS[:3]:
         save_run(store, "cpu_v2", "full", s, BASE[s])
-    save_run(store, "fig10", fig10_name(claims.fig10_points()[0]), 0, 70.0)
-    got = book.fig10_facts()
+    save_run(store, "fig10", fig10_name(runs.fig10_points()[0]), 0, 70.0)
+    got = sensitivity.fig10_facts()
     assert got["fig10_progress"] == ("So far 1 of the grid's 12 settings other than the centre "
                                      "has a run")
     assert got["fig10_sd_seeds"] == 3 and got["fig10_grid_runs"] == 1
     assert got["fig10_exact_wider"] == f"{stats.t.ppf(0.975, 2) / 2:.1f}"  # 2.2
-    for pt in claims.fig10_points()[1:]:
+    for pt in runs.fig10_points()[1:]:
         save_run(store, "fig10", fig10_name(pt), 0, 70.0)
-    assert book.fig10_facts()["fig10_progress"].startswith("All 12 of the grid's settings")
+    assert sensitivity.fig10_facts()["fig10_progress"].startswith("All 12 of the grid's settings")
     recs = [{"best_epoch": 18, "epochs_run": 18}, {"best_epoch": 12, "epochs_run": 18},
             {"epochs_run": 18}]
     monkeypatch.setattr(book, "records", lambda e: recs if e == "table3" else [])
@@ -699,19 +699,20 @@ def test_thread_facts_count_each_experiments_runs_by_threads(monkeypatch):
 
 
 def test_fig10_screen_places_each_setting_against_the_band(store):
-    got = book.fig10_screen()
+    got = sensitivity.fig10_screen()
     assert got["fig10_reading"] == "The grid has not run yet." and got["fig10_inside"] == 0
     full = [70.0, 71.0, 72.0]  # sd 1, so the band is centre ± 2√2 = ± 2.83 points
     for s, v in enumerate(full):
         save_run(store, "cpu_v2", "full", s, v)
-    others = [pt for pt in claims.fig10_points() if pt != claims.FIG10_CENTRE]
+    others = [pt for pt in runs.fig10_points() if pt != runs.FIG10_CENTRE]
     save_run(store, "fig10", fig10_name(others[0]), 0, 70.0 + 3.0)  # above
     save_run(store, "fig10", fig10_name(others[1]), 0, 70.0 - 2.9)  # below
     save_run(store, "fig10", fig10_name(others[2]), 0, 70.0 + 2.8)  # inside, the edge
-    screen = report.sensitivity_screen(report.sensitivity_points(), claims.full_seed_spread())
+    pts = sensitivity.sensitivity_points()
+    screen = sensitivity.sensitivity_screen(pts, claims.full_seed_spread())
     assert list(screen["position"]) == ["above", "below", "inside"]
     assert screen["minus centre"].to_numpy() == pytest.approx([3.0, -2.9, 2.8])
-    got = book.fig10_screen()
+    got = sensitivity.fig10_screen()
     assert got["fig10_band_half"] == f"{2 * np.sqrt(2):.2f}"
     assert (got["fig10_inside"], got["fig10_above"], got["fig10_below"]) == (1, 1, 1)
     # the centre (seed 0 only: the grid's seeds) ranks third of four, under +3.0 and +2.8
@@ -721,11 +722,11 @@ def test_fig10_screen_places_each_setting_against_the_band(store):
     assert got["fig10_best_gap"] == "+3.00" and got["fig10_span"] == "5.90"
     assert got["fig10_reading"].startswith("Outside the band: s_L ")
     assert "above (+3.00)" in got["fig10_reading"] and "below (-2.90)" in got["fig10_reading"]
-    store_inside = report.sensitivity_screen(report.sensitivity_points(), (70.0, 2.0, 3))
+    store_inside = sensitivity.sensitivity_screen(pts, (70.0, 2.0, 3))
     assert (store_inside["position"] == "inside").all()  # a wider sd takes all three in
-    nan_sd = report.sensitivity_screen(report.sensitivity_points(), (70.0, float("nan"), 1))
+    nan_sd = sensitivity.sensitivity_screen(pts, (70.0, float("nan"), 1))
     assert (nan_sd["position"] == "n/a").all()
-    assert [book._ordinal(k) for k in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 112)] == \
+    assert [sensitivity.ordinal(k) for k in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 112)] == \
         ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "112th"]
 
 
@@ -735,16 +736,16 @@ def test_attention_similarity_is_one_for_a_map_that_ignores_the_face(store):
     arrays = {"attention_spatial": fixed, "attention_channel": rng.normal(size=(4, 6, 6)),
               "attention_index": np.arange(4)}
     rec = save_run(store, "cpu_v2", "full", 0, 70.0, arrays=arrays)
-    got = report.attention_similarity(rec["run_id"], "cpu_v2")
+    got = attention_maps.attention_similarity(rec["run_id"], "cpu_v2")
     assert got["spatial"] == pytest.approx(1.0)
     assert abs(got["channel"]) < 0.3 and np.isnan(got["fused"])
-    facts = book.attention_facts({"cpu_v2": rec["run_id"]})
+    facts = attention_maps.attention_facts({"cpu_v2": rec["run_id"]})
     assert facts["attention_r_cpu_spatial"] == "1.00" and facts["attention_faces_cpu"] == 4
     assert facts["attention_r_cpu_fused"] == "n/a"
     assert facts["attention_r_paper_spatial"] == "n/a" and facts["attention_faces_paper"] == "n/a"
     arrays["attention_channel"][0] = 0.0  # a constant map is left out, not a NaN for all
     rec = save_run(store, "cpu_v2", "full", 1, 70.0, arrays=arrays)
-    assert np.isfinite(report.attention_similarity(rec["run_id"], "cpu_v2")["channel"])
+    assert np.isfinite(attention_maps.attention_similarity(rec["run_id"], "cpu_v2")["channel"])
 
 
 def test_row_reading_follows_ci_power_and_the_papers_size(store):

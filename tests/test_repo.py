@@ -109,7 +109,7 @@ LAYERS = (
     ("cfdan.model",),
     ("cfdan.data",),
     ("cfdan.training",),
-    ("cfdan.analysis", "cfdan.predict"),
+    ("cfdan.analysis", "cfdan.predict", "cfdan.onnx_export"),
     ("cfdan.cli", "cfdan.__main__"),
 )
 """The package's layers, bottom first: a module imports only from its own layer or below."""
@@ -133,7 +133,7 @@ def test_no_upward_imports_between_layers() -> None:
 
 
 MAX_LINES = 600
-OVERSIZED = {"cfdan/training/loop.py": 895, "cfdan/analysis/book.py": 852, "cfdan/analysis/tables.py": 927, "cfdan/analysis/claims.py": 725, "cfdan/pcp/kernels.py": 625}
+OVERSIZED = {"cfdan/pcp/kernels.py": 625}
 """Modules still over :data:`MAX_LINES`, each at most its size today (a ratchet: they may only
 shrink, and leave this list once split; issue 25 items 3, 5 and 6)."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cfdan import paper
-from cfdan.analysis.claims import FULL_SOURCE, RunStore
+from cfdan.analysis.runs import FULL_SOURCE, RunStore
 
 
 def variant_order(experiment: str, table: str, full: tuple[str, str] = FULL_SOURCE,

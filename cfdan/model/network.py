@@ -117,7 +117,7 @@ def received_attention(weights: torch.Tensor, hw: tuple[int, int], window: int |
     heads and over the image's *valid* queries (padded queries are left out; padded keys get
     no weight); a pooled key's share is spread evenly over the grid cells it pools.
     """
-    from .attention import _windows
+    from .attention import windows
 
     w = weights.detach().float()
     n, g, _, lq, lk = w.shape
@@ -130,9 +130,9 @@ def received_attention(weights: torch.Tensor, hw: tuple[int, int], window: int |
     else:
         nh, nw = -(-hw[0] // window), -(-hw[1] // window)
         wk = window // pool if pool else window
-        _, qvalid = _windows(w.new_zeros(1, p, 1), hw, window, nh, nw)
+        _, qvalid = windows(w.new_zeros(1, p, 1), hw, window, nh, nw)
         ids = torch.arange(kcells, device=w.device).view(1, kcells, 1)
-        kid, kvalid = _windows(ids, khw, wk, nh, nw)
+        kid, kvalid = windows(ids, khw, wk, nh, nw)
         key_id = torch.where(kvalid, kid[0, ..., 0], kcells)
     if qvalid.shape != (g, lq) or key_id.shape != (g, lk):
         raise ValueError(f"weights of shape {tuple(w.shape)} do not fit a {hw} grid with "
