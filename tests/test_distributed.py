@@ -18,7 +18,7 @@ WORKER = textwrap.dedent(
     import os, sys
     from pathlib import Path
     import torch
-    from cfdan.training import distributed, loop as T
+    from cfdan.training import distributed, loop as T, recipe as R
     from cfdan.training.config import load_config
 
     def toy():
@@ -41,12 +41,12 @@ WORKER = textwrap.dedent(
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
         perm = torch.randperm(32, generator=torch.Generator().manual_seed(1))
-        state = T.TrainState(
-            cfg=cfg, info=info, device=torch.device("cpu"), model=model, fwd_model=fwd,
-            optimizer=opt, scheduler=sched, plan=T.Plan(epochs=1, steps_per_epoch=2),
-            train_images=images, train_labels=labels, ckdir=Path(out).parent,
-        )
-        stats = T._train_epoch(state, 0, perm, lambda u: u.float() / 255 - 0.5)
+        data = R.TrainData(images, labels, "hard", None)
+        loader = R.Batches(data, perm, None, lambda u: u.float() / 255 - 0.5,
+                           cfg.train.batch_size, 2)
+        stats = T.train_one_epoch(model, R.build_criterion(cfg.train), opt, sched, loader,
+                                  torch.device("cpu"), 0, cfg.train, info=info, forward=fwd,
+                                  last_path=Path(out).parent / "last.pt")
         if info.is_main:
             torch.save({"params": [p.detach() for p in model.parameters()], "stats": stats}, out)
 

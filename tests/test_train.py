@@ -13,6 +13,7 @@ import torch
 
 from cfdan import predict, results
 from cfdan.data.types import FaceTensors
+from cfdan.training import distributed, recipe
 from cfdan.training import loop as T
 from cfdan.training.config import ConfigError, load_config
 
@@ -50,12 +51,12 @@ def _cfg(**over):
 
 
 def test_lr_schedule_warmup_then_cosine():
-    f = [T.lr_factor(s, 100, 10, 0.01) for s in range(100)]
+    f = [recipe.lr_factor(s, 100, 10, 0.01) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert f[10] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))
-    assert T.lr_factor(100, 100, 10, 0.01) == pytest.approx(0.01)
-    assert T.lr_factor(55, 100, 10, 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert recipe.lr_factor(100, 100, 10, 0.01) == pytest.approx(0.01)
+    assert recipe.lr_factor(55, 100, 10, 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
 
 
 def test_smoke_training_writes_record_arrays_and_checkpoint(tmp_path, splits):
@@ -84,6 +85,9 @@ def test_smoke_training_writes_record_arrays_and_checkpoint(tmp_path, splits):
     # the best checkpoint is self-describing and loads for inference
     model, meta = predict.load_checkpoint(tmp_path / "c" / "smoke" / cfg.run_id / "best.pt")
     assert meta["class_names"] == NAMES and meta["image_size"] == 16 and meta["in_channels"] == 1
+    # one clock: last.pt's reading (after the last epoch) <= training's end <= the record's
+    last = torch.load(tmp_path / "c" / "smoke" / cfg.run_id / "last.pt", weights_only=True)
+    assert 0 < last["wall_time_s"] <= rec["train_time_s"] <= rec["wall_time_s"]
     df = results.load("smoke", root=tmp_path / "r")
     assert df.loc[0, "test.accuracy"] == pytest.approx(rec["test"]["accuracy"])
 
@@ -120,19 +124,15 @@ def test_fit_to_budget_replans_schedule_and_keeps_plan_in_checkpoint(tmp_path, s
 def test_fit_to_budget_plans_from_the_named_epoch(fit_after):
     """The schedule is re-planned once, from the cost of epoch ``fit_after`` (2 when the first
     epoch pays for compilation), and never lengthened."""
-    import time
-    from types import SimpleNamespace
-
     cfg = _cfg(**{"train.epochs": 40, "train.time_budget_s": 100.0,
                   "train.fit_to_budget": True, "train.fit_after_epoch": fit_after})
-    state = SimpleNamespace(cfg=cfg, prior_wall=0.0, t_start=time.perf_counter() - 20.0,
-                            plan=T.Plan(epochs=40, steps_per_epoch=10),
-                            info=T.distributed.DistInfo(), device="cpu", log=lambda m: None)
+    plan = recipe.Plan(epochs=40, steps_per_epoch=10)
     row = {"epoch_time_s": 9.0, "eval_time_s": 1.0}
-    for epoch in range(3):
-        T._fit_to_budget(state, epoch, row)
+    for epoch in range(3):  # 20 s on the run's clock at each call
+        T.fit_to_budget(plan, cfg.train, epoch, row, 20.0, distributed.DistInfo(), "cpu",
+                        lambda m: None)
         expected = 40 if epoch + 1 < fit_after else 1 + int((100 - 20 - 13) // 10)
-        assert state.plan.epochs == expected, epoch
+        assert plan.epochs == expected, epoch
     # added later: at its default it stays out of the run id, so older records keep theirs
     assert ("fit_after_epoch" in cfg.identity()["train"]) == (fit_after != 1)
 
@@ -157,7 +157,7 @@ class _Diverging(torch.nn.Module):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, splits, monkeypatch):
-    monkeypatch.setattr(T, "build_model", lambda cfg, k, s: _Diverging(after=8))
+    monkeypatch.setattr(recipe, "build_model", lambda cfg, k, s: _Diverging(after=8))
     cfg = _cfg(**{"train.epochs": 4})  # 6 steps per epoch: NaN in epoch 2
     with pytest.raises(T.NonFiniteLossError, match="epoch 2.*last good checkpoint"):
         T.train(cfg, results_root=tmp_path / "r", checkpoint_root=tmp_path / "c",
@@ -186,14 +186,14 @@ def _loss_targets(tmp_path, monkeypatch, cfg, splits):
         return cross_entropy(logits, target, *args, **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(T.F, "cross_entropy", spy)
+        m.setattr(torch.nn.functional, "cross_entropy", spy)
         T.train(cfg, results_root=tmp_path / "r", checkpoint_root=tmp_path / "c",
                 splits=splits, log=lambda m: None)
     return seen
 
 
 def _perm(cfg, epoch, n):
-    gen = torch.Generator().manual_seed(T.epoch_seed(cfg.train.seed, epoch))
+    gen = torch.Generator().manual_seed(recipe.epoch_seed(cfg.train.seed, epoch))
     return torch.randperm(n, generator=gen), gen
 
 
@@ -225,12 +225,12 @@ def test_label_modes_feed_different_targets_to_the_loss(tmp_path, monkeypatch, s
 
 
 def test_target_kind_follows_the_label_mode():
-    assert T.target_kind(_cfg()) == "hard"
-    assert T.target_kind(_cfg(**{"train.targets": "soft"})) == "soft"
-    assert T.target_kind(_cfg(**{"data.label_mode": "crossentropy"})) == "soft"
-    assert T.target_kind(_cfg(**{"data.label_mode": "probability"})) == "sampled"
+    assert recipe.target_kind(_cfg()) == "hard"
+    assert recipe.target_kind(_cfg(**{"train.targets": "soft"})) == "soft"
+    assert recipe.target_kind(_cfg(**{"data.label_mode": "crossentropy"})) == "soft"
+    assert recipe.target_kind(_cfg(**{"data.label_mode": "probability"})) == "sampled"
     with pytest.raises(ConfigError, match="contradicts"):
-        T.target_kind(_cfg(**{"data.label_mode": "probability", "train.targets": "soft"}))
+        recipe.target_kind(_cfg(**{"data.label_mode": "probability", "train.targets": "soft"}))
 
 
 def test_soft_modes_need_vote_distributions(tmp_path, splits):

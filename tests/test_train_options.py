@@ -10,7 +10,7 @@ import torch
 
 from cfdan import paths, results
 from cfdan.training import loop as train
-from cfdan.training import provenance
+from cfdan.training import provenance, recipe
 from cfdan.training.config import ConfigError, from_dict, load_config
 
 
@@ -34,7 +34,7 @@ def test_paired_init_gives_shared_components_the_same_weights():
         cfg = load_config("smoke", [f"model.preset={preset}", f"train.seed={seed}",
                                     f"train.paired_init={str(paired).lower()}"])
         torch.manual_seed(seed)  # as the training loop does before building
-        return train.build_model(cfg, 8, cfg.data.image_size).state_dict()
+        return recipe.build_model(cfg, 8, cfg.data.image_size).state_dict()
 
     base, full = model("baseline", 0), model("full", 0)
     trunk = [k for k in base if k.startswith("trunk.")]
@@ -83,14 +83,14 @@ def test_committed_records_keep_their_run_ids():
 
 
 def test_compiled_cf_dan_trains_like_eager():
-    """train.compile: Inductor (pattern matcher off, see train.compile_model) compiles the full
+    """train.compile: Inductor (pattern matcher off, see recipe.compile_model) compiles the full
     model, and one training step's loss and gradients match eager up to float rounding."""
     cfg = load_config("smoke")
     torch.manual_seed(0)
-    eager = train.build_model(cfg, 8, cfg.data.image_size)
+    eager = recipe.build_model(cfg, 8, cfg.data.image_size)
     torch.manual_seed(0)
-    twin = train.build_model(cfg, 8, cfg.data.image_size)
-    compiled = train.compile_model(twin)
+    twin = recipe.build_model(cfg, 8, cfg.data.image_size)
+    compiled = recipe.compile_model(twin)
     x = torch.randn(4, 3, cfg.data.image_size, cfg.data.image_size)
     y = torch.tensor([0, 1, 2, 3])
     losses, grads = [], []
@@ -105,4 +105,4 @@ def test_compiled_cf_dan_trains_like_eager():
     assert torch.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-5)
     assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match="compile_mode"):
-        train.compile_model(twin, "fastest")
+        recipe.compile_model(twin, "fastest")

@@ -5,7 +5,7 @@ selected checkpoint, at the end of a run (:func:`final_evaluation`). Reported: o
 accuracy, mean-class accuracy (mean per-class recall; FERPlus is unbalanced, §4.3), per-class
 recall/precision/F1, the confusion matrix (Fig. 5) and a seeded bootstrap 95 % CI for the
 accuracy. Optional horizontal-flip TTA is off by default and labelled in the record. The
-pooled features stored here are embedded in 2-D (Fig. 7) by :func:`cfdan.analysis.tables.tsne`.
+pooled features stored here are embedded in 2-D (Fig. 7) by :func:`cfdan.analysis.figures.tsne`.
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def final_evaluation(
     a seeded subsample of pooled features for t-SNE (``tsne_features``, ``tsne_labels``,
     ``tsne_preds``, ``tsne_index``) and the Fig. 8 maps of fixed test images with their
     ``attention_index`` into ``test``, labels and predictions. No pixels are stored: the
-    book reads the faces from the dataset by index (:func:`cfdan.analysis.tables.attention_faces`).
+    book reads the faces from the dataset by index (:func:`cfdan.analysis.attention_maps.attention_faces`).
     """
     out = infer(
         model, test.images, transform, batch_size=batch_size, device=device, amp=amp,

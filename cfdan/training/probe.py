@@ -68,7 +68,7 @@ def profile_augment(profile: str = "cpu", image_size: int | None = None, seed: i
     """The :class:`~cfdan.data.pipeline.Augment` that ``profile`` trains with (its
     ``train.aug_*`` settings), at ``image_size`` (default the profile's input size)."""
     from cfdan.training.config import load_config
-    from cfdan.training.loop import make_augment
+    from cfdan.training.recipe import make_augment
 
     cfg = load_config(profile, [])
     return make_augment(image_size or cfg.data.image_size, train, seed, cfg.train)
@@ -81,7 +81,7 @@ def training_step_share(profile: str = "cpu", num_classes: int = 8,
     """
     from cfdan.data.pipeline import share_of_step
     from cfdan.training.config import load_config
-    from cfdan.training.loop import build_model
+    from cfdan.training.recipe import build_model
 
     cfg = load_config(profile, [])
     model = build_model(cfg, num_classes, cfg.data.image_size)

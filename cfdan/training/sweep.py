@@ -94,8 +94,8 @@ def _claim_holder(claim: Path) -> int | None:
 
 def epochs_done(last: Path) -> int:
     """Epochs a run's ``last.pt`` holds, read with the safe loader
-    (:func:`cfdan.training.loop.load_training_state`); 0 for a file it refuses or cannot read."""
-    from cfdan.training.loop import load_training_state
+    (:func:`cfdan.training.checkpoint.load_training_state`); 0 for a file it refuses or cannot read."""
+    from cfdan.training.checkpoint import load_training_state
 
     try:
         return int(load_training_state(last)["epoch"]) + 1
