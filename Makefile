@@ -1,10 +1,13 @@
 # CF-DAN companion: set-up, notebooks, book, tests.
-#   make book   -> .venv + MathJax + re-executed notebooks + HTML book in book/_build/html
-#   make test   -> .venv + MathJax + pytest --nbval over tests/ and notebooks/
+#   make book   -> .venv + MathJax + the Try-it page's files + re-executed notebooks + HTML book
+#                  in book/_build/html
+#   make test   -> .venv + MathJax + the Try-it page's files + pytest --nbval over tests/ and
+#                  notebooks/
 #   make publish [PUSH=1] -> the built book (book/_build/html) onto the gh-pages branch
 #   make lock   -> constraints.txt: the exact versions in .venv (make venv installs with it)
 # Every tool is called through .venv/bin explicitly; nothing is installed outside .venv,
-# node_modules/ and book/_extra/ (all three are git-ignored).
+# node_modules/ and book/_extra/ (git-ignored, but for the Try-it page's own script,
+# book/_extra/_static/demo/try.js).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -25,6 +28,21 @@ LOCK_ARG := $(if $(wildcard $(LOCK)),-c $(LOCK))
 # book/_static: jupyter-book adds every .js found there as a <script> to every page.
 MATHJAX_DIR := book/_extra/_static/mathjax
 MATHJAX := $(MATHJAX_DIR)/tex-chtml.js
+# npm installs package.json's pinned versions into node_modules once per change of the file.
+NPM_STAMP := node_modules/.cfdan-installed
+# ONNX Runtime Web for the book's Try-it page (book/try.md), copied like MathJax and for the same
+# reason under book/_extra: only try.md loads it (its script adds it when a photo arrives). Only
+# the WebAssembly build: its loader, the .mjs it imports and the .wasm (about 15 MB).
+ORT_DIR := book/_extra/_static/ort
+ORT_FILES := ort.wasm.min.js ort.wasm.min.js.map ort-wasm-simd-threaded.mjs \
+             ort-wasm-simd-threaded.wasm
+ORT := $(ORT_DIR)/ort.wasm.min.js
+# The Try-it page's nets: the shipped model and MTCNN's P-, R- and O-Net as ONNX, and meta.json
+# (python -m cfdan export --web). try.js beside them is source, kept in git.
+DEMO_DIR := book/_extra/_static/demo
+DEMO := $(DEMO_DIR)/meta.json
+DEMO_FILES := cfdan.onnx pnet.onnx rnet.onnx onet.onnx meta.json
+MODEL := models/cfdan_cpu_ferplus.pt
 # Chapters (01_...) first, then the appendix notebooks (A1_...), each re-executed in that order.
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb)) $(sort $(wildcard notebooks/A[0-9]*.ipynb))
 KERNEL := python3
@@ -38,7 +56,7 @@ PUSH ?=
 GHP_IMPORT ?= $(BIN)/ghp-import
 PUBLISH_MESSAGE ?= Book built from $(shell git describe --always --dirty 2>/dev/null || echo "an unknown commit")
 
-.PHONY: help venv lock mathjax notebooks book publish test lint clean clean-all
+.PHONY: help venv lock mathjax ort demo notebooks book publish test lint clean clean-all
 
 help:
 	@echo "make book       install (once), re-execute notebooks with papermill, build the book"
@@ -46,6 +64,8 @@ help:
 	@echo "make venv       only install .venv, versions from $(LOCK) (stamp: $(STAMP))"
 	@echo "make lock       rewrite $(LOCK) from what .venv holds now (pip freeze)"
 	@echo "make mathjax    only fetch MathJax 3 (pinned in package.json) from npm for the offline book"
+	@echo "make ort        only fetch ONNX Runtime Web (pinned in package.json) for the Try-it page"
+	@echo "make demo       only export the Try-it page's nets to $(DEMO_DIR) (python -m cfdan export --web)"
 	@echo "make notebooks  re-execute every notebook in place (cwd notebooks/)"
 	@echo "make publish    commit the built book ($(HTML)) to the $(PAGES_BRANCH) branch; PUSH=1 also pushes"
 	@echo "make lint       ruff check"
@@ -73,15 +93,33 @@ lock: $(STAMP)
 
 mathjax: $(MATHJAX)
 
+$(NPM_STAMP): package.json
+	npm install --no-package-lock --no-audit --no-fund --loglevel=error
+	@touch $@
+
 # MathJax 3 from the npm registry, copied into the book so no page needs a CDN.
 # latest.js is left out: it exists only to fetch the newest MathJax from a CDN.
-$(MATHJAX): package.json
-	npm install --no-package-lock --no-audit --no-fund --loglevel=error
+$(MATHJAX): $(NPM_STAMP)
 	rm -rf $(MATHJAX_DIR)
 	mkdir -p $(dir $(MATHJAX_DIR))
 	cp -r node_modules/mathjax/es5 $(MATHJAX_DIR)
 	rm -f $(MATHJAX_DIR)/latest.js
 	@touch $@
+
+ort: $(ORT)
+
+# ONNX Runtime Web from the npm registry, copied into the book as MathJax is (above).
+$(ORT): $(NPM_STAMP)
+	rm -rf $(ORT_DIR)
+	mkdir -p $(ORT_DIR)
+	cp $(addprefix node_modules/onnxruntime-web/dist/,$(ORT_FILES)) $(ORT_DIR)/
+	@touch $@
+
+demo: $(DEMO)
+
+# Written again when the model, its code or the export changes (about 40 s on a CPU).
+$(DEMO): $(STAMP) $(MODEL) cfdan/onnx_export.py $(wildcard cfdan/model/*.py)
+	$(BIN)/python -m cfdan export --web $(DEMO_DIR)
 
 notebooks: $(STAMP)
 	@for nb in $(NOTEBOOKS); do \
@@ -89,7 +127,7 @@ notebooks: $(STAMP)
 	  $(BIN)/papermill "$$nb" "$$nb" -k $(KERNEL) --cwd notebooks --no-progress-bar --log-level WARNING; \
 	done
 
-book: $(STAMP) $(MATHJAX) notebooks
+book: $(STAMP) $(MATHJAX) $(ORT) $(DEMO) notebooks
 	$(BIN)/jupyter-book build book/
 
 # Publishes what is built (stored notebook outputs; nothing is re-executed). Without PUSH=1 it
@@ -100,7 +138,7 @@ publish: $(if $(filter $(BIN)/ghp-import,$(GHP_IMPORT)),$(STAMP))
 	$(GHP_IMPORT) -n -b $(PAGES_BRANCH) -m "$(PUBLISH_MESSAGE)" $(if $(filter 1 yes true,$(PUSH)),-p -f -r $(REMOTE)) "$(HTML)"
 	@echo "$(HTML) is on branch $(PAGES_BRANCH)$(if $(filter 1 yes true,$(PUSH)), and pushed to $(REMOTE),; not pushed (make publish PUSH=1 pushes it))"
 
-test: $(STAMP) $(MATHJAX)
+test: $(STAMP) $(MATHJAX) $(ORT) $(DEMO)
 	$(BIN)/pytest --nbval
 
 lint: $(STAMP)
@@ -111,4 +149,5 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
 
 clean-all: clean
-	rm -rf $(VENV) node_modules book/_extra
+	rm -rf $(VENV) node_modules $(MATHJAX_DIR) $(ORT_DIR)
+	rm -f $(addprefix $(DEMO_DIR)/,$(DEMO_FILES))

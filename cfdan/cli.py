@@ -134,10 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a small fp16 inference checkpoint for predict",
                        description="Copy best.pt with fp16 weights (e.g. to "
-                       "models/cfdan_cpu_ferplus.pt, the default of `predict`).")
+                       "models/cfdan_cpu_ferplus.pt, the default of `predict`); or, with --onnx "
+                       "or --web, write a model as ONNX.")
     p.add_argument("checkpoint", nargs="?", default=None,
                    help="inference checkpoint (best.pt); or use --best-of")
-    p.add_argument("out", help="destination file")
+    p.add_argument("out", help="destination file (a folder with --web)")
     p.add_argument("--best-of", metavar="EXPERIMENT", default=None,
                    help="export the run of EXPERIMENT with the best validation accuracy")
     p.add_argument("--variant", default="full", help="variant for --best-of (default full)")
@@ -146,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the inference model as ONNX instead (logits and the last spatial "
                         "layer's attention map; the shipped model when no checkpoint is given), "
                         "checked against ONNX Runtime")
+    p.add_argument("--web", action="store_true",
+                   help="write the book's in-browser demo into the folder OUT instead: the model "
+                        "as ONNX (the shipped one when no checkpoint is given), MTCNN's three "
+                        "nets as ONNX and meta.json, each checked against ONNX Runtime "
+                        "(make demo writes book/_extra/_static/demo)")
     _add_store_args(p)
     p.set_defaults(func=cmd_export)
 
@@ -294,7 +300,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from cfdan import paths
     from cfdan.predict import best_val_record, export_checkpoint
 
-    if args.onnx:
+    if args.onnx and args.web:
+        raise CLIError("export: --onnx and --web exclude each other")
+    if args.onnx or args.web:
         return _export_onnx(args)
     if (args.checkpoint is None) == (args.best_of is None):
         raise CLIError("export: give a checkpoint or --best-of EXPERIMENT (one of them)")
@@ -317,9 +325,18 @@ def _export_onnx(args: argparse.Namespace) -> int:
     from cfdan import onnx_export
     from cfdan.predict import load_checkpoint
 
+    flag = "--web" if args.web else "--onnx"
     if args.best_of:
-        raise CLIError("export --onnx: give a checkpoint (default: the shipped model), "
+        raise CLIError(f"export {flag}: give a checkpoint (default: the shipped model), "
                        "not --best-of")
+    if args.web:
+        web = onnx_export.export_web(args.out, args.checkpoint)
+        diffs = web["checks"]["max_abs_diff_onnxruntime_vs_pytorch"]
+        worst = max(v for d in diffs.values() for v in d.values())
+        total = sum(web["sizes"].values())
+        print(f"wrote {', '.join(onnx_export.WEB_FILES)} into {args.out} ({total / 2**20:.1f} "
+              f"MiB); ONNX Runtime vs PyTorch, largest |difference| of any output: {worst:.1e}")
+        return 0
     model, meta = load_checkpoint(args.checkpoint)
     size = int(meta["image_size"])
     info = onnx_export.export(model, args.out, size)

@@ -142,17 +142,27 @@ def evaluate_checkpoint(
     return m
 
 
-def detect_faces(image, min_face: int = 20, device: str = "cpu") -> list[tuple[float, ...]]:
-    """Face boxes ``(x0, y0, x1, y1, score)`` in a PIL image, via facenet-pytorch's MTCNN
-    (§4.2; bundled weights, nothing downloaded)."""
+MIN_FACE = 20
+"""Smallest face side (pixels) the detector looks for, by default (MTCNN's own default)."""
+
+
+def face_detector(min_face: int = MIN_FACE, device: str = "cpu"):
+    """facenet-pytorch's MTCNN as :func:`detect_faces` runs it: every face, its default
+    thresholds and pyramid factor, bundled weights (nothing downloaded). The book's in-browser
+    page runs the same three nets (:func:`cfdan.onnx_export.export_web`)."""
     try:
         from facenet_pytorch import MTCNN
     except ImportError as exc:
         raise RuntimeError(
             "face detection needs facenet-pytorch (pip install facenet-pytorch)"
         ) from exc
-    mtcnn = MTCNN(keep_all=True, min_face_size=min_face, device=device)
-    boxes, probs = mtcnn.detect(image)
+    return MTCNN(keep_all=True, min_face_size=min_face, device=device)
+
+
+def detect_faces(image, min_face: int = MIN_FACE, device: str = "cpu") -> list[tuple[float, ...]]:
+    """Face boxes ``(x0, y0, x1, y1, score)`` in a PIL image, via facenet-pytorch's MTCNN
+    (§4.2; bundled weights, nothing downloaded), largest first."""
+    boxes, probs = face_detector(min_face, device).detect(image)
     if boxes is None:
         return []
     return [(*map(float, b), float(p)) for b, p in zip(boxes, probs, strict=True)]
@@ -200,7 +210,7 @@ def predict_photo(
     checkpoint: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
     device: str = "cpu",
-    min_face: int = 20,
+    min_face: int = MIN_FACE,
 ) -> list[dict[str, Any]]:
     """Detect faces in ``photo``, classify each; optionally write an annotated copy to ``out``."""
     from PIL import Image, ImageDraw

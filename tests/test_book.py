@@ -15,7 +15,8 @@ working tree is left as it is. The offline checks read every built page:
 Where Chromium is installed (``apt-get install chromium``; .ci/run does it as root), the
 introduction and every chapter are opened in headless Chromium, driven over the DevTools
 protocol, and fail on console errors, images that did not load, unrendered math and requests
-to other servers.
+to other servers. The *Try it* page is also given a photo, and what it finds must be what
+``python -m cfdan predict`` finds in the same photo.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ BOOK_DIR = REPO_ROOT / "book"
 MATHJAX_SRC = BOOK_DIR / "_extra" / "_static" / "mathjax" / "tex-chtml.js"
 BUILD_TIMEOUT_S = 180
 CHAPTERS = [
+    "try",
     "notebooks/01_pcp_activation",
     "notebooks/02_architecture",
     "notebooks/03_data",
@@ -50,6 +52,15 @@ CHAPTERS = [
     "notebooks/A1_internals",
     "execution",
 ]
+# What the Try-it page loads once a photo arrives, under _static/ of the build (make ort demo).
+TRY_ASSETS = (
+    "demo/try.js", "demo/meta.json", "demo/cfdan.onnx", "demo/pnet.onnx", "demo/rnet.onnx",
+    "demo/onet.onnx", "ort/ort.wasm.min.js", "ort/ort-wasm-simd-threaded.mjs",
+    "ort/ort-wasm-simd-threaded.wasm",
+)
+# The page against `python -m cfdan predict --json` (whose boxes are rounded to 0.1 px).
+TRY_BOX_TOL_PX = 1.0
+TRY_PROB_TOL = 1e-3
 # Hosts that a page must never contact: CDNs, web fonts, analytics, notebook launchers.
 FORBIDDEN_HOSTS = (
     "cdn.jsdelivr.net",
@@ -282,6 +293,8 @@ def test_static_assets_do_not_fetch_from_another_server(built_html: Path, pages:
         for tag, _, url in _scan(page).fetches
         if tag == "script" and not _is_remote(url)
     }
+    # ...and what the Try-it page's script adds when a photo arrives (make ort).
+    loaded |= {*static.glob("ort/*.js"), *static.glob("ort/*.mjs")}
     mathjax = static / "mathjax"
     for js in sorted(loaded):
         if mathjax in js.parents:
@@ -411,6 +424,41 @@ class _DevTools:
                 if event["method"] == method:
                     return event
             self._receive(deadline)
+
+
+def _open_page(cdp: _DevTools) -> None:
+    """Open a blank tab, attach ``cdp`` to it and enable the domains the checks read."""
+    target = cdp.send("Target.createTarget", {"url": "about:blank"}, page=False)
+    cdp.session = cdp.send(
+        "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}, page=False
+    )["sessionId"]
+    for domain in ("Page", "Runtime", "Network", "Log"):
+        cdp.send(f"{domain}.enable")
+
+
+def _page_problems(events: list[dict], served_book: str) -> list[str]:
+    """Console errors, requests to another server and answers of 400 or more among a page's
+    events. A page that names no icon makes Chromium itself ask the server root for
+    /favicon.ico (on GitHub Pages, the account's root, outside the book); the page asked for
+    nothing, and a desktop browser shows no console message for it: left out."""
+    favicon = f"{served_book}/favicon.ico"
+    events = [e for e in events if favicon not in (
+        e.get("params", {}).get("response", {}).get("url"),
+        e.get("params", {}).get("request", {}).get("url"),
+        e.get("params", {}).get("entry", {}).get("url"),
+    )]
+    found = _console_errors(events)
+    for event in events:
+        params = event.get("params", {})
+        if event["method"] == "Network.requestWillBeSent":
+            req = params["request"]["url"]
+            if not req.startswith((served_book + "/", "data:", "blob:", "about:")):
+                found.append(f"outside request: {req}")
+        elif event["method"] == "Network.responseReceived":
+            status = params["response"]["status"]
+            if status >= 400:
+                found.append(f"HTTP {status}: {params['response']['url']}")
+    return found
 
 
 def _start_chromium(browser: str, workdir: Path, timeout: float) -> tuple[subprocess.Popen, str]:
@@ -564,12 +612,7 @@ def test_pages_open_in_a_browser_without_outside_requests(served_book: str, tmp_
     cdp = None
     try:
         cdp = _DevTools(ws_url, timeout=60)
-        target = cdp.send("Target.createTarget", {"url": "about:blank"}, page=False)
-        cdp.session = cdp.send(
-            "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}, page=False
-        )["sessionId"]
-        for domain in ("Page", "Runtime", "Network", "Log"):
-            cdp.send(f"{domain}.enable")
+        _open_page(cdp)
         for chapter in ["intro", *CHAPTERS]:
             url = f"{served_book}/{chapter}.html"
             mark = len(cdp.events)
@@ -587,27 +630,7 @@ def test_pages_open_in_a_browser_without_outside_requests(served_book: str, tmp_
                 continue
             probe = seen[chapter] = reply["result"]["value"]
             events = cdp.page_events(mark)
-
-            # A page that names no icon makes Chromium itself ask the server root for
-            # /favicon.ico (on GitHub Pages, the account's root, outside the book); the page
-            # asked for nothing, and a desktop browser shows no console message for it.
-            favicon = f"{served_book}/favicon.ico"
-            events = [e for e in events if favicon not in (
-                e.get("params", {}).get("response", {}).get("url"),
-                e.get("params", {}).get("request", {}).get("url"),
-                e.get("params", {}).get("entry", {}).get("url"),
-            )]
-            found += _console_errors(events)
-            for event in events:
-                params = event.get("params", {})
-                if event["method"] == "Network.requestWillBeSent":
-                    req = params["request"]["url"]
-                    if not req.startswith((served_book + "/", "data:", "blob:", "about:")):
-                        found.append(f"outside request: {req}")
-                elif event["method"] == "Network.responseReceived":
-                    status = params["response"]["status"]
-                    if status >= 400:
-                        found.append(f"HTTP {status}: {params['response']['url']}")
+            found += _page_problems(events, served_book)
             if not any(e["method"] == "Network.responseReceived"
                        and e["params"]["response"]["url"] == url for e in events):
                 found.append("the page itself was never received")
@@ -646,3 +669,184 @@ def test_pages_open_in_a_browser_without_outside_requests(served_book: str, tmp_
     from_pages = [u for i, u in requests if i != "not an origin"]
     outside = sorted({u for u in from_pages if not u.startswith(served_book + "/")})
     assert not outside, f"the network log shows outside requests: {outside}"
+
+
+# Runs in the Try-it page once a photo is in its file input: waits for window.cfdanResult (set
+# when the page has found and classified the faces, or met an error) and returns it.
+_TRY_RESULT_JS = r"""
+(async () => {
+  const deadline = Date.now() + 240000;
+  while (!window.cfdanResult && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const status = (document.getElementById("cfdan-status") || {}).textContent || "";
+  await new Promise((r) => setTimeout(r, 200));  // late console messages
+  return window.cfdanResult || {error: "no result within 240 s", status};
+})()
+"""
+
+
+@pytest.mark.slow
+def test_try_page_matches_the_command_line(served_book: str, built_html: Path,
+                                           tmp_path: Path) -> None:
+    """The Try-it page, in headless Chromium, on scikit-image's astronaut photo given through
+    its file input (DevTools ``DOM.setFileInputFiles``), finds what ``python -m cfdan predict
+    PHOTO --json`` finds: as many faces, boxes within :data:`TRY_BOX_TOL_PX`, the same labels
+    and every probability within :data:`TRY_PROB_TOL`; with no console error and no request to
+    another server. The page's own timings are printed, not asserted. Skipped (failed under
+    ``CFDAN_REQUIRE_BROWSER=1``) without Chromium or without the page's nets and runtime in the
+    build (``make ort demo``; ``make test`` makes them)."""
+    browser = _chromium()
+    if browser is None:
+        _skip_or_fail("Chromium not installed (apt-get install chromium)")
+    try:
+        import websocket  # noqa: F401
+    except ImportError:
+        _skip_or_fail("websocket-client not installed (pip install -e '.[test]')")
+    missing = [a for a in TRY_ASSETS if not (built_html / "_static" / a).is_file()]
+    if missing:
+        _skip_or_fail(f"the Try-it page's files are not in the build ({', '.join(missing)}): "
+                      f"run `make ort demo` (make test does) before the tests")
+    from PIL import Image
+    from skimage import data
+
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    cli = subprocess.run([sys.executable, "-m", "cfdan", "predict", str(photo), "--json"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, f"cfdan predict failed:\n{cli.stderr[-3000:]}"
+    want = json.loads(cli.stdout)
+    assert want, "the command line finds no face in the astronaut photo"
+
+    proc, ws_url = _start_chromium(browser, tmp_path, timeout=60)
+    cdp = None
+    try:
+        cdp = _DevTools(ws_url, timeout=60)
+        _open_page(cdp)
+        url = f"{served_book}/try.html"
+        mark = len(cdp.events)
+        nav = cdp.send("Page.navigate", {"url": url})
+        assert not nav.get("errorText"), f"try.html: {nav['errorText']}"
+        cdp.wait_for("Page.loadEventFired", mark, timeout=90)
+        root = cdp.send("DOM.getDocument")["root"]["nodeId"]
+        node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": "#cfdan-file"})
+        assert node.get("nodeId"), "try.html has no file input #cfdan-file"
+        cdp.send("DOM.setFileInputFiles", {"files": [str(photo)], "nodeId": node["nodeId"]})
+        reply = cdp.send("Runtime.evaluate", {
+            "expression": _TRY_RESULT_JS, "awaitPromise": True, "returnByValue": True,
+        }, timeout=300)
+        problems = _page_problems(cdp.page_events(mark), served_book)
+    finally:
+        _stop_chromium(proc, cdp)
+    assert "exceptionDetails" not in reply, reply["exceptionDetails"]
+    page = reply["result"]["value"]
+    assert not problems, "try.html: " + "\n".join(problems[:40])
+    assert "error" not in page, f"the page reports: {page}"
+    requests = [u for i, u in _page_requests(tmp_path / "netlog.json") if i != "not an origin"]
+    outside = sorted({u for u in requests if not u.startswith(served_book + "/")})
+    assert not outside, f"the network log shows outside requests: {outside}"
+    assert any(u.endswith("/_static/demo/cfdan.onnx") for u in requests), "no model was loaded"
+
+    got = page["faces"]
+    assert len(got) == len(want), f"page: {len(got)} faces, command line: {len(want)}"
+    box_diff = prob_diff = 0.0
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert not g["manual"], f"face {i + 1} was not detected"
+        box_diff = max(box_diff, *(abs(a - b) for a, b in zip(g["box"], w["box"], strict=True)))
+        assert g["label"] == w["label"], f"face {i + 1}: {g['label']} vs {w['label']}"
+        assert set(g["probabilities"]) == set(w["probabilities"])
+        prob_diff = max(prob_diff, *(abs(g["probabilities"][k] - p)
+                                     for k, p in w["probabilities"].items()))
+        assert abs(g["detector_score"] - w["detector_score"]) <= TRY_PROB_TOL
+        total = sum(map(sum, g["attention"]))
+        assert abs(total - 1) < 1e-4, f"face {i + 1}: the attention map sums to {total}"
+    t = page["timing"]
+    print(f"try.html: {len(got)} face(s) like the command line; largest box difference "
+          f"{box_diff:.4f} px, largest probability difference {prob_diff:.1e}; in the page: "
+          f"detection {t['detect_ms']:.0f} ms, classification {t['classify_ms_per_face']:.1f} ms "
+          f"per face (onnxruntime-web {t['onnxruntime_web']}, {t['backend']}, "
+          f"{t['threads']} thread(s))")
+    assert box_diff <= TRY_BOX_TOL_PX, f"boxes differ by up to {box_diff:.2f} px"
+    assert prob_diff <= TRY_PROB_TOL, f"probabilities differ by up to {prob_diff:.2e}"
+
+
+# Runs try.js's pure functions under Node (module.exports): argv[2] holds the image and the cases,
+# the answers go to argv[3].
+_TRY_PORT_JS = r"""
+const fs = require("fs");
+const core = require(process.argv[2]);
+const spec = JSON.parse(fs.readFileSync(process.argv[3]));
+const img = {data: Uint8ClampedArray.from(spec.rgba), width: spec.width, height: spec.height};
+const out = {
+  pillow: spec.pillow.map((c) => Array.from(core.pilResize(
+    core.cropChannels(img, c.l, c.t, c.r, c.b, c.channels), c.ow, c.oh).data)),
+  area: spec.area.map((c) => Array.from(core.areaResize(
+    img, c.x0, c.y0, c.w, c.h, c.oh, c.ow, 127.5, 0.0078125))),
+};
+fs.writeFileSync(process.argv[4], JSON.stringify(out));
+"""
+
+
+def test_try_page_resizes_as_pillow_and_pytorch(tmp_path: Path) -> None:
+    """The resizing that try.js ports, run under Node on random crops and sizes: Pillow's
+    crop + convert("L") + bicubic resize (predict.face_batch) to the byte, and PyTorch's
+    area interpolation (facenet-pytorch's imresample, P-Net's pyramid and the R-/O-Net crops)
+    to the float32 bit. Skipped without Node (npm installs it with MathJax)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("Node.js is not installed (it comes with npm, which make mathjax needs)")
+    rng = np.random.default_rng(0)
+    h, w = 131, 97
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    rgba = np.concatenate([rgb, np.full((h, w, 1), 255, np.uint8)], axis=2)
+    pillow = []
+    for _ in range(150):
+        cw, ch = (int(v) for v in rng.integers(1, 140, 2))
+        if rng.random() < 0.3:  # the page's case: a (nearly) square crop to 48 x 48
+            ch = cw + int(rng.integers(-1, 2)) or 1
+            ow = oh = 48
+        else:
+            ow, oh = (int(v) for v in rng.integers(1, 80, 2))
+        left, top = int(rng.integers(-20, w)), int(rng.integers(-20, h))
+        pillow.append({"l": left, "t": top, "r": left + cw, "b": top + ch, "ow": ow, "oh": oh,
+                       "channels": int(rng.choice([1, 3]))})
+    area = [{"x0": 0, "y0": 0, "w": w, "h": h, "oh": int(h * s + 1), "ow": int(w * s + 1)}
+            for s in (0.6, 0.6 * 0.709, 0.25, 0.11)]
+    for _ in range(60):
+        x0, y0 = int(rng.integers(0, w - 1)), int(rng.integers(0, h - 1))
+        area.append({"x0": x0, "y0": y0, "w": int(rng.integers(1, w - x0 + 1)),
+                     "h": int(rng.integers(1, h - y0 + 1)),
+                     "ow": int(rng.choice([24, 48])), "oh": 0})
+        area[-1]["oh"] = area[-1]["ow"]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"rgba": rgba.ravel().tolist(), "width": w, "height": h,
+                                "pillow": pillow, "area": area}))
+    script = tmp_path / "port.js"
+    script.write_text(_TRY_PORT_JS)
+    answers = tmp_path / "out.json"
+    proc = subprocess.run([node, str(script), str(BOOK_DIR / "_extra" / "_static" / "demo" /
+                                                  "try.js"), str(spec), str(answers)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(answers.read_text())
+
+    photo = Image.fromarray(rgb)
+    wrong = []
+    for c, js in zip(pillow, got["pillow"], strict=True):
+        crop = photo.crop((c["l"], c["t"], c["r"], c["b"]))
+        crop = crop.convert("L") if c["channels"] == 1 else crop
+        want = np.asarray(crop.resize((c["ow"], c["oh"]))).ravel()
+        if not np.array_equal(want, np.asarray(js)):
+            wrong.append(c)
+    assert not wrong, f"{len(wrong)} of {len(pillow)} resizes differ from Pillow's: {wrong[:5]}"
+    # as detect_face holds the photo: (1, H, W, 3) uint8 -> permuted to NCHW, float32
+    x = torch.as_tensor(rgb)[None].permute(0, 3, 1, 2).float()
+    for c, js in zip(area, got["area"], strict=True):
+        region = x[:, :, c["y0"]:c["y0"] + c["h"], c["x0"]:c["x0"] + c["w"]]
+        want = (F.interpolate(region, size=(c["oh"], c["ow"]), mode="area") - 127.5) * 0.0078125
+        assert np.array_equal(want.numpy().ravel(), np.asarray(js, dtype=np.float32)), c

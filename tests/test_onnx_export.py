@@ -73,3 +73,74 @@ def test_export_path_is_taken_only_while_exporting(small_model, monkeypatch):
         monkeypatch.setattr(attention_mod, "exporting", lambda: True)
         four = small_model(x)
     assert torch.allclose(five, four, atol=1e-5)
+
+
+# ----------------------------------------------------------------------- the Try-it page's nets
+@pytest.fixture(scope="module")
+def mtcnn():
+    from cfdan.predict import face_detector
+
+    return face_detector()
+
+
+@pytest.mark.parametrize("name", list(onnx_export.MTCNN_NETS))
+def test_mtcnn_nets_match_facenet_pytorch(mtcnn, name, tmp_path: Path):
+    """P-Net, R-Net and O-Net as ONNX give facenet-pytorch's outputs within 1e-4, P-Net on
+    image sizes other than the traced one (every level of the pyramid), all on batches other
+    than the traced one."""
+    net = getattr(mtcnn, name)
+    path = tmp_path / f"{name}.onnx"
+    info = onnx_export.export_net(net, name, path)
+    side, outputs = onnx_export.MTCNN_NETS[name]
+    assert info["outputs"] == list(outputs)
+    assert max(info["max_abs_diff"].values()) <= TOL
+    # a real input: the astronaut photo, normalised as detect_face does
+    from skimage import data as skdata
+
+    img = torch.as_tensor(skdata.astronaut()).permute(2, 0, 1)[None].float()
+    sizes = [(12, 12), (61, 61), (157, 203), (307, 307)] if side is None else [(side, side)]
+    for h, w in sizes:
+        x = (torch.nn.functional.interpolate(img, size=(h, w), mode="area") - 127.5) * 0.0078125
+        x = x.expand(3 if side else 1, -1, -1, -1).contiguous()
+        got = onnx_export.run_net(path, x, outputs)
+        with torch.no_grad():
+            want = net(x)
+        for k, g, wt in zip(outputs, got, want, strict=True):
+            assert g.shape == tuple(wt.shape), (k, g.shape, wt.shape)
+            assert abs(g - wt.numpy()).max() <= TOL, (name, k, (h, w))
+
+
+@pytest.mark.slow
+def test_export_web_writes_what_the_page_loads(tmp_path: Path):
+    """`python -m cfdan export --web DIR` (make demo): the classifier and the three nets, each
+    checked against PyTorch, and meta.json with what cfdan.predict does around them."""
+    import json
+    import subprocess
+    import sys
+
+    from cfdan import predict
+    from cfdan.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
+
+    if not predict.DEFAULT_CHECKPOINT.is_file():
+        pytest.skip(f"{predict.DEFAULT_CHECKPOINT} is not shipped")
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "cfdan", "export", "--web", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(onnx_export.WEB_FILES)
+    meta = json.loads((out / "meta.json").read_text())
+    _, ck = predict.load_checkpoint()
+    cls, det = meta["classifier"], meta["detector"]
+    assert cls["class_names"] == list(ck["class_names"])
+    assert cls["image_size"] == ck["image_size"]
+    assert cls["in_channels"] == ck.get("in_channels", 3)
+    assert cls["mean"] == list(IMAGENET_MEAN) and cls["std"] == list(IMAGENET_STD)
+    assert cls["outputs"] == list(onnx_export.OUTPUTS)
+    mt = predict.face_detector()
+    assert det["thresholds"] == list(mt.thresholds) and det["factor"] == mt.factor
+    assert det["min_face"] == mt.min_face_size == predict.MIN_FACE
+    diffs = meta["checks"]["max_abs_diff_onnxruntime_vs_pytorch"]
+    assert set(diffs) == {"cfdan", *onnx_export.MTCNN_NETS}
+    assert max(v for d in diffs.values() for v in d.values()) <= TOL
+    assert meta["sizes"] == {f: (out / f).stat().st_size for f in onnx_export.WEB_FILES
+                             if f != "meta.json"}
