@@ -8,6 +8,11 @@ both skip with a clear reason when the data folder is absent, so the suite still
 machine without the data. A notebook that needs FERPlus says so in its metadata,
 ``{"cfdan": {"needs_ferplus": true}}``; its cells are then skipped the same way under
 ``pytest --nbval``.
+
+The analysis tests share one results store of hand-made records: the ``store`` fixture (an empty
+store and temporary experiment files on the smoke profile) and one record factory,
+:func:`records.record` (:func:`records.save_run` stores it as a sweep would), in
+``tests/records.py``.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from records import write_plans  # tests/records.py (tests/ is on sys.path under pytest)
 
 from cfdan import paths
+from cfdan.training import config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FERPLUS_SPLITS = ("FER2013Train", "FER2013Valid", "FER2013Test")
@@ -81,3 +88,15 @@ def _notebook_needs_ferplus(item: pytest.Item) -> bool:
         return False
     meta = nb.get("metadata", {}).get("cfdan", {})
     return bool(meta.get("needs_ferplus")) if isinstance(meta, dict) else False
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty results store (``CFDAN_RESULTS_DIR``) and temporary experiment files
+    (:data:`TOMLS`, Fig. 10's grid on :data:`FIG10_SEEDS`); experiments without a file
+    (``paper``, ``cpu``, ``cpu_search``) keep every run."""
+    monkeypatch.setattr(config, "EXPERIMENTS_DIR", write_plans(tmp_path / "experiments"))
+    root = tmp_path / "results"
+    root.mkdir()
+    monkeypatch.setenv("CFDAN_RESULTS_DIR", str(root))
+    return root

@@ -1,104 +1,78 @@
-"""What chapters 4 and 5 show (cfdan.analysis.book), on a store of hand-made records."""
+"""What chapters 4 and 5 show (cfdan.analysis.book), on the shared store of hand-made records
+(conftest.py)."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pytest
+from records import record, save_run
 
-from cfdan import paper
-from cfdan.analysis import book, figures, sensitivity, tables
-from cfdan.training import config
+from cfdan import paper, results
+from cfdan.analysis import book, figures, runs, sensitivity, tables
 
 matplotlib.use("Agg")
 
-CLASSES = ("neutral", "disgust")
 
-
-def _record(experiment: str, run_id: str, variant: str = "full", seed: int = 0, acc: float = 0.5,
-            planned: int = 4, fitted: int | None = None, run: int | None = None,
-            cut_short: bool = False, budget: float = 0.0) -> dict:
-    fitted = planned if fitted is None else fitted
-    run = fitted if run is None else run
-    return {
-        "experiment": experiment, "run_id": run_id, "variant": variant, "seed": seed,
-        "date": "2026-01-01T00:00:00+00:00", "git": {"commit": "abc", "dirty": False},
-        "config": {"train": {"time_budget_s": budget, "batch_size": 8},
-                   "data": {"image_size": 32, "dataset": "ferplus"},
-                   "model": {"preset": variant, "trunk_width": 4}},
-        "hardware": {"device": "cpu", "cpu": "test cpu", "cpu_count": 2},
-        "versions": {"torch": "x", "python": "y"}, "peak_memory": {"host_max_rss_mb": 10.0},
-        "data": {"dataset": "ferplus", "fingerprint": {"train": "t", "val": "v", "test": "s"}},
-        "epochs_planned": planned, "epochs_fitted": fitted, "epochs_run": run,
-        "cut_short": cut_short, "stop_reason": "time budget" if cut_short else "completed",
-        "wall_time_s": 600.0, "train_time_s": 500.0, "best_epoch": run,
-        "history": [{"epoch": e + 1, "images_per_s": 100.0 + e, "epoch_time_s": 10.0 * (e + 1),
-                     "eval_time_s": 1.0, "val_accuracy": 0.1 * e} for e in range(run)],
-        "test": {"accuracy": acc, "mean_class_accuracy": acc / 2,
-                 "per_class": {c: {"support": 3 + i, "recall": 0.5, "f1": 0.5}
-                               for i, c in enumerate(CLASSES)}},
-    }
+def epochs(n: int) -> list[float]:
+    """A history of ``n`` epochs (validation accuracy 0, 10, 20 ... %)."""
+    return [10.0 * e for e in range(n)]
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Hand-made records under experiments without plan files, so every record counts
-    (records of a plan's older configs are tested in test_claims.py)."""
-    monkeypatch.setenv("CFDAN_RESULTS_DIR", str(tmp_path))
-    monkeypatch.setattr(config, "EXPERIMENTS_DIR", tmp_path / "no_plans")
+def shown(store):
+    """A refitted paper-profile run, a cpu v2 run, a cut-short Table 5 run and a run of an
+    experiment the book does not show; returns the records by experiment."""
     recs = [
-        _record("paper", "p0", acc=0.7, planned=40, fitted=10, budget=466.0),
-        _record("cpu_v2", "c0", acc=0.8, planned=12),
-        _record("table5", "t0", variant="no_distill", acc=0.6, planned=4, run=2, cut_short=True),
-        _record("cpu_search", "s0", acc=0.9),  # not one of the book's experiments
+        record("paper", acc=70.0, planned=40, fitted=10, history=epochs(10), budget=466.0,
+               run_id="p0"),
+        record("cpu_v2", acc=80.0, planned=12, history=epochs(12)),
+        record("table5", "no_distill", acc=60.0, planned=4, history=epochs(2), cut_short=True),
+        record("cpu_search", acc=90.0, history=epochs(3)),  # not one of the book's experiments
     ]
     for rec in recs:
-        path = tmp_path / rec["experiment"] / f"{rec['run_id']}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(rec))
-    return tmp_path
+        results.save_record(rec, root=store)
+    return {r["experiment"]: r for r in recs}
 
 
 def test_schedule_names_refits_and_cuts():
-    assert book.schedule(_record("cpu", "a")) == ""
-    refit = book.schedule(_record("paper", "b", planned=40, fitted=10, budget=466.0))
+    assert runs.schedule(record("cpu", history=epochs(3))) == ""
+    refit = runs.schedule(record("paper", planned=40, fitted=10, history=epochs(10),
+                                 budget=466.0))
     assert "10 of 40 planned epochs" in refit and "466 s" in refit
-    assert book.schedule(_record("paper", "b", planned=40, fitted=10), short=True) == \
+    assert runs.schedule(record("paper", planned=40, fitted=10, history=epochs(10)),
+                         short=True) == \
         "10/40 epochs, time budget"
-    cut = book.schedule(_record("x", "c", planned=4, run=2, cut_short=True))
+    cut = runs.schedule(record("x", planned=4, history=epochs(2), cut_short=True))
     assert "cut short" in cut and "2 of 4" in cut
 
 
-def test_only_the_books_experiments_are_shown(store):
-    assert {r["experiment"] for r in book.records()} == {"paper", "cpu_v2", "table5"}
+def test_only_the_books_experiments_are_shown(shown):
+    assert set(runs.counted()["experiment"]) == {"paper", "cpu_v2", "table5", "cpu_search"}
     for table in (book.provenance(), book.hardware_table(), book.speed_table(),
                   book.fingerprint_table()):
         assert "cpu_search" not in set(table["experiment"])
         assert len(table) == 3
 
 
-def test_run_tables_are_ordered_by_experiment_variant_seed(store):
-    for seed, run_id in ((2, "a2"), (0, "z0"), (1, "m1")):
-        rec = _record("cpu_v2", run_id, seed=seed)
-        (store / "cpu_v2" / f"{run_id}.json").write_text(json.dumps(rec))
+def test_run_tables_are_ordered_by_experiment_variant_seed(store, shown):
+    for seed, run_id in ((2, "a2"), (0, "z0"), (1, "m1")):  # the store's order is by run id
+        save_run(store, "cpu_v2", seed=seed, run_id=run_id, history=epochs(3))
     for table in (book.hardware_table("cpu_v2"), book.speed_table("cpu_v2"),
                   book.fingerprint_table("cpu_v2"), book.provenance("cpu_v2")):
         assert list(table["seed"]) == [0, 0, 1, 2]
     assert list(book.speed_table("cpu_v2")["threads"]) == [2, 2, 2, 2]
 
 
-def test_provenance_and_hardware_carry_the_schedule(store):
+def test_provenance_and_hardware_carry_the_schedule(shown):
     prov = book.provenance().set_index("run_id")
     assert "10 of 40" in prov.loc["p0", "schedule"]
-    assert prov.loc["c0", "schedule"] == "as planned"
+    assert prov.loc[shown["cpu_v2"]["run_id"], "schedule"] == "as planned"
     hw = book.hardware_table("paper")
     assert "10 of 40" in hw["schedule"].iloc[0]
 
 
-def test_table1_marks_the_refitted_run_where_its_number_is_shown(store):
+def test_table1_marks_the_refitted_run_where_its_number_is_shown(shown):
     df = book.table1().set_index("source")
     assert "[refitted" in df.loc["ours: paper profile (1 GPU)", "FERPlus"]
     assert "70.00" in df.loc["ours: paper profile (1 GPU)", "FERPlus"]
@@ -106,12 +80,11 @@ def test_table1_marks_the_refitted_run_where_its_number_is_shown(store):
     assert "[" in book.gap_to_paper("paper") and "[" not in book.gap_to_paper("cpu_v2")
 
 
-def test_ablation_tables_label_paper_numbers_with_and_without_runs(store):
+def test_ablation_tables_label_paper_numbers_with_and_without_runs(shown):
     t4 = book.ablation_table("table4", "table4")  # no run of ours
     for col in paper.value_columns("table4"):
         assert f"paper {col}" in t4.columns and col not in t4.columns
-    # hand-made run ids are not in today's table5.toml: read them without that filter
-    t5 = book.ablation_table("table5", "table5", current=False).set_index("preset")
+    t5 = book.ablation_table("table5", "table5").set_index("preset")
     for col in paper.value_columns("table5"):
         assert f"paper {col}" in t5.columns and col not in t5.columns
     ours = [c for c in t5.columns if c.startswith("ours")]
@@ -119,7 +92,7 @@ def test_ablation_tables_label_paper_numbers_with_and_without_runs(store):
     assert "[" not in t5.loc["full", ours[0]]
 
 
-def test_facts_are_read_from_the_records(store):
+def test_facts_are_read_from_the_records(shown):
     facts = book.facts()
     assert facts["paper_wall_min"] == pytest.approx(10.0)
     assert facts["paper_epochs_fitted"] == 10 and facts["paper_epochs_planned"] == 40
@@ -129,12 +102,10 @@ def test_facts_are_read_from_the_records(store):
     assert not any(k.startswith("table3_") for k in facts)  # no table3 run in this store
 
 
-def test_a_superseded_run_gives_way_to_its_successor(store):
+def test_a_superseded_run_gives_way_to_its_successor(store, shown):
     """The paper run p0 (refitted) is superseded by p1 (all 40 epochs, compiled): tables and
     facts show p1; the hardware and speed tables keep both; p0's facts become previous_*."""
-    from cfdan import results
-
-    new = _record("paper", "p1", acc=0.84, planned=40, run=40)
+    new = record("paper", acc=84.0, planned=40, history=epochs(40), run_id="p1")
     new["config"]["train"].update(compile=True, compile_mode="reduce-overhead")
     results.save_record(new, root=store)
     assert results.add_note(store / "paper" / "p0.json", "replaced", superseded_by="p1")
@@ -148,7 +119,9 @@ def test_a_superseded_run_gives_way_to_its_successor(store):
     assert set(speed.index) == {"no", "reduce-overhead"}
     hw = book.hardware_table("paper").set_index("run_id")
     assert hw.loc["p0", "superseded by"] == "p1" and "10 of 40" in hw.loc["p0", "schedule"]
-    assert [r["run_id"] for r in book.records("paper")] == ["p1"]
+    assert book.record("paper")["run_id"] == "p1"
+    counted = runs.counted()
+    assert list(counted.loc[counted["experiment"] == "paper", "run_id"]) == ["p1"]
 
 
 def test_glue_all_hands_plain_scalars_to_myst_nb(monkeypatch):
@@ -161,7 +134,7 @@ def test_glue_all_hands_plain_scalars_to_myst_nb(monkeypatch):
     assert type(got["p_a"][0]) is float
 
 
-def test_figures_are_titled_with_the_schedule(store):
+def test_figures_are_titled_with_the_schedule(shown):
     import matplotlib.pyplot as plt
 
     fig = figures.history_figure()

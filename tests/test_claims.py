@@ -1,98 +1,26 @@
 """The claims ledger of §4.4-4.5 (cfdan.analysis.claims.claims_ledger) on a store of hand-made records.
 
-The experiment files are replaced by temporary ones (smoke profile, five seeds for Table 3 and
-4, three for Fig. 10), and every record is written with :func:`cfdan.results.save_record` from
-the run configs those files resolve to, so the ledger sees records exactly as a sweep leaves
-them.
+The ``store`` fixture (conftest.py) replaces the experiment files by temporary ones (smoke
+profile, five seeds for Table 3 and 4, three for Fig. 10), and every record is written with
+:func:`cfdan.results.save_record` from the run configs those files resolve to, so the ledger
+sees records exactly as a sweep leaves them.
 """
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from records import BASE, FIG10_SEEDS, SEEDS, fig10_name, run_config, save_run
 from scipy import stats
 
 from cfdan import paper, results
 from cfdan.analysis import attention_maps, book, claims, prose, runs, sensitivity
 from cfdan.analysis import tables as report
 from cfdan.training import config
-
-SEEDS = [0, 1, 2, 3, 4]
-FIG10_SEEDS = [0, 1, 2]
-BASE = [60.0, 70.0, 80.0, 65.0, 75.0]  # per-seed level: a large between-seed spread
-TOMLS = {
-    "cpu_v2": ("cpu v2: the full model", SEEDS, ["full"]),
-    "table3": ("Table 3", SEEDS, ["baseline", "dam", "dam_ilm", "plain_cnn"]),
-    "table5": ("Table 5", SEEDS, ["no_distill"]),
-    "table4": ("Table 4", SEEDS, [f"act_{a}{s}" for a in ("pcp", "sigmoid", "relu", "tanh")
-                                  for s in ("", "_no_ilm") if f"{a}{s}" != "pcp"]),
-}
-
-
-def fig10_name(pt: tuple[float, float, float]) -> str:
-    return f"sL{pt[0]}_xL{pt[1]}_P1{pt[2]}"
-
-
-def write_plans(folder: Path) -> Path:
-    """Experiment files like configs/experiments/, on the smoke profile."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, (desc, seeds, variants) in TOMLS.items():
-        lines = [f'description = "{desc}"', 'profile = "smoke"', f"seeds = {seeds}",
-                 "", "[variants]"]
-        lines += [f'{v} = {{ "model.preset" = "{v}" }}' for v in variants]
-        (folder / f"{name}.toml").write_text("\n".join(lines) + "\n")
-    lines = ['description = "Fig. 10"', 'profile = "smoke"', f"seeds = {FIG10_SEEDS}", "",
-             "[variants]"]
-    for pt in runs.fig10_points():
-        lines.append(f'"{fig10_name(pt)}" = {{ "model.pcp_s_L" = {pt[0]}, '
-                     f'"model.pcp_x_L" = {pt[1]}, "model.pcp_P1" = {pt[2]} }}')
-    (folder / "fig10.toml").write_text("\n".join(lines) + "\n")
-    return folder
-
-
-_CONFIGS: dict[tuple[str, str], list[config.Config]] = {}
-
-
-def run_config(experiment: str, variant: str, seed: int) -> config.Config:
-    """The resolved config of one run of the (temporary) experiment file, as a fresh copy."""
-    key = (str(config.EXPERIMENTS_DIR), experiment)
-    if key not in _CONFIGS:
-        _CONFIGS[key] = config.load_experiment(experiment).configs()
-    cfg = next(c for c in _CONFIGS[key] if c.variant == variant and c.seed == seed)
-    return copy.deepcopy(cfg)
-
-
-def save_run(root: Path, experiment: str, variant: str, seed: int, acc: float,
-             history: list[float] | None = None, arrays: dict | None = None,
-             cfg: config.Config | None = None, date: str = "2026-01-01T00:00:00+00:00") -> dict:
-    """Store one run of ``experiment`` (test accuracy ``acc`` in %) as a sweep would."""
-    cfg = cfg or run_config(experiment, variant, seed)
-    rec = {
-        "experiment": experiment, "run_id": cfg.run_id, "variant": variant, "seed": seed,
-        "config": cfg.to_dict(), "date": date,
-        "epochs_planned": cfg.train.epochs, "epochs_fitted": cfg.train.epochs,
-        "epochs_run": len(history or []),
-        "history": [{"epoch": e + 1, "val_accuracy": v / 100} for e, v in
-                    enumerate(history or [])],
-        "test": {"accuracy": acc / 100},
-    }
-    results.save_record(rec, arrays, root=root)
-    return rec
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty results store and temporary experiment files."""
-    monkeypatch.setattr(config, "EXPERIMENTS_DIR", write_plans(tmp_path / "experiments"))
-    root = tmp_path / "results"
-    root.mkdir()
-    monkeypatch.setenv("CFDAN_RESULTS_DIR", str(root))
-    return root
 
 
 def row(ledger, claim: str):
@@ -402,11 +330,14 @@ def test_figures_and_facts_pick_no_record_of_an_older_config(store):
     save_run(store, "table3", "baseline", 0, 40.0, history=[30.0, 40.0], cfg=old,
              date="2027-01-01T00:00:00+00:00")
     new = save_run(store, "table3", "baseline", 0, 70.0, history=[60.0, 70.0])
-    assert set(runs.load("table3")["run_id"]) == {new["run_id"]}
-    assert len(runs.load("table3", current=False)) == 2
+    table = runs.frame().set_index("run_id")
+    assert len(table) == 2 and table.at[old.run_id, "why"] == "older config"
+    assert list(runs.counted()["run_id"]) == [new["run_id"]]
+    # without the plan, the latest record of the seed counts: the old one
+    assert list(runs.counted(current=False)["run_id"]) == [old.run_id]
     assert set(report.history("table3")["run_id"]) == {new["run_id"]}
     assert report.representative_runs({"table3": "baseline"}) == {"table3": new["run_id"]}
-    assert [r["run_id"] for r in book.records("table3")] == [new["run_id"]]
+    assert book.record("table3", "baseline")["run_id"] == new["run_id"]
     prov = report.provenance("table3").set_index("run_id")["counted"]
     assert prov[new["run_id"]] == "yes" and prov[old.run_id] == "no: older config"
 
@@ -416,7 +347,7 @@ def test_provenance_lists_superseded_runs_as_not_counted(store):
     b = save_run(store, "cpu_v2", "full", 1, 71.0)
     assert results.add_note(store / "cpu_v2" / f"{a['run_id']}.json", "replaced",
                             superseded_by=b["run_id"])
-    assert list(runs.load("cpu_v2")["run_id"]) == [b["run_id"]]
+    assert list(runs.counted()["run_id"]) == [b["run_id"]]
     prov = report.provenance("cpu_v2").set_index("run_id")["counted"]
     assert prov[a["run_id"]] == f"no: superseded by {b['run_id']}" and prov[b["run_id"]] == "yes"
 
@@ -438,19 +369,25 @@ def test_retired_runs_and_dirty_trees_are_labelled(store, monkeypatch):
         "bbbbbbb (ran as uncommitted changes on aaaaaaa)"
 
 
-def test_full_source_is_a_parameter(store):
+def test_full_source_is_a_parameter_and_a_retired_source_counts_nothing(store):
     for s in SEEDS:
         save_run(store, "table3", "dam_ilm", s, BASE[s])
         save_run(store, "cpu_v2", "full", s, BASE[s] + 0.5 + 0.01 * s)
-        # cpu-profile records of the full model on the same recipe, 2 points better
-        cfg = run_config("cpu_v2", "full", s)
-        cfg.experiment = "cpu"
-        save_run(store, "cpu", "full", s, BASE[s] + 2.0 + 0.01 * s, cfg=cfg)
+        # records of the full model on the same recipe under a profile run, 2 points better,
+        # and the same under the retired cpu v1 experiment
+        for exp in ("paper", "cpu"):
+            cfg = run_config("cpu_v2", "full", s)
+            cfg.experiment = exp
+            save_run(store, exp, "full", s, BASE[s] + 2.0 + 0.01 * s, cfg=cfg)
     default = row(claims.claims_ledger(), "cross-fusion helps")
     assert default["mean"] == pytest.approx(0.52) and default["verdict"] == "supported"
-    cpu = row(claims.claims_ledger(full=("cpu", "full")), "cross-fusion helps")
-    assert cpu["comparison"] == "cpu/full − table3/dam_ilm"
-    assert cpu["mean"] == pytest.approx(2.02) and cpu["runs"].startswith("cpu/full: 5 seeds")
+    got = row(claims.claims_ledger(full=("paper", "full")), "cross-fusion helps")
+    assert got["comparison"] == "paper/full − table3/dam_ilm"
+    assert got["mean"] == pytest.approx(2.02) and got["runs"].startswith("paper/full: 5 seeds")
+    retired = row(claims.claims_ledger(full=("cpu", "full")), "cross-fusion helps")
+    assert retired["verdict"] == "not run" and retired["runs"].startswith("cpu/full: 0 seeds")
+    assert set(runs.frame().query("experiment == 'cpu'")["why"]) == {
+        f"retired ({runs.RETIRED['cpu']})"}
     # the book reads only its own experiments
     with pytest.raises(ValueError, match="not one of the book's experiments"):
         book.claims_ledger(full=("cpu_search", "full"))
@@ -561,6 +498,30 @@ def test_latest_record_of_a_seed_wins(store):
     assert r["n"] == 2 and r["mean"] == pytest.approx((1.0 - 9.0) / 2)
 
 
+def test_of_two_records_of_a_seed_the_later_counts(store):
+    """An experiment without a file keeps every run, but one record per (variant, seed)."""
+    old = save_run(store, "paper", "full", 0, 70.0, run_id="first")
+    new = save_run(store, "paper", "full", 0, 72.0, run_id="second",
+                   date=dt.datetime(2026, 2, 1, tzinfo=dt.UTC).isoformat())
+    why = runs.frame().set_index("run_id")["why"]
+    assert why[new["run_id"]] == "" and why[old["run_id"]] == "a later record of its seed counts"
+    assert list(runs.counted()["run_id"]) == ["second"]
+    assert report.provenance("paper").set_index("run_id").at["first", "counted"] == \
+        "no: a later record of its seed counts"
+
+
+def test_the_run_table_is_read_once_until_the_store_changes(store, monkeypatch):
+    save_run(store, "table3", "dam", 0, 70.0)
+    reads = []
+    read = results.iter_records
+    monkeypatch.setattr(results, "iter_records", lambda *a, **k: reads.append(a) or read(*a, **k))
+    claims.claims_ledger()
+    report.ablation_table("table3", "table3")
+    assert len(runs.frame()) == 1 and len(reads) == 1
+    save_run(store, "table3", "dam", 1, 71.0)
+    assert len(runs.frame()) == 2 and len(reads) == 2
+
+
 def test_ledger_reading_separates_exact_from_trained_support_and_reads_power(store):
     for s in SEEDS:
         save_run(store, "table3", "baseline", s, BASE[s])
@@ -605,8 +566,8 @@ def test_sd_upper_is_the_chi_square_upper_limit():
 
 
 def test_unpaired_sd_is_the_sd_of_a_difference_of_independent_runs():
-    a = runs.Runs("a", {0: (1.0, "r"), 1: (3.0, "r"), 2: (5.0, "r")})
-    b = runs.Runs("b", {0: (0.0, "r"), 1: (0.0, "r"), 2: (6.0, "r")})
+    a = runs.Runs("a", pd.DataFrame({"value": [1.0, 3.0, 5.0], "recipe": "r"}))
+    b = runs.Runs("b", pd.DataFrame({"value": [0.0, 0.0, 6.0], "recipe": "r"}))
     assert claims.unpaired_sd(a, b, [0, 1, 2]) == pytest.approx(np.sqrt(4.0 + 12.0))
     assert claims.unpaired_sd(a, b, [0, 1]) == pytest.approx(np.sqrt(2.0 + 0.0))
     assert np.isnan(claims.unpaired_sd(a, b, [0]))
@@ -661,7 +622,7 @@ def test_table5_shows_our_attention_cost_beside_the_papers(store):
     assert cost["full"] == pytest.approx(want.gmacs, abs=1e-5)
 
 
-def test_fig10_and_selection_facts(store, monkeypatch):
+def test_fig10_and_selection_facts(store):
     got = sensitivity.fig10_facts()
     assert got == {"fig10_grid_runs": 0, "fig10_grid_planned": 12, "fig10_sd_seeds": 0,
                    "fig10_exact_wider": "n/a",
@@ -678,18 +639,22 @@ def test_fig10_and_selection_facts(store, monkeypatch):
     for pt in runs.fig10_points()[1:]:
         save_run(store, "fig10", fig10_name(pt), 0, 70.0)
     assert sensitivity.fig10_facts()["fig10_progress"].startswith("All 12 of the grid's settings")
-    recs = [{"best_epoch": 18, "epochs_run": 18}, {"best_epoch": 12, "epochs_run": 18},
-            {"epochs_run": 18}]
-    monkeypatch.setattr(book, "records", lambda e: recs if e == "table3" else [])
-    assert book.selection_facts() == {"selected_runs": 3, "selected_last": 1}
+    for variant, best in (("baseline", 18), ("dam", 12), ("dam_ilm", None)):
+        save_run(store, "table3", variant, 0, 70.0, best_epoch=best, epochs_run=18)
+    assert book.selection_facts(("table3",)) == {"selected_runs": 3, "selected_last": 1}
 
 
-def test_thread_facts_count_each_experiments_runs_by_threads(monkeypatch):
-    one, two = {"hardware": {"torch_threads": 1}}, {"hardware": {"torch_threads": 2}}
-    four = {"hardware": {"cpu_count": 4}}  # no torch_threads: its cpu_count, as the tables do
-    recs = {"cpu_v2": [two] * 3, "table3": [one] * 8 + [two], "fig10": [{"hardware": {}}],
-            "table4": [one, two, four]}
-    monkeypatch.setattr(book, "records", lambda e: recs.get(e, []))
+def test_thread_facts_count_each_experiments_runs_by_threads(store):
+    one, two = {"torch_threads": 1}, {"torch_threads": 2}
+    four = {"cpu_count": 4}  # no torch_threads: its cpu_count, as the tables do
+    slots = {"cpu_v2": [("full", s, two) for s in range(3)],
+             "table3": [(v, s, one) for v in ("baseline", "dam") for s in SEEDS[:4]]
+             + [("dam_ilm", 0, two)],
+             "fig10": [(fig10_name(runs.fig10_points()[0]), 0, {})],
+             "table4": [("act_relu", 0, one), ("act_relu", 1, two), ("act_tanh", 0, four)]}
+    for exp, runs_ in slots.items():
+        for variant, seed, hw in runs_:
+            save_run(store, exp, variant, seed, hardware=hw)
     assert book.thread_facts(("table4",)) == {
         "threads_table4": "3 runs, 1 with 1 thread, 1 with 2 threads and 1 with 4 threads"}
     assert book.thread_facts(("cpu_v2", "table3", "table5", "fig10")) == {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from records import run_config, save_run
 
 from cfdan.analysis import claims, power
 
@@ -29,9 +30,12 @@ def test_plan_sizes_each_trained_row_with_statsmodels():
     assert shown.loc["b", "seeds for the paper's"] == "-" and shown.loc["a", "paper's difference"] == "+2.00"
 
 
-def test_minutes_per_run_is_the_median_of_counted_records(tmp_path, monkeypatch):
-    frames = {"x": pd.DataFrame({"wall_time_s": [600.0, 1200.0]}),
-              "y": pd.DataFrame({"wall_time_s": [1800.0]}), "z": pd.DataFrame()}
-    monkeypatch.setattr(power.runs, "load", lambda e: frames[e])
-    assert power.minutes_per_run(("x", "y", "z")) == 20.0
-    assert np.isnan(power.minutes_per_run(("z",)))
+def test_minutes_per_run_is_the_median_of_counted_records(store):
+    save_run(store, "table3", "dam", 0, wall_time_s=600.0)
+    save_run(store, "table3", "dam", 1, wall_time_s=1200.0)
+    save_run(store, "table5", "no_distill", 0, wall_time_s=1800.0)
+    old = run_config("table5", "no_distill", 1)
+    old.train.epochs += 1  # an older config: not counted
+    save_run(store, "table5", "no_distill", 1, cfg=old, wall_time_s=99_000.0)
+    assert power.minutes_per_run(("table3", "table5", "fig10")) == 20.0
+    assert np.isnan(power.minutes_per_run(("fig10",)))

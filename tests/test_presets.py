@@ -1,19 +1,16 @@
 """How a paper table's presets compare as a group (cfdan.analysis.presets): their order and the block F
-test (statsmodels' anova_lm, checked against least squares by hand), on the claims tests' store
-of hand-made records."""
+test (statsmodels' anova_lm, checked against least squares by hand), on the shared store of
+hand-made records (conftest.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import test_claims
+from records import BASE, SEEDS, save_run
 from scipy import stats
-from test_claims import BASE, SEEDS, save_run
 
 from cfdan import paper
 from cfdan.analysis import book, claims, presets, prose
-
-store = test_claims.store  # the same fixture: an empty store with temporary experiment files
 
 
 def test_variant_order_by_our_mean_and_by_the_papers_own_column(store):

@@ -8,8 +8,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-import test_claims
-from test_claims import BASE, SEEDS, fig10_name, run_config, save_run
+from records import BASE, SEEDS, fig10_name, run_config, save_run
 
 from cfdan import paper
 from cfdan.analysis import claims, figures, runs, sensitivity
@@ -17,7 +16,6 @@ from cfdan.analysis import claims, figures, runs, sensitivity
 matplotlib.use("Agg")
 
 CLASSES = ("neutral", "happiness", "surprise")
-store = test_claims.store  # the same fixture: an empty store with temporary experiment files
 
 
 # --------------------------------------------------------------------------- Fig. 6

@@ -6,24 +6,20 @@ import json
 import os
 
 import numpy as np
-import pandas as pd
 import pytest
+from records import record
 
 from cfdan import results
 from cfdan.analysis import runs
 
 
 def _record(exp, run_id, variant, seed, acc):
-    return {
-        "experiment": exp, "run_id": run_id, "variant": variant, "seed": seed,
-        "config": {"model": {"preset": variant}, "train": {"seed": seed, "lr": 1e-3}},
-        "history": [{"epoch": 1, "train_loss": 2.0, "val_accuracy": acc / 2},
-                    {"epoch": 2, "train_loss": 1.0, "val_accuracy": acc}],
-        "val": {"accuracy": acc, "loss": 1.0, "per_class": {"a": {"recall": acc}},
-                "confusion": [[1, 0], [0, 1]]},
-        "test": {"accuracy": acc - 0.01, "mean_class_accuracy": acc - 0.1},
-        "git": {"commit": "abc", "dirty": False},
-    }
+    """:func:`conftest.record` with a validation split (per-class recall, a confusion matrix)
+    and a test split ``acc - 0.01``; ``acc`` a fraction."""
+    return record(exp, variant, seed, 100 * (acc - 0.01), run_id=run_id, history=[50.0, 100.0],
+                  val={"accuracy": acc, "loss": 1.0, "per_class": {"a": {"recall": acc}},
+                       "confusion": [[1, 0], [0, 1]]},
+                  test={"accuracy": acc - 0.01, "mean_class_accuracy": acc - 0.1})
 
 
 def test_round_trip_and_query(tmp_path):
@@ -56,7 +52,7 @@ def test_round_trip_and_query(tmp_path):
     arr = results.load_arrays("full0", "exp1", root=tmp_path)
     assert np.array_equal(arr["confusion"], np.eye(2))
     hist = results.load_history("full1", root=tmp_path)
-    assert list(hist["epoch"]) == [1, 2] and hist["val_accuracy"].iloc[-1] == 0.9
+    assert list(hist["epoch"]) == [1, 2] and hist["val_accuracy"].iloc[-1] == 1.0
     assert len(results.load_history(experiment="exp1", root=tmp_path)) == 8
     with pytest.raises(KeyError):
         results.load_arrays("missing", root=tmp_path)
@@ -167,19 +163,22 @@ def test_superseded_records_leave_queries_but_not_lookups(tmp_path):
     assert len(results.load_history(experiment="p", root=tmp_path)) == 2  # the new run only
 
 
-def test_only_runs_an_experiment_file_plans_today_count(tmp_path, monkeypatch):
-    from cfdan.training import config
+def test_only_runs_an_experiment_file_plans_today_count(store):
+    """The rule of the queue and of the run table: a record counts when its experiment file
+    plans its run id today (every record of an experiment without a file)."""
+    from cfdan.training import config, sweep
 
-    folder = tmp_path / "experiments"
-    folder.mkdir()
-    (folder / "abl.toml").write_text('description = "x"\nprofile = "smoke"\nseeds = [0, 1]\n\n'
-                                     '[variants]\nbaseline = { "model.preset" = "baseline" }\n')
-    monkeypatch.setattr(config, "EXPERIMENTS_DIR", folder)
-    seeds, ids = runs.planned("abl")
-    assert seeds == (0, 1) and len(ids) == 2 and runs.current_ids("abl") == ids
-    assert runs.planned("no_such_file") is None and runs.current_ids("no_such_file") is None
-
-    df = pd.DataFrame({"experiment": ["abl", "abl", "paper"],
-                       "run_id": [sorted(ids)[0], "of_an_older_schedule", "anything"]})
-    assert list(runs.current_mask(df)) == [True, False, True]
-    assert list(runs.current_mask(pd.DataFrame())) == []
+    (config.EXPERIMENTS_DIR / "abl.toml").write_text(
+        'description = "x"\nprofile = "smoke"\nseeds = [0, 1]\n\n'
+        '[variants]\nbaseline = { "model.preset" = "baseline" }\n')
+    seeds, ids = config.planned("abl")
+    assert seeds == (0, 1) and len(ids) == 2 and runs.plan("abl") == (seeds, ids)
+    assert config.planned("no_such_file") is None and runs.plan_seeds("no_such_file") == ()
+    today = results.save_record(record("abl", "baseline", 0), root=store)
+    results.save_record(record("abl", "baseline", 1, run_id="of_an_older_schedule"), root=store)
+    results.save_record(record("paper", run_id="anything"), root=store)
+    assert {r["run_id"] for r in sweep.current_records("abl")} == {today.stem}
+    table = runs.frame().set_index("run_id")
+    assert table["planned"].to_dict() == {"anything": True, today.stem: True,
+                                          "of_an_older_schedule": False}
+    assert set(runs.counted()["run_id"]) == {"anything", today.stem}

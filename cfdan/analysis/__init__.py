@@ -1,6 +1,7 @@
 """§4.3-4.5: what the recorded runs say, for the chapters.
 
-:mod:`~cfdan.analysis.runs` (which records count, and how they pair by seed and recipe),
+:mod:`~cfdan.analysis.runs` (the run table: one row per record, which count, and how they
+pair by seed and recipe; every table and figure is a view of it),
 :mod:`~cfdan.analysis.claims` (the claims ledger and its verdicts),
 :mod:`~cfdan.analysis.presets` (a paper table's presets as a group),
 :mod:`~cfdan.analysis.power` (the seeds each claim would need),

@@ -1,4 +1,6 @@
-"""What the book's chapters 4 and 5 show, built on :mod:`cfdan.analysis.tables` and the results store.
+"""What the book's chapters 4 and 5 show, built on :mod:`cfdan.analysis.tables`: views of the run
+table (:func:`cfdan.analysis.runs.frame`), which decides which runs count
+(:func:`cfdan.analysis.runs.counted`).
 
 Three rules hold for everything here:
 
@@ -6,7 +8,7 @@ Three rules hold for everything here:
   (searches in progress, smoke runs) are not;
 * every number the paper reports carries the label ``paper``;
 * every run that was refitted to a time budget or cut short says so beside its number
-  (:func:`schedule`).
+  (:func:`cfdan.analysis.runs.schedule`).
 
 :func:`facts` collects the numbers that the chapters' prose quotes, and :func:`glue_all` hands
 them to myst-nb, so the prose never types a measurement. The figures follow the same rules in
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cfdan import paper, results
+from cfdan import paper
 from cfdan.analysis import claims, presets, prose, runs
 from cfdan.analysis import tables as report
 from cfdan.analysis.runs import FULL_SOURCE
@@ -46,54 +48,30 @@ def book_source(full: tuple[str, str]) -> tuple[str, str]:
     return full
 
 
-# --------------------------------------------------------------------------- records
-def records(experiment: str | None = None, superseded: bool = False,
-            current: bool = True) -> list[dict]:
-    """The records of ``experiment``, or of every experiment in :data:`EXPERIMENTS` (those
-    superseded by a later run too, with ``superseded``; with ``current``, only runs that the
-    experiment's file plans today, :func:`cfdan.analysis.runs.current_ids`)."""
-    exps = EXPERIMENTS if experiment is None else (experiment,)
-    out = []
-    for exp in exps:
-        ids = runs.current_ids(exp) if current else None
-        out += [rec for _p, rec in results.iter_records(exp, superseded=superseded)
-                if ids is None or rec.get("run_id") in ids]
-    return out
+# --------------------------------------------------------------------------- runs
+def _own(experiment: str) -> pd.DataFrame:
+    """``experiment``'s own runs today, superseded ones too: the rows of the run table that its
+    file plans (column ``planned``). A retired experiment's runs are its own though they do not
+    count (:data:`cfdan.analysis.runs.RETIRED`): the facts of the prose tell their story."""
+    df = runs.frame()
+    return df[(df["experiment"] == experiment) & df["planned"].astype(bool)]
 
 
 def record(experiment: str, variant: str = "full") -> dict | None:
-    """The lowest-seed record of ``variant`` in ``experiment`` (None if there is none)."""
-    recs = [r for r in records(experiment) if r.get("variant") == variant]
-    return min(recs, key=lambda r: r.get("seed", 0)) if recs else None
-
-
-def schedule(rec: Mapping[str, Any], short: bool = False) -> str:
-    """How a run's schedule was shortened ('' if it ran the epochs it planned).
-
-    A run is *refitted* when ``epochs_fitted < epochs_planned`` (``train.fit_to_budget``) and
-    *cut short* when it stopped before its fitted schedule ended (``cut_short``).
-    """
-    planned, run = rec.get("epochs_planned"), rec.get("epochs_run")
-    fitted = rec.get("epochs_fitted", planned)
-    budget = (rec.get("config", {}).get("train", {}) or {}).get("time_budget_s")
-    notes = []
-    if planned and fitted and fitted < planned:
-        if short:
-            notes.append(f"{fitted}/{planned} epochs, time budget")
-        else:
-            per = f" to a {budget:.0f} s time budget" if budget else " to a time budget"
-            notes.append(f"refitted{per}: {fitted} of {planned} planned epochs")
-    if rec.get("cut_short") or (run is not None and fitted and run < fitted):
-        why = rec.get("stop_reason") or "stopped"
-        notes.append(f"cut short: {run}/{fitted} epochs" if short
-                     else f"cut short ({why}) after {run} of {fitted} epochs")
-    return "; ".join(notes)
+    """The lowest-seed record of ``variant`` among ``experiment``'s own runs (:func:`_own`, not
+    superseded; None if there is none)."""
+    own = _own(experiment)
+    rows = own[(own["variant"] == variant) & ~own["superseded"].astype(bool)]
+    return min(rows["record"], key=lambda r: r.get("seed", 0)) if len(rows) else None
 
 
 def schedule_note(experiment: str, variant: str | None = None) -> str:
-    """The :func:`schedule` notes of the runs of ``experiment`` (and ``variant``), merged."""
-    recs = [r for r in records(experiment) if variant is None or r.get("variant") == variant]
-    notes = {r.get("seed"): schedule(r) for r in recs}
+    """The schedule notes (:func:`cfdan.analysis.runs.schedule`) of the counted runs of
+    ``experiment`` (and ``variant``), merged."""
+    rows = runs.counted(experiment=experiment)
+    if variant is not None:
+        rows = rows[rows["variant"] == variant]
+    notes = dict(zip(rows["seed"], rows["schedule"], strict=True))
     distinct = {n for n in notes.values() if n}
     if not distinct:
         return ""
@@ -111,7 +89,7 @@ def run_label(experiment: str, variant: str = "full", short: bool = False) -> st
     """The report's label of a profile, marked with its run's schedule when it was shortened."""
     rec = record(experiment, variant)
     label = report.PROFILE_LABELS.get(experiment, experiment)
-    return marked(label, schedule(rec, short=short) if rec else "")
+    return marked(label, runs.schedule(rec, short=short) if rec else "")
 
 
 # --------------------------------------------------------------------------- tables
@@ -124,9 +102,16 @@ def _per_experiment(fn, experiment: str | None) -> pd.DataFrame:
     return _concat(fn(e) for e in (EXPERIMENTS if experiment is None else (experiment,)))
 
 
+def _book_rows(experiment: str | None) -> pd.DataFrame:
+    """Every row of the run table of ``experiment``, or of the book's experiments."""
+    df = runs.frame()
+    exps = EXPERIMENTS if experiment is None else (experiment,)
+    return df[df["experiment"].isin(exps)]
+
+
 def _schedule_by_run(experiment: str | None) -> dict[str, str]:
-    return {r["run_id"]: schedule(r) or "as planned"
-            for r in records(experiment, superseded=True, current=False)}
+    rows = _book_rows(experiment)
+    return dict(zip(rows["run_id"], rows["schedule"].replace("", "as planned"), strict=True))
 
 
 def table1() -> pd.DataFrame:
@@ -172,14 +157,14 @@ def table5() -> pd.DataFrame:
 
 
 def _with_counted(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` (rows of runs, with ``experiment`` and ``run_id``) with
-    :func:`cfdan.analysis.tables.counted` inserted after ``run_id``: whether the tables and
-    figures read each run."""
+    """``df`` (rows of runs, with ``experiment`` and ``run_id``) with ``counted`` inserted
+    after ``run_id``: whether the tables and figures read each run, and if not why
+    (:func:`cfdan.analysis.runs.reasons`, :func:`cfdan.analysis.runs.counted_label`)."""
     if df.empty:
         return df
-    runs_ = _concat(runs.load(e, current=False, superseded=True)
-                    for e in df["experiment"].unique())
-    labels = dict(zip(runs_["run_id"], report.counted(runs_), strict=True))
+    rows = runs.frame()
+    rows = rows[rows["experiment"].isin(df["experiment"].unique())]
+    labels = dict(zip(rows["run_id"], rows["why"].map(runs.counted_label), strict=True))
     df.insert(list(df.columns).index("run_id") + 1, "counted", df["run_id"].map(labels))
     return df
 
@@ -225,8 +210,7 @@ def per_class_table(shown: Mapping[str, str]) -> pd.DataFrame:
 
 def run_variant(experiment: str, run_id: str) -> str:
     """The variant of the record ``run_id`` of ``experiment``."""
-    rec = results.get_record(run_id, experiment)
-    return str(rec.get("variant"))
+    return str(runs.get(run_id, experiment).get("variant"))
 
 
 # --------------------------------------------------------------------------- facts for prose
@@ -246,7 +230,7 @@ def run_facts(rec: Mapping[str, Any]) -> dict[str, Any]:
         "hardware": hw.get("gpu") or hw.get("cpu"),
         "cpu_count": hw.get("cpu_count"),
         "train_s": rec.get("train_time_s"),
-        "schedule": schedule(rec) or "as planned",
+        "schedule": runs.schedule(rec) or "as planned",
         "compiled": report.compiled_label(cfg.get("train") or {}),
         "tta_flip": "on" if (cfg.get("eval") or {}).get("tta_flip") else "off",
         "token_grid": _token_grid(rec),
@@ -282,7 +266,7 @@ REPRODUCE = {
 def reproduce_facts(views: Mapping[str, Sequence[str]] = REPRODUCE,
                     shown: Mapping[str, str] | None = None) -> dict[str, str]:
     """``runs_<view>``: the run ids each view reads (counted runs of its experiments,
-    :func:`cfdan.analysis.runs.load`), as ``"table3: id, id; cpu_v2: id"``, for the chapter's
+    :func:`cfdan.analysis.runs.counted`), as ``"table3: id, id; cpu_v2: id"``, for the chapter's
     one-line *Reproduce:* notes (each record is ``results/<experiment>/<id>.json``); with
     ``shown`` (experiment -> run id, :func:`cfdan.analysis.tables.representative_runs`) also
     ``runs_shown``."""
@@ -293,7 +277,7 @@ def reproduce_facts(views: Mapping[str, Sequence[str]] = REPRODUCE,
         parts = []
         for exp in exps:
             if exp not in ids:
-                df = runs.load(exp)
+                df = runs.counted(experiment=exp)
                 ids[exp] = sorted(df["run_id"]) if "run_id" in df else []
             if ids[exp]:
                 parts.append(f"{exp}: {', '.join(ids[exp])}")
@@ -307,8 +291,8 @@ as it is (v2); the superseded v1 record's are ``cpu_v1_*``."""
 
 
 def facts(experiments: Sequence[str] = ("cpu_v2", "cpu", "paper", "table3")) -> dict[str, Any]:
-    """:func:`run_facts` of each experiment's lowest-seed ``full`` run, keys prefixed by it
-    (:data:`FACT_PREFIX`).
+    """:func:`run_facts` of each experiment's lowest-seed ``full`` run (:func:`record`), keys
+    prefixed by it (:data:`FACT_PREFIX`).
 
     ``<prefix>_seeds`` counts the seeds of that run's variant; experiments without runs are left
     out. A run it superseded (``superseded_by``) gives ``<prefix>_previous_*`` facts.
@@ -321,10 +305,10 @@ def facts(experiments: Sequence[str] = ("cpu_v2", "cpu", "paper", "table3")) -> 
             continue
         pre = FACT_PREFIX.get(exp, exp)
         out.update({f"{pre}_{k}": v for k, v in run_facts(rec).items()})
-        recs = records(exp, superseded=True)  # one read serves both counts
-        out[f"{pre}_seeds"] = len([r for r in recs if r.get("variant") == "full"
-                                   and not r.get("superseded_by")])
-        for old in recs:
+        own = _own(exp)
+        out[f"{pre}_seeds"] = int(((own["variant"] == "full")
+                                   & ~own["superseded"].astype(bool)).sum())
+        for old in own["record"]:
             if old.get("superseded_by") == rec["run_id"]:
                 out.update({f"{pre}_previous_{k}": v for k, v in run_facts(old).items()})
                 out[f"{pre}_previous_run_id"] = old["run_id"]
@@ -346,7 +330,7 @@ def selection_facts(experiments: Sequence[str] = ("cpu_v2", "table3", "table4", 
     """How often validation selected the last epoch, for the prose: ``selected_runs`` (counted
     runs of ``experiments``) and ``selected_last`` (those whose best validation epoch is their
     last; with a learning rate decaying to its minimum, that need not mean still improving)."""
-    recs = [r for e in experiments for r in records(e)]
+    recs = [r for e in experiments for r in runs.counted(experiment=e)["record"]]
     last = sum(1 for r in recs if r.get("best_epoch") is not None
                and r.get("best_epoch") == r.get("epochs_run"))
     return {"selected_runs": len(recs), "selected_last": last}
@@ -357,10 +341,10 @@ def thread_facts(experiments: Sequence[str] = ("cpu_v2", "table3", "table5", "ta
     """The torch thread counts of each experiment's counted runs, for the prose:
     ``threads_<experiment>``, e.g. "all 3 runs with 2 threads" or "9 runs, 8 with 1 thread and
     1 with 2 threads" (the thread count changes rounding, not the recipe: chapter 4). Threads as
-    :func:`cfdan.analysis.tables.record_threads` reads them, like the tables' hardware label."""
+    :func:`cfdan.analysis.runs.record_threads` reads them, like the tables' hardware label."""
     out = {}
     for e in experiments:
-        counts = collections.Counter(report.record_threads(r) for r in records(e))
+        counts = collections.Counter(runs.counted(experiment=e)["threads"].tolist())
         n = counts.total()
         how = {t: f"{t} thread{'s' * (t != 1)}" if t else "an unrecorded thread count"
                for t in counts}
@@ -393,7 +377,7 @@ def verdict_table(full: tuple[str, str] = FULL_SOURCE) -> pd.DataFrame:
     ledger = prose.verdict_table(claims.claims_ledger(book_source(full)))
     pcp = prose.pcp_rows(pcp_report.check_claims(), pcp_report.stored_speed_claims())
     level = prose.level_row(paper.value("table1", "FERPlus"), [
-        (f"at {px} px, {where}", [100 * v for v in runs.load(exp).query("variant == 'full'")
+        (f"at {px} px, {where}", [100 * v for v in runs.counted(experiment=exp).query("variant == 'full'")
                                   .get("test.accuracy", pd.Series(dtype=float))])
         for exp, px, where in (("cpu_v2", _image_px("cpu_v2"), "CPU"),
                                ("paper", _image_px("paper"), "GPU"))])

@@ -1,18 +1,18 @@
 """The claims ledger of §4.4-4.5: one row per claim of the paper, our paired difference over
 seeds, its 95 % CI, the difference that n seeds could detect, and a verdict computed here.
 
-Runs are read from the results store (:mod:`cfdan.results`), only those that count today, and
-paired by seed and training recipe (:class:`cfdan.analysis.runs.RunStore`,
-:func:`cfdan.analysis.runs.paired_values`); the paper's numbers come from :mod:`cfdan.paper`.
-:mod:`cfdan.analysis.tables` and the figures read the same runs through the same
-:class:`~cfdan.analysis.runs.RunStore`.
+Runs are the rows of the run table (:func:`cfdan.analysis.runs.frame`) that count
+(:func:`cfdan.analysis.runs.counted`), one configuration's at a time
+(:func:`cfdan.analysis.runs.slot`, :func:`~cfdan.analysis.runs.point`), paired by seed and
+training recipe (:func:`cfdan.analysis.runs.paired`); the paper's numbers come from
+:mod:`cfdan.paper`. :mod:`cfdan.analysis.tables` and the figures are views of the same table.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 
 from cfdan import paper
+from cfdan.analysis import runs
 from cfdan.analysis.runs import (
     FIG10_CENTRE,
     FULL_SOURCE,
     Runs,
-    RunStore,
     fig10_points,
     paired_values,
     seeds_text,
@@ -254,17 +254,18 @@ def unpaired_sd(a: Runs, b: Runs, seeds: Sequence[int]) -> float:
     cancelled)."""
     if len(seeds) < 2:
         return float("nan")
-    va = np.asarray([a.by_seed[k][0] for k in seeds], dtype=float)
-    vb = np.asarray([b.by_seed[k][0] for k in seeds], dtype=float)
+    va = np.asarray([a.values[k] for k in seeds], dtype=float)
+    vb = np.asarray([b.values[k] for k in seeds], dtype=float)
     return float(np.sqrt(va.var(ddof=1) + vb.var(ddof=1)))
 
 
-def _pair_row(store: RunStore, c: PairClaim, noise: tuple[float, int] | None) -> dict[str, Any]:
-    a, b = store.runs(*c.better), store.runs(*c.other)
+def _pair_row(slot: Callable[[str, str], Runs], c: PairClaim, noise: tuple[float, int] | None
+              ) -> dict[str, Any]:
+    a, b = slot(*c.better), slot(*c.other)
     comparison = f"{a.label} − {b.label}"
     runs_text = "; ".join(s.count() for s in (a, b))
     side = float(np.sign(c.paper)) if np.isfinite(c.paper) else 1.0  # NaN: "helps", implied
-    if not a.by_seed or not b.by_seed:
+    if a.rows.empty or b.rows.empty:
         empty = paired_summary([], side) | {"verdict": "not run", "unpaired sd": float("nan")}
         return _row(c.claim, c.where, comparison, c.dataset, c.paper, side, empty, runs_text)
     diffs, used, bad = paired_values([a, b], lambda v: v[0] - v[1])
@@ -301,7 +302,7 @@ def attention_cost(experiment: str = "table5", variant: str = "no_distill",
                 for p in presets}
 
 
-def attention_gmacs(store: RunStore, experiment: str = "table5", variant: str = "no_distill",
+def attention_gmacs(experiment: str = "table5", variant: str = "no_distill",
                     presets: Sequence[str] = ("full", "no_distill")) -> dict[str, float] | None:
     """GMACs of the attention stack of each preset at the scale of ``experiment``'s runs
     (:func:`attention_cost`)."""
@@ -309,13 +310,13 @@ def attention_gmacs(store: RunStore, experiment: str = "table5", variant: str = 
     return None if got is None else {p: c.gmacs for p, c in got[1].items()}
 
 
-def _cost_row(store: RunStore) -> dict[str, Any]:
+def _cost_row() -> dict[str, Any]:
     """Distillation lowers the attention's FLOPs (Table 5): measured on the architecture,
     exactly (no seed spread), at the scale of the Table 5 runs."""
     p = paper.value("table5", "FLOPs_G", "full", by="preset") - \
         paper.value("table5", "FLOPs_G", "no_distill", by="preset")
     side = float(np.sign(p))
-    g = attention_gmacs(store)
+    g = attention_gmacs()
     s = paired_summary([], side)
     paper_scale = "224 px; the paper's FLOPs read as MACs"
     if g is None:
@@ -338,8 +339,9 @@ def _cost_row(store: RunStore) -> dict[str, Any]:
     return row
 
 
-def _fig10_rows(store: RunStore, noise: tuple[float, int] | None,
-                experiment: str = "fig10") -> list[dict[str, Any]]:
+def _fig10_rows(at: Callable[[tuple[float, float, float], str], Runs],
+                noise: tuple[float, int] | None, experiment: str = "fig10"
+                ) -> list[dict[str, Any]]:
     """§4.5's pattern of Fig. 10, as four measurable statements (paper: text only, RAF-DB).
 
     1. the best setting (s_L 1.85, x_L 0.19, P1 -0.24) beats each of the other 12 (supported
@@ -352,12 +354,11 @@ def _fig10_rows(store: RunStore, noise: tuple[float, int] | None,
     """
     where, dataset = "§4.5, Fig. 10", "RAF-DB, text only"
     p1 = paper.BEST_PCP["P1"]
-    pts = {pt: store.point(pt, experiment) for pt in fig10_points()}
+    pts = {pt: at(pt, experiment) for pt in fig10_points()}
     centre = pts[FIG10_CENTRE]
     others = [pt for pt in pts if pt != FIG10_CENTRE]
-    done = sum(len(pts[pt].by_seed) for pt in others)
-    plan = store.plan(experiment)
-    seeds = plan[0] if plan else ()
+    done = sum(len(pts[pt].rows) for pt in others)
+    seeds = runs.plan_seeds(experiment)
     grid_text = (f"{experiment}: {done} of {len(others) * len(seeds)} runs "
                  f"({len(others)} settings x seeds {list(seeds)})" if seeds
                  else f"{experiment}: {done} runs of {len(others)} settings")
@@ -365,8 +366,8 @@ def _fig10_rows(store: RunStore, noise: tuple[float, int] | None,
     if stale:
         grid_text += f" (+{stale} of an older config, not counted)"
     runs_text = f"{grid_text}; centre = {centre.count()}"
-    if seeds and not set(centre.by_seed) <= set(seeds):  # say which of its seeds can pair
-        paired = sorted(set(centre.by_seed) & set(seeds))
+    if seeds and not set(centre.rows.index) <= set(seeds):  # say which of its seeds can pair
+        paired = sorted(set(centre.rows.index) & set(seeds))
         runs_text += (f" (the grid plans {seeds_text(paired)})" if paired else
                       " (the grid plans none of them)")
     rows = []
@@ -379,7 +380,7 @@ def _fig10_rows(store: RunStore, noise: tuple[float, int] | None,
             comps.append((pt, paired_summary(diffs, 1.0)))
     label = "best setting beats the other 12"
     if not comps:
-        s = paired_summary([], 1.0) | {"verdict": "not run" if not centre.by_seed or not done
+        s = paired_summary([], 1.0) | {"verdict": "not run" if centre.rows.empty or not done
                                        else "not resolved at this n"}
         rows.append(_row(label, where, "centre − each other setting", dataset, float("nan"),
                          1.0, s, runs_text))
@@ -409,7 +410,7 @@ def _fig10_rows(store: RunStore, noise: tuple[float, int] | None,
                          1.0, s, runs_text, note))
 
     # 2.-4. the shape around the best setting
-    def at(s_l: float, x_l: float) -> Runs:
+    def grid(s_l: float, x_l: float) -> Runs:
         return pts[(round(s_l, 4), round(x_l, 4), round(p1, 4))]
 
     x0, x1, x2 = paper.FIG10_GRID["x_L"]
@@ -419,18 +420,20 @@ def _fig10_rows(store: RunStore, noise: tuple[float, int] | None,
     shape = [
         (f"at s_L = {s0:g}, x_L = {x0:g} is worse than x_L = {x1:g}, {x2:g}",
          f"({s0:g}, {x0:g}) − mean of ({s0:g}, {x1:g}), ({s0:g}, {x2:g})",
-         [at(s0, x0), at(s0, x1), at(s0, x2)], lambda v: v[0] - (v[1] + v[2]) / 2, one_vs_two),
+         [grid(s0, x0), grid(s0, x1), grid(s0, x2)], lambda v: v[0] - (v[1] + v[2]) / 2,
+         one_vs_two),
         (f"at s_L = {s1:g}, x_L = {x2:g} is worse than x_L = {x0:g}, {x1:g}",
          f"({s1:g}, {x2:g}) − mean of ({s1:g}, {x0:g}), ({s1:g}, {x1:g})",
-         [at(s1, x2), at(s1, x0), at(s1, x1)], lambda v: v[0] - (v[1] + v[2]) / 2, one_vs_two),
+         [grid(s1, x2), grid(s1, x0), grid(s1, x1)], lambda v: v[0] - (v[1] + v[2]) / 2,
+         one_vs_two),
         (f"at s_L = {s2:g} accuracy is the most stable over x_L",
          f"range over x_L at s_L {s2:g} − mean range at {s0:g}, {s1:g}",
-         [at(s, x) for s in (s2, s0, s1) for x in (x0, x1, x2)],
+         [grid(s, x) for s in (s2, s0, s1) for x in (x0, x1, x2)],
          lambda v: np.ptp(v[0:3]) - (np.ptp(v[3:6]) + np.ptp(v[6:9])) / 2,
          (range_sd, "this range difference", f"{range_sd:.2f}")),
     ]
     for label, comparison, slots, stat, scale in shape:
-        if any(not s.by_seed for s in slots):
+        if any(s.rows.empty for s in slots):
             s = paired_summary([], -1.0) | {"verdict": "not run"}
             rows.append(_row(label, where, comparison, dataset, float("nan"), -1.0, s,
                              runs_text))
@@ -449,8 +452,8 @@ def full_seed_spread(full: tuple[str, str] = FULL_SOURCE, metric: str = "test.ac
                      ) -> tuple[float, float, int]:
     """Mean, sample sd (ddof=1; NaN below 2 seeds) and n of the full model's ``metric`` (points)
     over its seeds: the seed noise of Fig. 10's band and of one-seed differences."""
-    runs_ = RunStore(root, current, full, metric).runs(*full)
-    v = np.asarray([x for x, _r in runs_.by_seed.values()], dtype=float)
+    v = runs.slot(runs.frame(root), *full, full=full, metric=metric,
+                  current=current).values.to_numpy(dtype=float)
     if len(v) == 0:
         return float("nan"), float("nan"), 0
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v)
@@ -470,19 +473,19 @@ def claims_ledger(full: tuple[str, str] = FULL_SOURCE, metric: str = "test.accur
     lies inside our CI, and ``runs``: how many of the planned seeds each side has.
 
     ``full`` is where the full model's runs are read (:data:`cfdan.analysis.runs.FULL_SOURCE`);
-    ``current`` keeps only records of today's experiment files
-    (:class:`cfdan.analysis.runs.RunStore`). The distillation cost row is measured on the
-    architecture, exactly, and needs no run.
+    ``current`` keeps only the runs that count (:func:`cfdan.analysis.runs.counted`). The
+    distillation cost row is measured on the architecture, exactly, and needs no run.
     """
-    store = RunStore(root, current, full, metric)
+    df = runs.frame(root)
+    opts = {"full": full, "metric": metric, "current": current}
     _m, sd, k = full_seed_spread(full, metric, current, root)
     noise = (sd, k) if np.isfinite(sd) and sd > 0 else None
     rows = []
     for c in pair_claims():
-        rows.append(_pair_row(store, c, noise))
+        rows.append(_pair_row(functools.partial(runs.slot, df, **opts), c, noise))
         if c.claim == "distillation helps accuracy":
-            rows.append(_cost_row(store))  # Table 5's other claim, beside its accuracy row
-    rows += _fig10_rows(store, noise)
+            rows.append(_cost_row())  # Table 5's other claim, beside its accuracy row
+    rows += _fig10_rows(functools.partial(runs.point, df, **opts), noise)
     return with_holm(pd.DataFrame(rows))
 
 

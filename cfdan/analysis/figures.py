@@ -5,8 +5,8 @@ over seeds; Fig. 7, t-SNE of the stored test features, of the shown runs and ove
 (with a k-NN accuracy per panel that does not depend on the embedding's randomness). Each
 figure has a function that computes what it draws, one that draws it on Matplotlib axes, and
 one that builds the chapter's figure, titled with each run's schedule
-(:func:`cfdan.analysis.book.run_label`). Runs are selected as the tables select them
-(:class:`cfdan.analysis.runs.RunStore`).
+(:func:`cfdan.analysis.book.run_label`). Runs are selected as the tables select them: views of
+the run table (:func:`cfdan.analysis.runs.counted`, :func:`cfdan.analysis.runs.slot`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pandas as pd
 from cfdan import results
 from cfdan.analysis import book, runs
 from cfdan.analysis.claims import TABLE3_VARIANTS
-from cfdan.analysis.runs import FULL_SOURCE, RunStore
+from cfdan.analysis.runs import FULL_SOURCE
 from cfdan.analysis.tables import history, representative_runs
 
 
@@ -81,7 +81,7 @@ def tsne_panels() -> dict[str, tuple[str, str]]:
 def plot_history(ax, experiment: str, metric: str = "val_accuracy", title: str = "") -> None:
     """Per-epoch ``metric`` of every run of ``experiment``, one line per (variant, seed)."""
     h = history(experiment)
-    df = runs.load(experiment)
+    df = runs.counted(experiment=experiment)
     if h.empty:
         ax.text(0.5, 0.5, "not run yet", ha="center", va="center", transform=ax.transAxes)
         ax.set(title=title)
@@ -104,12 +104,10 @@ def val_curves(variants: Sequence[str] = TABLE3_VARIANTS, experiment: str = "tab
 
     The full model's curve comes from ``full`` (:data:`cfdan.analysis.runs.FULL_SOURCE`).
     """
-    store = RunStore(root, current, full)
+    df = runs.frame(root)
     rows = []
     for v in variants:
-        exp, var = store.resolve(experiment, v)
-        recs, _stale = store.select(exp, lambda r, var=var: r.get("variant") == var)
-        for rec in recs:
+        for rec in runs.slot(df, experiment, v, full, current=current).rows["record"]:
             for h in rec.get("history") or []:
                 if metric in h and h[metric] is not None:
                     rows.append({"variant": v, "seed": rec.get("seed"), "epoch": h["epoch"],
@@ -161,13 +159,12 @@ def snapshot_runs(variants: Sequence[str] = FIG7_VARIANTS, experiment: str = "ta
                   seed: int = 0, full: tuple[str, str] = FULL_SOURCE, current: bool = True,
                   root: str | os.PathLike[str] | None = None) -> dict[str, tuple[str, str] | None]:
     """Fig. 7 over training: per variant, ``(experiment, run_id)`` of its ``seed`` run, or None."""
-    store = RunStore(root, current, full)
+    df = runs.frame(root)
     out: dict[str, tuple[str, str] | None] = {}
     for v in variants:
-        exp, var = store.resolve(experiment, v)
-        recs, _stale = store.select(
-            exp, lambda r, var=var: r.get("variant") == var and r.get("seed") == seed)
-        out[v] = (exp, str(recs[0]["run_id"])) if recs else None
+        exp, _var = runs.resolve(experiment, v, full)
+        rows = runs.slot(df, experiment, v, full, current=current).rows
+        out[v] = (exp, str(rows.at[seed, "run_id"])) if seed in rows.index else None
     return out
 
 
@@ -285,9 +282,9 @@ def tsne_figure(n: int = 1000):
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
     for ax, (title, (exp, run_id)) in zip(axes[0], panels.items(), strict=True):
-        rec = results.get_record(run_id, exp)
+        rec = runs.get(run_id, exp)
         which = f"seed {rec.get('seed', 0)}, test {100 * rec['test']['accuracy']:.1f} %"
-        note = book.schedule(rec, short=True)
+        note = runs.schedule(rec, short=True)
         plot_tsne(ax, run_id, exp, title=book.marked(f"{title}\n{which}", note, sep="\n"), n=n)
     axes[0, -1].legend(markerscale=4, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.tight_layout()
@@ -358,7 +355,7 @@ def tsne_training_figure(n: int = 1000, full: tuple[str, str] = FULL_SOURCE):
             panels[variant] = None
             continue
         exp, run_id = where
-        rec = results.get_record(run_id, exp)
+        rec = runs.get(run_id, exp)
         try:
             arrays = results.load_arrays(run_id, exp)
         except FileNotFoundError:

@@ -23,8 +23,10 @@ ONE_POINT = 1.0
 def minutes_per_run(experiments: tuple[str, ...] = ("cpu_v2", "table3", "table4", "table5",
                                                     "fig10")) -> float:
     """Median wall minutes of the counted runs of ``experiments`` (NaN with none)."""
-    times = [f["wall_time_s"] for f in map(runs.load, experiments) if "wall_time_s" in f]
-    return float(pd.concat(times).median() / 60) if times else float("nan")
+    df = runs.counted()
+    times = df.loc[df["experiment"].isin(experiments), "wall_time_s"] \
+        if "wall_time_s" in df else pd.Series(dtype=float)
+    return float(times.median() / 60) if len(times) else float("nan")
 
 
 def plan(ledger: pd.DataFrame, minutes: float | None = None) -> pd.DataFrame:

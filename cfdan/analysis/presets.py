@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cfdan import paper
-from cfdan.analysis.runs import FULL_SOURCE, RunStore
+from cfdan.analysis import runs
+from cfdan.analysis.runs import FULL_SOURCE
 
 
 def variant_order(experiment: str, table: str, full: tuple[str, str] = FULL_SOURCE,
@@ -25,10 +26,10 @@ def variant_order(experiment: str, table: str, full: tuple[str, str] = FULL_SOUR
     columns = paper.value_columns(table)
     column = "FERPlus" if "FERPlus" in columns else columns[0]
     p = paper.table(table).set_index("preset")[column]
-    store = RunStore(root, current, full, metric)
+    df = runs.frame(root)
     ours: dict[str, float] = {}
     for preset in p.index:
-        vals = [v for v, _r in store.runs(experiment, preset).by_seed.values()]
+        vals = list(runs.slot(df, experiment, preset, full, metric, current).values)
         if vals:
             ours[preset] = float(np.mean(vals))
     return {"ours": " > ".join(sorted(ours, key=ours.__getitem__, reverse=True)) or "none run",
@@ -69,9 +70,10 @@ def preset_block_test(experiment: str, table: str, full: tuple[str, str] = FULL_
     that the most cells fill; ties to more seeds) and returns None below two presets on it or
     without residual degrees of freedom.
     """
-
-    store = RunStore(root, current, full, metric)
-    by_seed = {p: store.runs(experiment, p).by_seed for p in paper.table(table)["preset"]}
+    df = runs.frame(root)
+    by_seed = {p: {int(k): float(v) for k, v in
+                   runs.slot(df, experiment, p, full, metric, current).values.items()}
+               for p in paper.table(table)["preset"]}
     seeds = sorted({s for got in by_seed.values() for s in got})
     best: tuple[int, int, tuple[int, ...], list[str]] | None = None
     for k in range(2, len(seeds) + 1):
@@ -87,7 +89,7 @@ def preset_block_test(experiment: str, table: str, full: tuple[str, str] = FULL_
     from statsmodels.formula.api import ols
     from statsmodels.stats.anova import anova_lm
 
-    data = pd.DataFrame([{"y": by_seed[p][s][0], "seed": str(s), "preset": p,
+    data = pd.DataFrame([{"y": by_seed[p][s], "seed": str(s), "preset": p,
                           "ilm": str(not ilm_group(p))} for p in rows for s in chosen])
     reduced = ols("y ~ C(seed) + C(ilm)", data).fit()
     full_fit = ols("y ~ C(seed) + C(preset)", data).fit()  # C(preset) nests C(ilm)

@@ -1,14 +1,20 @@
-"""Which recorded runs count today, and how they pair: the one place that decides (§4.3-4.5).
+"""The run table: every record of the results store as one row, and the one rule that decides
+which runs count (§4.3-4.5).
 
-A record counts when its experiment file (``configs/experiments/<name>.toml``) plans its run id
-today; a record of an older profile or schedule stays in the store (:mod:`cfdan.results`) for
-the prose that tells its story, but no table reads it. Experiments without a file (a profile
-run such as ``paper``) keep all their runs, except the :data:`RETIRED` ones.
+:func:`frame` reads the store (:mod:`cfdan.results`) once into a DataFrame, one row per record,
+superseded ones too: the record's tidy columns (:func:`cfdan.results.record_row`: experiment,
+variant, seed, run id, date, flattened config, metrics), the record itself (``record``), its
+training ``recipe`` (:func:`recipe`), PCP ``point`` (:func:`pcp_point`), ``schedule``
+(:func:`schedule`), ``hardware`` and ``threads`` (:func:`record_threads`), and whether it
+counts: ``planned`` (its experiment file plans its run id today,
+:func:`cfdan.training.config.is_planned`, the queue's own rule), ``superseded``, ``counted`` and
+``why`` not (:func:`reasons`). The frame is cached on the store's files and the experiment
+files, so a chapter reads the store once however many tables it shows.
 
-:func:`load` reads the counted runs as one frame. :class:`RunStore` selects them as the claims
-ledger (:mod:`cfdan.analysis.claims`), the tables and the figures use them: one record per seed
-(the latest), the full model's slots read from :data:`FULL_SOURCE`; :func:`paired_values`
-pairs them by seed and training recipe (:func:`recipe`).
+Every table, figure and ledger row is a view of it: :func:`counted` keeps the runs that count,
+one per (experiment, variant, seed), the latest; :func:`slot` and :func:`point` select one
+configuration's runs (the full model's slots read from :data:`FULL_SOURCE`); :func:`paired`
+lines them up by seed (a pivot: index seed, one column per slot) where their recipes agree.
 """
 
 from __future__ import annotations
@@ -16,72 +22,20 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cfdan import paper, results
-from cfdan.training.config import ADDED_LATER, NON_IDENTITY, ConfigError, load_experiment
-
-
-def planned(experiment: str) -> tuple[tuple[int, ...], frozenset[str]] | None:
-    """``(seeds, run_ids)`` of ``configs/experiments/<experiment>.toml`` as it is today; None
-    if the experiment has no such file (a profile run such as ``paper``)."""
-    try:
-        exp = load_experiment(experiment)
-    except ConfigError:
-        return None
-    return tuple(exp.seeds), frozenset(c.run_id for c in exp.configs())
-
-
-def current_ids(experiment: str) -> frozenset[str] | None:
-    """The run ids of ``experiment`` that count today: those its experiment file plans
-    (:func:`planned`); None when it has no file and every run counts."""
-    plan = planned(experiment)
-    return None if plan is None else plan[1]
-
+from cfdan import paper, paths, results
+from cfdan.training import config
+from cfdan.training.config import ADDED_LATER, NON_IDENTITY
 
 RETIRED: dict[str, str] = {"cpu": "cpu v1 profile, replaced by cpu_v2"}
 """Experiments without a file whose runs no table or figure reads any more, and why: they stay
 in the store for the prose that tells their story (chapter 5 quotes the cpu v1 run)."""
 
-
-def current_mask(df: pd.DataFrame) -> pd.Series:
-    """Per row of a runs frame: is the run one of its experiment's planned runs today?
-
-    A record of an experiment file's older profile or schedule (its ``run_id`` no longer
-    planned) is not current; an experiment without a file keeps all its runs.
-    """
-    keep = pd.Series(True, index=df.index)
-    if df.empty or "experiment" not in df or "run_id" not in df:
-        return keep
-    for exp in df["experiment"].unique():
-        ids = current_ids(str(exp))
-        if ids is not None:
-            rows = df["experiment"] == exp
-            keep[rows] = df.loc[rows, "run_id"].isin(ids)
-    return keep
-
-
-def load(experiment: str | None = None, current: bool = True, superseded: bool = False,
-         **filters: Any) -> pd.DataFrame:
-    """The finished runs of ``experiment`` (all experiments if None; empty frame if none), one
-    row a record (:func:`cfdan.results.load`).
-
-    With ``current`` (the default) only the runs its experiment file plans today
-    (:func:`current_mask`), so a figure never picks a record of an older schedule; runs marked
-    ``superseded_by`` only with ``superseded``.
-    """
-    try:
-        df = results.load(experiment, superseded=superseded, **filters)
-    except KeyError:
-        return pd.DataFrame()
-    return df[current_mask(df)].reset_index(drop=True) if current else df
-
-
-# --------------------------------------------------------------------------- selection and pairing
 FULL_SOURCE: tuple[str, str] = ("cpu_v2", "full")
 """Where the full model's runs are read, ``(experiment, variant)``: the cpu v2 records.
 
@@ -105,6 +59,7 @@ _RECIPE_IGNORED = frozenset({
 })
 
 
+# --------------------------------------------------------------------------- facts of one record
 def recipe(rec: Mapping[str, Any]) -> str:
     """A run's training recipe: its config without the model's variant (``preset``, ``pcp_*``),
     the seed, evaluation-only settings and :data:`cfdan.training.config.NON_IDENTITY` fields.
@@ -164,18 +119,189 @@ def fig10_points() -> list[tuple[float, float, float]]:
     return [(round(s, 4), round(x, 4), round(p, 4)) for s, x, p in pts]
 
 
+def schedule(rec: Mapping[str, Any], short: bool = False) -> str:
+    """How a run's schedule was shortened ('' if it ran the epochs it planned).
+
+    A run is *refitted* when ``epochs_fitted < epochs_planned`` (``train.fit_to_budget``) and
+    *cut short* when it stopped before its fitted schedule ended (``cut_short``).
+    """
+    planned, run = rec.get("epochs_planned"), rec.get("epochs_run")
+    fitted = rec.get("epochs_fitted", planned)
+    budget = (rec.get("config", {}).get("train", {}) or {}).get("time_budget_s")
+    notes = []
+    if planned and fitted and fitted < planned:
+        if short:
+            notes.append(f"{fitted}/{planned} epochs, time budget")
+        else:
+            per = f" to a {budget:.0f} s time budget" if budget else " to a time budget"
+            notes.append(f"refitted{per}: {fitted} of {planned} planned epochs")
+    if rec.get("cut_short") or (run is not None and fitted and run < fitted):
+        why = rec.get("stop_reason") or "stopped"
+        notes.append(f"cut short: {run}/{fitted} epochs" if short
+                     else f"cut short ({why}) after {run} of {fitted} epochs")
+    return "; ".join(notes)
+
+
+def record_threads(rec: Mapping[str, Any]) -> int:
+    """The torch threads a record trained with (its ``cpu_count`` where ``torch_threads`` is
+    missing; 0 if neither is recorded)."""
+    hw = rec.get("hardware") or {}
+    return int(hw.get("torch_threads") or hw.get("cpu_count") or 0)
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    """``[2]`` -> "seed 2", ``[0, 1]`` -> "seeds 0, 1"."""
+    return f"seed{'s' * (len(seeds) != 1)} {', '.join(map(str, seeds))}"
+
+
+# --------------------------------------------------------------------------- the run table
+_FRAME: dict[str, Any] = {}
+_PLANS: dict[tuple, Any] = {}
+_BASE_COLUMNS = ("experiment", "run_id", "variant", "seed", "date", "superseded_by", "record",
+                 "recipe", "point", "schedule", "hardware", "threads", "planned", "superseded",
+                 "why", "counted")
+
+
+def _stats(files: Sequence[Any]) -> tuple:
+    out = []
+    for p in files:
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:  # replaced while we looked
+            continue
+        out.append((str(p), st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino))
+    return tuple(out)
+
+
+def _config_stamp() -> tuple:
+    """What the experiment files' plans depend on: the profiles and experiment files."""
+    dirs = (config.CONFIGS_DIR, config.EXPERIMENTS_DIR)
+    return tuple(str(d) for d in dirs) + _stats([p for d in dirs for p in sorted(d.glob("*.toml"))])
+
+
+def plan(experiment: str) -> tuple[tuple[int, ...], frozenset[str]] | None:
+    """:func:`cfdan.training.config.planned` of ``experiment``, cached on the config files."""
+    key = (_config_stamp(), experiment)
+    if key not in _PLANS:
+        _PLANS[key] = config.planned(experiment)
+    return _PLANS[key]
+
+
+def plan_seeds(experiment: str) -> tuple[int, ...]:
+    """The seeds ``experiment``'s file plans today (none without a file)."""
+    got = plan(experiment)
+    return got[0] if got else ()
+
+
+def frame(root: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """Every record of the store, one row each, in the store's order (see the module's
+    docstring for the columns); cached until a record, a profile or an experiment file changes
+    (or :data:`RETIRED` does)."""
+    base = paths.results_dir(root)
+    key = (str(base), _stats(sorted(base.glob("*/*.json"))), _config_stamp(),
+           tuple(sorted(RETIRED.items())))
+    if _FRAME.get("key") != key:
+        _FRAME.update(key=key, frame=_build(root))
+    return _FRAME["frame"].copy(deep=False)
+
+
+def _build(root: str | os.PathLike[str] | None) -> pd.DataFrame:
+    rows = []
+    for _p, rec in results.iter_records(None, root, superseded=True):
+        hw = rec.get("hardware") or {}
+        rows.append({**results.record_row(rec), "record": rec, "recipe": recipe(rec),
+                     "point": pcp_point(rec), "schedule": schedule(rec),
+                     "hardware": hw.get("gpu") or hw.get("cpu"), "threads": record_threads(rec),
+                     "planned": config.is_planned(rec.get("run_id"),
+                                                  plan(str(rec.get("experiment")))),
+                     "superseded": bool(rec.get("superseded_by"))})
+    df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(_BASE_COLUMNS))
+    if rows:
+        why = reasons(df)
+        df["why"], df["counted"] = why, why == ""
+    return df
+
+
+def reasons(df: pd.DataFrame, current: bool = True) -> pd.Series:
+    """Why each run of the table does not count ('' where it does): the one rule.
+
+    * ``superseded by <run id>``: a later run of the same profile and seed replaces it;
+    * ``retired (...)``: its experiment is one of :data:`RETIRED`;
+    * ``older config``: its experiment file no longer plans its run id (an older profile or
+      schedule; ``planned``, the queue's own rule);
+    * ``a later record of its seed counts``: of several records of one (experiment, variant,
+      seed) the latest (by ``date``; the first in the store's order on a tie) counts. In
+      Fig. 10's grid each variant is one PCP point.
+
+    With ``current`` False the plan and the retirement are not asked (every record not
+    superseded, the latest of a seed)."""
+    why = pd.Series("", index=df.index, dtype=object)
+    if current:
+        why[~df["planned"].astype(bool)] = "older config"
+        retired = df["experiment"].map(RETIRED)
+        why[retired.notna()] = "retired (" + retired[retired.notna()] + ")"
+    sup = df["superseded"].astype(bool)
+    why[sup] = "superseded by " + df.loc[sup, "superseded_by"].astype(str)
+    live = df[why == ""]
+    date = live["record"].map(lambda r: str(r.get("date", "")))
+    order = live.loc[date.sort_values(ascending=False, kind="stable").index]
+    later = order.duplicated(["experiment", "variant", "seed"])
+    why[later[later].index] = "a later record of its seed counts"
+    return why
+
+
+def counted(df: pd.DataFrame | None = None, current: bool = True,
+            root: str | os.PathLike[str] | None = None, experiment: str | None = None
+            ) -> pd.DataFrame:
+    """The runs that count (:func:`reasons`): rows of ``df`` (default the whole :func:`frame`),
+    of ``experiment`` if given; with ``current`` False, every run not superseded (the latest
+    of a seed)."""
+    df = frame(root) if df is None else df
+    if experiment is not None:
+        df = df[df["experiment"] == experiment]
+    if df.empty:
+        return df
+    return df[df["counted"] if current else reasons(df, current=False) == ""]
+
+
+def get(run_id: str, experiment: str | None = None,
+        root: str | os.PathLike[str] | None = None) -> dict:
+    """The record of ``run_id`` (of ``experiment``; any when None), counted or not: a
+    :class:`KeyError` naming the store when there is none."""
+    df = frame(root)
+    hit = df[(df["run_id"] == run_id) & ((df["experiment"] == experiment) if experiment
+                                         else True)]
+    if hit.empty:
+        where = f"experiment {experiment!r}" if experiment else "any experiment"
+        raise KeyError(f"no run {run_id!r} in {where} under {paths.results_dir(root)}")
+    return hit["record"].iloc[0]
+
+
+def counted_label(why: str) -> str:
+    """A table's ``counted`` cell: "yes", or "no: " and why not (:func:`reasons`)."""
+    return f"no: {why}" if why else "yes"
+
+
+# --------------------------------------------------------------------------- slots and pairing
 @dataclass
 class Runs:
-    """The usable runs of one configuration: seed -> (metric in points, recipe)."""
+    """The runs that count of one configuration: ``rows`` of the run table indexed by seed
+    (sorted) with ``value`` (the metric in points) and ``recipe``; the seeds its experiment
+    plans, and how many records of an older config were left out."""
 
     label: str
-    by_seed: dict[int, tuple[float, str]] = field(default_factory=dict)
+    rows: pd.DataFrame
     expected: tuple[int, ...] = ()
     not_current: int = 0
 
+    @property
+    def values(self) -> pd.Series:
+        """The metric in points, per seed."""
+        return self.rows["value"]
+
     def count(self) -> str:
         """``"table3/dam: 2 of 3 seeds"`` (runs of another recipe are mentioned, not counted)."""
-        have = sorted(self.by_seed)
+        have = sorted(self.rows.index)
         if self.expected:
             text = f"{self.label}: {len(set(have) & set(self.expected))} of " \
                    f"{len(self.expected)} seeds"
@@ -188,103 +314,65 @@ class Runs:
     def only(self, seeds: Sequence[int]) -> Runs:
         """These runs limited to ``seeds``, which become the planned seeds (a shared
         configuration read by an experiment that plans fewer seeds)."""
-        return Runs(self.label, {k: v for k, v in self.by_seed.items() if k in seeds},
-                    tuple(seeds), self.not_current)
+        return replace(self, rows=self.rows[self.rows.index.isin(list(seeds))],
+                       expected=tuple(seeds))
 
 
-def seeds_text(seeds: Sequence[int]) -> str:
-    """``[2]`` -> "seed 2", ``[0, 1]`` -> "seeds 0, 1"."""
-    return f"seed{'s' * (len(seeds) != 1)} {', '.join(map(str, seeds))}"
+def resolve(experiment: str, variant: str, full: tuple[str, str] = FULL_SOURCE
+            ) -> tuple[str, str]:
+    """``(experiment, variant)``, with the full model's slots (:data:`FULL_SLOTS`) read from
+    ``full``."""
+    return full if (experiment, variant) in FULL_SLOTS else (experiment, variant)
 
 
-class RunStore:
-    """Records of the results store, selected as the ledger and figures use them.
+def _runs(df: pd.DataFrame, label: str, experiment: str, mask: pd.Series, metric: str,
+          current: bool) -> Runs:
+    ok = counted(df, current)
+    rows = ok[mask[ok.index]]
+    seeds = pd.Index([int(r.get("seed", 0)) for r in rows["record"]], dtype=int, name="seed")
+    rows = rows.assign(value=[points(r, metric) for r in rows["record"]]).set_axis(
+        seeds).sort_index()
+    stale = int((mask & ~df["superseded"].astype(bool) & ~df["planned"].astype(bool)).sum()) \
+        if current else 0
+    return Runs(label, rows, plan_seeds(experiment), stale)
 
-    With ``current`` (the default), a record of an experiment that has a file in
-    ``configs/experiments/`` counts only if its ``run_id`` is one of that file's runs today
-    (the sweep's own notion of *done*), so runs of an older profile or schedule drop out.
-    """
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, current: bool = True,
-                 full: tuple[str, str] = FULL_SOURCE, metric: str = "test.accuracy") -> None:
-        self.root, self.current, self.full, self.metric = root, current, full, metric
-        self._plans: dict[str, tuple[tuple[int, ...], set[str]] | None] = {}
-        self._recs: dict[str, list[dict]] = {}
+def slot(df: pd.DataFrame, experiment: str, variant: str, full: tuple[str, str] = FULL_SOURCE,
+         metric: str = "test.accuracy", current: bool = True) -> Runs:
+    """The runs of a variant that count (:func:`counted`), the full model's slots resolved to
+    ``full`` (:func:`resolve`); ``df`` is the run table (:func:`frame`)."""
+    exp, var = resolve(experiment, variant, full)
+    mask = (df["experiment"] == exp) & (df["variant"] == var)
+    return _runs(df, f"{exp}/{var}", exp, mask, metric, current)
 
-    def plan(self, experiment: str) -> tuple[tuple[int, ...], set[str]] | None:
-        """``(seeds, run_ids)`` of the experiment's file today; None if it has none."""
-        if experiment not in self._plans:
-            plan = planned(experiment)
-            self._plans[experiment] = None if plan is None else (plan[0], set(plan[1]))
-        return self._plans[experiment]
 
-    def records(self, experiment: str) -> list[dict]:
-        if experiment not in self._recs:
-            self._recs[experiment] = [r for _p, r in results.iter_records(experiment, self.root)]
-        return self._recs[experiment]
+def point(df: pd.DataFrame, pt: tuple[float, float, float], experiment: str = "fig10",
+          full: tuple[str, str] = FULL_SOURCE, metric: str = "test.accuracy",
+          current: bool = True) -> Runs:
+    """The runs of one Fig. 10 setting; the centre is the full model (``full``)."""
+    if pt == FIG10_CENTRE:
+        return slot(df, *full, full=full, metric=metric, current=current)
+    mask = (df["experiment"] == experiment) & df["point"].map(lambda p: p == pt).astype(bool)
+    return _runs(df, f"{experiment} s_L {pt[0]:g}, x_L {pt[1]:g}, P1 {pt[2]:g}", experiment,
+                 mask, metric, current)
 
-    def resolve(self, experiment: str, variant: str) -> tuple[str, str]:
-        """``(experiment, variant)``, with the full model's slots read from :attr:`full`."""
-        return self.full if (experiment, variant) in FULL_SLOTS else (experiment, variant)
 
-    def select(self, experiment: str, keep) -> tuple[list[dict], int]:
-        """Records of ``experiment`` for which ``keep(rec)`` holds, one per seed (the latest),
-        and how many were left out as not current."""
-        plan = self.plan(experiment) if self.current else None
-        chosen: dict[int, dict] = {}
-        stale = 0
-        for rec in self.records(experiment):
-            if not keep(rec):
-                continue
-            if plan is not None and rec.get("run_id") not in plan[1]:
-                stale += 1
-                continue
-            seed = int(rec.get("seed", 0))
-            if seed not in chosen or str(rec.get("date", "")) > str(chosen[seed].get("date", "")):
-                chosen[seed] = rec
-        return [chosen[s] for s in sorted(chosen)], stale
-
-    def variant_records(self, experiment: str, variant: str) -> tuple[str, str, list[dict], int]:
-        """``(experiment, variant, records, not current)`` of a variant, full-model slots
-        resolved to :attr:`full` (:meth:`resolve`, :meth:`select`)."""
-        exp, var = self.resolve(experiment, variant)
-        recs, stale = self.select(exp, lambda r: r.get("variant") == var)
-        return exp, var, recs, stale
-
-    def runs(self, experiment: str, variant: str) -> Runs:
-        """The runs of a variant (full-model slots resolved to :attr:`full`)."""
-        exp, var, recs, stale = self.variant_records(experiment, variant)
-        return self._runs(f"{exp}/{var}", exp, recs, stale)
-
-    def point(self, point: tuple[float, float, float], experiment: str = "fig10") -> Runs:
-        """The runs of one Fig. 10 setting; the centre is the full model (:attr:`full`)."""
-        if point == FIG10_CENTRE:
-            exp, var = self.full
-            recs, stale = self.select(exp, lambda r: r.get("variant") == var)
-            return self._runs(f"{exp}/{var}", exp, recs, stale)
-        recs, stale = self.select(experiment, lambda r: pcp_point(r) == point)
-        return self._runs(f"{experiment} s_L {point[0]:g}, x_L {point[1]:g}, P1 {point[2]:g}",
-                          experiment, recs, stale)
-
-    def _runs(self, label: str, experiment: str, recs: list[dict], stale: int) -> Runs:
-        plan = self.plan(experiment)
-        return Runs(label, {int(r.get("seed", 0)): (points(r, self.metric), recipe(r))
-                            for r in recs}, plan[0] if plan else (), stale)
+def paired(slots: Sequence[Runs]) -> tuple[pd.DataFrame, list[int]]:
+    """The slots' values side by side, pairing records by ``seed``: index seed, one column per
+    slot (in order), for the seeds every slot has and whose recipes agree (:func:`recipe`); and
+    the seeds left out because the recipes differ."""
+    if not slots:
+        return pd.DataFrame(), []
+    keys = list(range(len(slots)))
+    vals = pd.concat([s.values for s in slots], axis=1, keys=keys, join="inner").sort_index()
+    rcp = pd.concat([s.rows["recipe"] for s in slots], axis=1, keys=keys, join="inner")
+    same = rcp.loc[vals.index].nunique(axis=1) == 1
+    return vals[same], [int(s) for s in vals.index[~same]]
 
 
 def paired_values(slots: Sequence[Runs], stat) -> tuple[np.ndarray, list[int], list[int]]:
-    """``stat([v_1, ..., v_k])`` per seed that every slot has, pairing records by ``seed``.
-
-    Returns the values, the seeds used, and the seeds left out because the slots' recipes
-    differ (:func:`recipe`).
-    """
-    common = sorted(set.intersection(*(set(s.by_seed) for s in slots))) if slots else []
-    vals, used, mismatched = [], [], []
-    for seed in common:
-        entries = [s.by_seed[seed] for s in slots]
-        if len({rcp for _v, rcp in entries}) > 1:
-            mismatched.append(seed)
-            continue
-        vals.append(float(stat([v for v, _r in entries])))
-        used.append(seed)
-    return np.asarray(vals, dtype=float), used, mismatched
+    """``stat([v_1, ..., v_k])`` per seed of :func:`paired`: the values, the seeds used, and
+    the seeds left out because the slots' recipes differ."""
+    vals, mismatched = paired(slots)
+    out = [float(stat(v)) for v in vals.to_numpy(dtype=float)]
+    return np.asarray(out, dtype=float), [int(s) for s in vals.index], mismatched

@@ -13,15 +13,20 @@ from typing import Any
 
 import pandas as pd
 
-from cfdan import results
-from cfdan.analysis import book
-from cfdan.analysis.runs import recipe
+from cfdan.analysis import book, runs
 
 SEARCH_EXPERIMENT = "cpu_search"
 """The search's experiment (``configs/experiments/cpu_search.toml``)."""
 
 FROZEN_ROLE = "candidate: frozen as cpu v2"
 """The search table's role of the candidate with the best validation accuracy."""
+
+
+def _rows(experiment: str) -> pd.DataFrame:
+    """The rows of the run table of the search, superseded ones left out (every candidate's
+    record, of any config: :func:`search_table` matches them to today's by run id)."""
+    df = runs.frame()
+    return df[(df["experiment"] == experiment) & ~df["superseded"].astype(bool)]
 
 
 def search_table(experiment: str = SEARCH_EXPERIMENT) -> pd.DataFrame:
@@ -36,7 +41,8 @@ def search_table(experiment: str = SEARCH_EXPERIMENT) -> pd.DataFrame:
     from cfdan.training.config import load_experiment
 
     exp = load_experiment(experiment)
-    stored = {rec["run_id"]: rec for _, rec in results.iter_records(experiment)}
+    rows = _rows(experiment)
+    stored = dict(zip(rows["run_id"], rows["record"], strict=True))
     rows = []
     for cfg in exp.configs():
         changes = exp.variants.get(cfg.variant, {})
@@ -98,7 +104,8 @@ def search_facts(experiment: str = SEARCH_EXPERIMENT) -> dict[str, Any]:
                    search_yardstick_vs_best=f"{v - float(vals.max()):+.2f}",
                    search_yardstick_beats=int((vals < v).sum()))
         # the candidate that shares the yardstick's training recipe (only the model differs)
-        recipes = {r["variant"]: recipe(r) for _p, r in results.iter_records(experiment)}
+        rows = _rows(experiment)
+        recipes = dict(zip(rows["variant"], rows["recipe"], strict=True))
         name = yard["candidate"].iloc[0]
         same = done[done["candidate"].map(lambda c: recipes.get(c) == recipes.get(name))]
         if len(same):

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from cfdan import paper
-from cfdan.analysis import book, claims
-from cfdan.analysis.runs import FIG10_CENTRE, FULL_SOURCE, RunStore, fig10_points, pcp_point
+from cfdan.analysis import book, claims, runs
+from cfdan.analysis.runs import FIG10_CENTRE, FULL_SOURCE, fig10_points
 from cfdan.analysis.tables import hardware_label
 
 
@@ -83,23 +83,20 @@ def sensitivity_points(full: tuple[str, str] = FULL_SOURCE, experiment: str = "f
     The centre (the full model, from ``full``) is averaged over the same seeds as the grid, so
     that every point shares them (all the full model's seeds while the grid has none).
     """
-    store = RunStore(root, current, full, metric)
-    pts = {pt: store.point(pt, experiment) for pt in fig10_points()}
-    grid_seeds = set().union(*(set(r.by_seed) for pt, r in pts.items() if pt != FIG10_CENTRE))
+    df = runs.frame(root)
+    pts = {pt: runs.point(df, pt, experiment, full, metric, current) for pt in fig10_points()}
+    grid_seeds = set().union(*(set(r.rows.index) for pt, r in pts.items()
+                               if pt != FIG10_CENTRE))
     rows = []
     for (s_l, x_l, p1), r in pts.items():
-        seeds = sorted(r.by_seed) if not grid_seeds or (s_l, x_l, p1) != FIG10_CENTRE \
-            else sorted(set(r.by_seed) & grid_seeds)
-        vals = [r.by_seed[s][0] for s in seeds]
         centre = (s_l, x_l, p1) == FIG10_CENTRE
-        recs = (store.select(store.full[0], lambda x: x.get("variant") == store.full[1])[0]
-                if centre else store.select(experiment, lambda x, p=(s_l, x_l, p1):
-                                            pcp_point(x) == p)[0])
+        seeds = sorted(set(r.rows.index) & grid_seeds) if grid_seeds and centre \
+            else sorted(r.rows.index)
+        vals = [r.values[s] for s in seeds]
         rows.append({"s_L": s_l, "x_L": x_l, "P1": p1, "centre": centre,
                      "accuracy": float(np.mean(vals)) if vals else float("nan"),
                      "seeds": len(vals), "source": r.label,
-                     "hardware": hardware_label([x for x in recs
-                                                 if int(x.get("seed", 0)) in seeds])})
+                     "hardware": hardware_label([r.rows.at[s, "record"] for s in seeds])})
     return pd.DataFrame(rows)
 
 

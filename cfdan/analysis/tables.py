@@ -2,9 +2,10 @@
 
 Every number shown comes from a record in ``results/`` (:mod:`cfdan.results`); the paper's
 numbers come from :mod:`cfdan.paper` and are labelled ``paper``. Functions return DataFrames;
-the notebooks only call them. Runs are paired and counted as the claims ledger
-(:mod:`cfdan.analysis.claims`) reads them (:class:`cfdan.analysis.runs.RunStore`), so a table
-and the ledger never disagree. The figures of the same runs are drawn by
+the notebooks only call them. Every table is a view of the run table
+(:func:`cfdan.analysis.runs.frame`): the runs that count (:func:`cfdan.analysis.runs.counted`),
+one configuration's at a time as the claims ledger (:mod:`cfdan.analysis.claims`) reads them
+(:func:`cfdan.analysis.runs.slot`), so a table and the ledger never disagree. The figures of the same runs are drawn by
 :mod:`cfdan.analysis.figures` (Figs. 5-7), :mod:`cfdan.analysis.attention_maps` (Fig. 8) and
 :mod:`cfdan.analysis.sensitivity` (Fig. 10).
 """
@@ -18,9 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cfdan import paper, results
+from cfdan import paper
 from cfdan.analysis import runs
-from cfdan.analysis.runs import FULL_SOURCE, RunStore, points, seeds_text
+from cfdan.analysis.runs import FULL_SOURCE, points, record_threads, seeds_text
 
 PROFILE_LABELS = {
     "cpu_v2": "ours: cpu profile (2 CPU cores)",
@@ -65,7 +66,7 @@ def our_rows(experiments: dict[str, str], variant: str | None = None,
     """One row per experiment: mean ± std over seeds of ``metric`` (FERPlus only here)."""
     rows = []
     for exp, label in experiments.items():
-        df = runs.load(exp)
+        df = runs.counted(experiment=exp)
         if not df.empty and variant is not None and "variant" in df:
             df = df[df["variant"] == variant]
         vals = df[metric].tolist() if metric in df else []
@@ -116,8 +117,8 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
     experiment's variants that the paper's table lacks (Table 3's ``plain_cnn``, no attention)
     follow as rows of ours alone, their paper cells empty.
 
-    Our runs are read as the claims ledger reads them (:class:`cfdan.analysis.runs.RunStore`): only
-    records of the experiment file as it is today, and the full model's rows from
+    Our runs are read as the claims ledger reads them (:func:`cfdan.analysis.runs.slot`): only
+    the runs that count, and the full model's rows from
     :data:`cfdan.analysis.runs.FULL_SOURCE`, limited to the seeds this table plans (as the table's
     own rows are; the seeds left out are named in ``runs``). The ``runs`` column says
     how many of the planned seeds each row has and where they come from; ``hardware`` says what
@@ -127,26 +128,25 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
     extra = [v for v in _planned_variants(experiment) if v not in set(p["preset"])]
     if extra:  # our own rows (plain_cnn: no attention), which the paper does not report
         p = pd.concat([p, pd.DataFrame({"preset": extra})], ignore_index=True)
-    store = RunStore(root, current, full or FULL_SOURCE, metric)
-    plan = store.plan(experiment)
+    full = full or FULL_SOURCE
+    df = runs.frame(root)
+    plan = runs.plan(experiment)
     ours, counts, hw, mca, f1, seeds = [], [], [], [], [], []
     for preset in p["preset"]:
-        exp, var, recs, stale = store.variant_records(experiment, preset)
-        r = store._runs(f"{exp}/{var}", exp, recs, stale)
+        r = runs.slot(df, experiment, preset, full, metric, current)
         left_out = ""
-        if exp != experiment and plan is not None:  # a shared row: this table's seeds only
-            other = sorted(set(r.by_seed) - set(plan[0]))
+        if runs.resolve(experiment, preset, full)[0] != experiment and plan is not None:
+            other = sorted(set(r.rows.index) - set(plan[0]))  # a shared row: our seeds only
             r = r.only(plan[0])
-            recs = [rec for rec in recs if int(rec.get("seed", 0)) in plan[0]]
             if other:
                 left_out = (f"; {seeds_text(other)} not shown, as this table does not plan "
                             f"{'them' if len(other) > 1 else 'it'}")
-        vals = [v for v, _recipe in r.by_seed.values()]
+        vals, recs = list(r.values), list(r.rows["record"])
         ours.append(mean_std(vals, scale=1.0) if vals else "not run")
         split = metric.split(".")[0]
         mca.append(mean_std([points(x, f"{split}.mean_class_accuracy") for x in recs], 1.0))
         f1.append(mean_std([points(x, f"{split}.macro_f1") for x in recs], 1.0))
-        seeds.append(per_seed_text(r.by_seed))
+        seeds.append(per_seed_text(r.values))
         counts.append(r.count() + left_out)
         hw.append(hardware_label(recs))
     keep = [c for c in p.columns if c not in ("source",)]
@@ -163,9 +163,9 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
     return out
 
 
-def per_seed_text(by_seed: Mapping[int, tuple[float, str]]) -> str:
-    """``"s0 83.52, s1 83.74"``: a row's values seed by seed (points), or ``-``."""
-    return ", ".join(f"s{k} {v:.2f}" for k, (v, _r) in sorted(by_seed.items())) or "-"
+def per_seed_text(values: pd.Series) -> str:
+    """``"s0 83.52, s1 83.74"``: a row's values (points, indexed by seed), or ``-``."""
+    return ", ".join(f"s{k} {v:.2f}" for k, v in values.sort_index().items()) or "-"
 
 
 def _planned_variants(experiment: str) -> list[str]:
@@ -176,13 +176,6 @@ def _planned_variants(experiment: str) -> list[str]:
         return list(load_experiment(experiment).variants)
     except ConfigError:
         return []
-
-
-def record_threads(rec: Mapping[str, Any]) -> int:
-    """The torch threads a record trained with (its ``cpu_count`` where ``torch_threads`` is
-    missing; 0 if neither is recorded)."""
-    hw = rec.get("hardware") or {}
-    return int(hw.get("torch_threads") or hw.get("cpu_count") or 0)
 
 
 def hardware_label(recs: Sequence[Mapping[str, Any]]) -> str:
@@ -217,28 +210,34 @@ def hardware_label(recs: Sequence[Mapping[str, Any]]) -> str:
 
 
 def history(experiment: str, current: bool = True) -> pd.DataFrame:
-    """Per-epoch histories of the runs of an experiment (only current ones, as :func:`runs`)."""
-    try:
-        h = results.load_history(experiment=experiment)
-    except KeyError:
+    """Per-epoch histories of the runs of an experiment that count
+    (:func:`cfdan.analysis.runs.counted`; with ``current`` False, every run not superseded):
+    columns ``run_id``, ``variant``, ``seed`` and the history's, in the store's order (as
+    :func:`cfdan.results.load_history` lays them out)."""
+    df = experiment_rows(experiment)
+    df = df[~df["superseded"].astype(bool)]
+    keep = df.index.isin(runs.counted(df, current).index)
+    frames, flags = [], []
+    for rec, k in zip(df["record"], keep, strict=True):
+        h = pd.DataFrame(rec.get("history", []))
+        h.insert(0, "run_id", rec.get("run_id"))
+        h.insert(1, "variant", rec.get("variant"))
+        h.insert(2, "seed", rec.get("seed"))
+        frames.append(h)
+        flags += [k] * len(h)
+    if not frames:
         return pd.DataFrame()
-    if not current or h.empty:
-        return h
-    return h[runs.current_mask(h.assign(experiment=experiment))].reset_index(drop=True)
+    return pd.concat(frames, ignore_index=True)[np.asarray(flags, dtype=bool)].reset_index(
+        drop=True)
 
 
-def counted(df: pd.DataFrame) -> pd.Series:
-    """Per row of a runs frame (``experiment``, ``run_id``, optional ``superseded_by``): does
-    a table or figure read the run, and if not, why (*older config*, *superseded by*, or
-    *retired*: :data:`cfdan.analysis.runs.RETIRED`)."""
-    out = runs.current_mask(df).map({True: "yes", False: "no: older config"})
-    by = df["superseded_by"] if "superseded_by" in df else pd.Series(None, index=df.index)
-    for i in df.index:
-        if isinstance(by[i], str) and by[i]:
-            out[i] = f"no: superseded by {by[i]}"
-        elif df.at[i, "experiment"] in runs.RETIRED:
-            out[i] = f"no: retired ({runs.RETIRED[df.at[i, 'experiment']]})"
-    return out
+def experiment_rows(experiment: str | None = None) -> pd.DataFrame:
+    """The rows of the run table of ``experiment`` (every experiment if None), superseded and
+    not counted ones too, in the store's order."""
+    df = runs.frame()
+    if experiment is not None:
+        df = df[df["experiment"] == experiment]
+    return df.reset_index(drop=True)
 
 
 def code_label(row: Mapping[str, Any]) -> str:
@@ -257,11 +256,12 @@ def provenance(experiment: str | None = None) -> pd.DataFrame:
     """Where every number comes from: one row per run with commit, data, hardware, date.
 
     Runs of an experiment file's older profile and superseded runs are listed too; ``counted``
-    says whether the tables and figures use the run (:func:`cfdan.analysis.runs.current_mask`)."""
-    df = runs.load(experiment, current=False, superseded=True)
+    says whether the tables and figures use the run (:func:`cfdan.analysis.runs.reasons`)."""
+    df = experiment_rows(experiment)
     if df.empty:
-        return df
-    df = df.assign(counted=counted(df), code=[code_label(r) for _i, r in df.iterrows()])
+        return pd.DataFrame()
+    df = df.assign(counted=df["why"].map(runs.counted_label),
+                   code=[code_label(r) for _i, r in df.iterrows()])
     cols = ["experiment", "variant", "seed", "run_id", "counted", "code", "device",
             "data_fingerprint", "date", "wall_time_s", "epochs_run", "cut_short", "best_epoch",
             "test.accuracy"]
@@ -274,7 +274,7 @@ def provenance(experiment: str | None = None) -> pd.DataFrame:
 
 def gap_to_paper(experiment: str, variant: str = "full") -> str:
     """One sentence: our FERPlus test accuracy of ``experiment`` against the paper's 92.02 %."""
-    df = runs.load(experiment)
+    df = runs.counted(experiment=experiment)
     label = PROFILE_LABELS.get(experiment, experiment)
     if df.empty or "test.accuracy" not in df:
         return f"{label}: not run yet"
@@ -290,7 +290,7 @@ def representative_runs(wanted: dict[str, str]) -> dict[str, str]:
     """``{experiment: run_id}`` of the lowest-seed run of the given variant, where one exists."""
     out = {}
     for exp, variant in wanted.items():
-        df = runs.load(exp)
+        df = runs.counted(experiment=exp)
         if df.empty:
             continue
         df = df[df["variant"] == variant].sort_values("seed")
@@ -303,7 +303,7 @@ def per_class_table(shown: dict[str, str], split: str = "test") -> pd.DataFrame:
     """Per-class recall and F1 (%) of the given runs, with the support of each class."""
     rows = []
     for exp, run_id in shown.items():
-        rec = results.get_record(run_id, exp)
+        rec = runs.get(run_id, exp)
         for name, st in rec[split]["per_class"].items():
             rows.append({"run": PROFILE_LABELS.get(exp, exp), "class": name,
                          "support": st["support"], "recall %": 100 * st["recall"],
@@ -319,7 +319,7 @@ def hardware_table(experiment: str | None = None) -> pd.DataFrame:
     """Per run: device, GPU/CPU, library versions, world size, wall time, epochs, peak memory;
     superseded runs too, with the run that replaced them."""
     rows = []
-    for _p, rec in results.iter_records(experiment, superseded=True):
+    for rec in experiment_rows(experiment)["record"]:
         hw, ver, mem = rec.get("hardware", {}), rec.get("versions", {}), rec.get("peak_memory", {})
         rows.append({
             "experiment": rec["experiment"], "variant": rec.get("variant"),
@@ -357,7 +357,7 @@ def speed_table(experiment: str | None = None) -> pd.DataFrame:
     """Per run, superseded ones included: median training images/s and epoch time over its
     epochs (from the history), and whether the model was compiled (``torch.compile`` mode)."""
     rows = []
-    for _p, rec in results.iter_records(experiment, superseded=True):
+    for rec in experiment_rows(experiment)["record"]:
         h = pd.DataFrame(rec.get("history", []))
         if h.empty:
             continue
@@ -385,7 +385,7 @@ def compiled_label(train: dict) -> str:
 def fingerprint_table(experiment: str | None = None) -> pd.DataFrame:
     """Per run: the data source kind and the fingerprint of each split it read."""
     rows = []
-    for _p, rec in results.iter_records(experiment, superseded=True):
+    for rec in experiment_rows(experiment)["record"]:
         d = rec.get("data", {})
         fp = d.get("fingerprint", {})
         row = {"experiment": rec["experiment"], "variant": rec.get("variant"),

@@ -562,3 +562,25 @@ def load_experiment(name: str | Path) -> Experiment:
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from exc
     return exp
+
+
+def planned(name: str) -> tuple[tuple[int, ...], frozenset[str]] | None:
+    """``(seeds, run ids)`` that ``configs/experiments/<name>.toml`` plans today; None when
+    ``name`` has no experiment file (a profile run such as ``paper``: every run of it is its own).
+
+    A record *is planned* when this is None or its ``run_id`` is among the ids (:func:`is_planned`):
+    a record of an older profile or schedule has another run id. The queue
+    (:func:`cfdan.training.sweep.current_records`) and the run table
+    (:func:`cfdan.analysis.runs.frame`) both decide so."""
+    try:
+        exp = load_experiment(name)
+    except ConfigError:
+        return None
+    return tuple(exp.seeds), frozenset(c.run_id for c in exp.configs())
+
+
+def is_planned(run_id: str | None,
+               plan: tuple[tuple[int, ...], frozenset[str]] | None) -> bool:
+    """Whether a record's ``run_id`` is one of its experiment's runs today (``plan`` from
+    :func:`planned`; every run is when the experiment has no file)."""
+    return plan is None or run_id in plan[1]

@@ -42,7 +42,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from cfdan import paths, results
-from cfdan.training.config import Config, load_experiment
+from cfdan.training.config import Config, is_planned, load_experiment, planned
 
 STATES = ("done", "running", "partial", "pending")
 
@@ -174,16 +174,12 @@ def device_kind(device: str) -> str:
 
 def current_records(name: str, results_root: str | os.PathLike[str] | None = None
                     ) -> list[dict]:
-    """Records of experiment ``name`` whose run id is one of its runs today (records of an
-    older profile or schedule do not count); every record if ``name`` has no experiment file."""
-    from cfdan.training.config import ConfigError
-
-    try:
-        planned: set[str] | None = {c.run_id for c in load_experiment(name).configs()}
-    except ConfigError:
-        planned = None
+    """Records of experiment ``name`` that its file plans today
+    (:func:`cfdan.training.config.is_planned`: records of an older profile or schedule do not
+    count); every record if ``name`` has no experiment file. Superseded records are left out."""
+    plan = planned(name)
     return [rec for _p, rec in results.iter_records(name, results_root)
-            if isinstance(rec, dict) and (planned is None or rec.get("run_id") in planned)]
+            if isinstance(rec, dict) and is_planned(rec.get("run_id"), plan)]
 
 
 def hardware(name: str, results_root: str | os.PathLike[str] | None = None) -> set[str]:
