@@ -26,6 +26,10 @@
 #                       kernels run side by side; falls back to plain sharing if the preflight
 #                       fails under it
 #   CFDAN_GPU_SET       extra overrides, space separated (the tests shorten the schedule)
+#   CFDAN_GPU_ONLY      run ids, space separated: run only these (scripts/gpu_evidence.sh's plan)
+#   CFDAN_GPU_RESERVE_S seconds kept for the summary and packing (default 25)
+#   CFDAN_GPU_LOGS      folder for the logs (default logs/gpu_queue_<UTC time>)
+#   CFDAN_GPU_MIN_S     the fewest seconds worth starting the sweep for (default 30)
 #   CFDAN_GPU_PREFLIGHT 1 (default): one smoke epoch on the device first, into a throw-away store
 #   PYTHON              interpreter (default python3)
 #   OUT                 folder that receives the records, logs and summary
@@ -47,7 +51,7 @@ DATA="${CFDAN_GPU_DATA:-packed/ferplus.npz}"
 DEVICE="${CFDAN_GPU_DEVICE:-cuda}"
 BUDGET="${CFDAN_GPU_BUDGET_S:-540}"
 PY="${PYTHON:-python3}"
-RESERVE=25   # seconds kept for packing the records and the summary
+RESERVE="${CFDAN_GPU_RESERVE_S:-25}"   # seconds kept for packing the records and the summary
 RESULTS="${CFDAN_RESULTS_DIR:-results}"
 START=$(date +%s)
 elapsed() { echo $(( $(date +%s) - START )); }
@@ -56,7 +60,10 @@ if (( ${#EXPS[@]} == 0 )); then EXPS=(table3 table5); fi
 
 sets=(--set "data.root=${DATA}" --set "train.device=${DEVICE}")
 for s in ${CFDAN_GPU_SET:-}; do sets+=(--set "$s"); done
-LOGS="logs/gpu_queue_$(date -u +%Y%m%dT%H%M%S)"
+LOGS="${CFDAN_GPU_LOGS:-logs/gpu_queue_$(date -u +%Y%m%dT%H%M%S)}"
+ONLY=(${CFDAN_GPU_ONLY:-})
+only_args=()
+if (( ${#ONLY[@]} )); then only_args=(--only "${ONLY[@]}"); fi
 mkdir -p "$LOGS"
 
 echo "== gpu_queue: ${EXPS[*]} on ${DEVICE}, data ${DATA}, budget ${BUDGET} s"
@@ -73,8 +80,10 @@ pending=$("$PY" - "${EXPS[@]}" <<EOF
 import sys
 from cfdan.training import sweep
 over = """${set_args[*]}""".split()
+only = set("""${ONLY[*]}""".split())
 names = sweep.same_hardware(sys.argv[1:], over, None)  # says which it skips and why
-print(sum(r.state != "done" for r in sweep.runs(names, overrides=over)))
+print(sum(r.state != "done" and (not only or r.run_id in only)
+          for r in sweep.runs(names, overrides=over)))
 EOF
 ) || { echo "error: could not read the queue" >&2; exit 2; }
 echo "== ${pending} runs not done"
@@ -127,13 +136,15 @@ THREADS="${CFDAN_GPU_THREADS:-$(( cores / WORKERS > 0 ? cores / WORKERS : 1 ))}"
 echo "== ${WORKERS} workers x ${THREADS} threads on ${cores} cores (MPS ${MPS_ON})"
 
 left=$(( BUDGET - RESERVE - $(elapsed) ))
-if (( left < 30 )); then echo "error: budget ${BUDGET} s leaves no time to train" >&2; exit 2; fi
+if (( left < ${CFDAN_GPU_MIN_S:-30} )); then
+  echo "error: budget ${BUDGET} s leaves no time to train" >&2; exit 2
+fi
 before=$(mktemp)
 mkdir -p "$RESULTS"
 (cd "$RESULTS" && find . -name '*.json' | sort) > "$before"
 echo "== sweep: ${left} s"
-"$PY" -m cfdan sweep run "${EXPS[@]}" "${sets[@]}" --workers "$WORKERS" --threads "$THREADS" \
-  --quiet --budget-s "$left" --log-dir "$LOGS" > "$LOGS/sweep.log" 2>&1
+"$PY" -m cfdan sweep run "${EXPS[@]}" "${sets[@]}" "${only_args[@]}" --workers "$WORKERS" \
+  --threads "$THREADS" --quiet --budget-s "$left" --log-dir "$LOGS" > "$LOGS/sweep.log" 2>&1
 echo "== sweep exit $? after $(elapsed) s"
 tail -n 3 "$LOGS"/worker_*.log 2>/dev/null | cut -c1-200
 stop_mps

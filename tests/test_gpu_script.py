@@ -123,3 +123,49 @@ def test_gpu_queue_dry_run_on_cpu(tmp_path):
     again = subprocess.run(["bash", str(QUEUE), "smoke_sweep"], env=env, capture_output=True,
                            text=True, timeout=120, cwd=tmp_path)
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+EVIDENCE = REPO / "scripts" / "gpu_evidence.sh"
+
+
+def test_gpu_evidence_dry_run_on_cpu(tmp_path):
+    """scripts/gpu_evidence.sh end to end on CPU with the smoke stand-ins (CFDAN_GPU_DRY_RUN):
+    probe -> plan -> runs -> notes -> records.tgz + summary.txt. How many runs fit depends on
+    this machine's speed; what is planned, returned and noted must agree."""
+    import tarfile
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "CFDAN_GPU_DRY_RUN": "1",
+           "CFDAN_RESULTS_DIR": str(tmp_path / "results"),
+           "CFDAN_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+           "CFDAN_CACHE_DIR": str(tmp_path / "cache"), "CFDAN_GPU_LOGS": str(tmp_path / "logs"),
+           "OMP_NUM_THREADS": "1", "OUT": str(out)}
+    proc = subprocess.run(["bash", str(EVIDENCE)], env=env, capture_output=True, text=True,
+                          timeout=400, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    probe = json.loads((out / "probe.json").read_text())
+    assert set(probe["experiments"]) == {"gpu_smoke_table3", "gpu_smoke_paper"}
+    for e in probe["experiments"].values():
+        assert set(e["aggregate_img_s"]) == {"1", "2"} and min(e["aggregate_img_s"].values()) > 0
+    phases = [json.loads(line) for line in (out / "plan.jsonl").read_text().splitlines()]
+    assert phases[0]["round"] == 0 and phases[0]["experiment"] == "gpu_smoke_table3"
+    assert len(phases[0]["run_ids"]) % 5 == 0  # whole seeds of the five rows
+    assert [p["experiment"] for p in phases[:2]] == ["gpu_smoke_table3", "gpu_smoke_paper"]
+    planned = {(p["experiment"], r) for p in phases for r in p["run_ids"]}
+    with tarfile.open(out / "records.tgz") as tar:
+        names = sorted(tar.getnames())
+        recs = [json.load(tar.extractfile(n)) for n in names if n.endswith(".json")]
+    assert recs, proc.stdout[-4000:]
+    assert len(names) == 2 * len(recs)  # each record with its arrays
+    for r in recs:
+        assert (r["experiment"], r["run_id"]) in planned
+        assert "scripts/gpu_evidence.sh" in r["provenance_note"]
+        assert "round " in r["provenance_note"] and "torch " in r["provenance_note"]
+    summary = (out / "summary.txt").read_text()
+    assert "img/s" in summary and "gpu_GB" in summary and "phases:" in summary
+    assert all(f"{r['experiment']}/{r['run_id']}" in summary for r in recs)
+    assert (out / "logs.tgz").is_file() and len(list(out.iterdir())) <= 8  # what comes back
+    # the store's copies carry the note too (they are what gets committed)
+    stored = json.loads((tmp_path / "results" / recs[0]["experiment"]
+                         / f"{recs[0]['run_id']}.json").read_text())
+    assert stored["provenance_note"] == recs[0]["provenance_note"]
