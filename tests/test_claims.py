@@ -644,7 +644,7 @@ def test_fig10_and_selection_facts(store):
     assert book.selection_facts(("table3",)) == {"selected_runs": 3, "selected_last": 1}
 
 
-def test_thread_facts_count_each_experiments_runs_by_threads(store):
+def test_thread_table_counts_each_experiments_runs_by_threads(store):
     one, two = {"torch_threads": 1}, {"torch_threads": 2}
     four = {"cpu_count": 4}  # no torch_threads: its cpu_count, as the tables do
     slots = {"cpu_v2": [("full", s, two) for s in range(3)],
@@ -655,12 +655,12 @@ def test_thread_facts_count_each_experiments_runs_by_threads(store):
     for exp, runs_ in slots.items():
         for variant, seed, hw in runs_:
             save_run(store, exp, variant, seed, hardware=hw)
-    assert book.thread_facts(("table4",)) == {
-        "threads_table4": "3 runs, 1 with 1 thread, 1 with 2 threads and 1 with 4 threads"}
-    assert book.thread_facts(("cpu_v2", "table3", "table5", "fig10")) == {
-        "threads_cpu_v2": "all 3 runs with 2 threads",
-        "threads_table3": "9 runs, 8 with 1 thread and 1 with 2 threads",
-        "threads_table5": "no runs", "threads_fig10": "1 run with an unrecorded thread count"}
+    got = book.thread_table(("table4", "cpu_v2", "table3", "table5", "fig10"))
+    assert list(got.columns) == ["unrecorded", "1 thread", "2 threads", "4 threads", "runs"]
+    assert got.loc["table4"].tolist() == [0, 1, 1, 1, 3]
+    assert got.loc["cpu_v2"].tolist() == [0, 0, 3, 0, 3]
+    assert got.loc["table3"].tolist() == [0, 8, 1, 0, 9]
+    assert got.loc["table5", "runs"] == 0 and got.loc["fig10"].tolist() == [1, 0, 0, 0, 1]
 
 
 def test_fig10_screen_places_each_setting_against_the_band(store):

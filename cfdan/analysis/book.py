@@ -336,28 +336,21 @@ def selection_facts(experiments: Sequence[str] = ("cpu_v2", "table3", "table4", 
     return {"selected_runs": len(recs), "selected_last": last}
 
 
-def thread_facts(experiments: Sequence[str] = ("cpu_v2", "table3", "table5", "table4", "fig10")
-                 ) -> dict[str, str]:
-    """The torch thread counts of each experiment's counted runs, for the prose:
-    ``threads_<experiment>``, e.g. "all 3 runs with 2 threads" or "9 runs, 8 with 1 thread and
-    1 with 2 threads" (the thread count changes rounding, not the recipe: chapter 4). Threads as
-    :func:`cfdan.analysis.runs.record_threads` reads them, like the tables' hardware label."""
-    out = {}
-    for e in experiments:
-        counts = collections.Counter(runs.counted(experiment=e)["threads"].tolist())
-        n = counts.total()
-        how = {t: f"{t} thread{'s' * (t != 1)}" if t else "an unrecorded thread count"
-               for t in counts}
-        if not counts:
-            text = "no runs"
-        elif len(counts) == 1:
-            (t,) = counts
-            text = f"{'all ' * (n > 1)}{n} run{'s' * (n > 1)} with {how[t]}"
-        else:
-            parts = [f"{k} with {how[t]}" for t, k in sorted(counts.items())]
-            text = f"{n} runs, " + ", ".join(parts[:-1]) + f" and {parts[-1]}"
-        out[f"threads_{e}"] = text
-    return out
+THREAD_EXPERIMENTS = ("cpu_v2", "table3", "table5", "table4", "fig10")
+
+
+def thread_table(experiments: Sequence[str] = THREAD_EXPERIMENTS) -> pd.DataFrame:
+    """How many counted runs of each experiment ran with each torch thread count (rows:
+    experiments; columns: thread counts, 0 where unrecorded; a thread count changes how sums
+    round, not the recipe). Threads as :func:`cfdan.analysis.runs.record_threads` reads them,
+    like the tables' hardware label."""
+    rows = {e: collections.Counter(int(t or 0) for t in runs.counted(experiment=e)["threads"])
+            for e in experiments}
+    out = pd.DataFrame(rows).T.reindex(list(experiments)).fillna(0).astype(int)
+    out = out[sorted(out.columns)]
+    out.columns = [f"{t} thread{'s' * (t != 1)}" if t else "unrecorded" for t in out.columns]
+    out.index.name = "experiment"
+    return out.assign(runs=out.sum(axis=1))
 
 
 # --------------------------------------------------------------------------- §4.4-4.5 ledger
