@@ -323,3 +323,19 @@ def test_committed_default_draws_no_face_even_with_the_dataset(fake_ferplus: Pat
     assert "not redistributed" in caption
     assert len(fig.axes[0].images) == 0 or len(fig.axes[1].images) == 1  # maps alone
     plt.close("all")
+
+
+def test_photo_attention_figure_draws_the_maps_over_a_real_face():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cfdan import predict
+    from cfdan.analysis import attention_maps
+
+    if not predict.DEFAULT_CHECKPOINT.is_file():
+        pytest.skip("the shipped model is not in models/")
+    fig = attention_maps.photo_attention_figure()
+    assert fig is not None
+    titles = [ax.get_title() for ax in fig.axes[:4]]
+    assert titles[1:] == ["spatial", "channel", "fused"]
+    assert titles[0].split(" (")[0] in predict.load_checkpoint()[1]["class_names"]

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from cfdan import results
 from cfdan.analysis import book
@@ -284,3 +285,50 @@ def attention_facts(shown: Mapping[str, str],
             out[f"attention_r_{pre}_{name}"] = f"{r:.2f}" if np.isfinite(r) else "n/a"
         out[f"attention_faces_{pre}"] = faces
     return out
+
+
+def photo_attention_figure(photo=None, checkpoint: str | os.PathLike[str] | None = None):
+    """Fig. 8 over a face a reader may see (issue 29): the largest face MTCNN finds in
+    ``photo`` (a PIL image; default scikit-image's public-domain astronaut), cropped as
+    ``python -m cfdan predict`` crops it, with the spatial, channel and fused maps of the model
+    in ``checkpoint`` (default the shipped cpu-profile model) over it. Returns the figure, or
+    None when no face is found."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from cfdan import predict
+
+    if photo is None:
+        from skimage import data as skdata
+
+        photo = Image.fromarray(skdata.astronaut())
+    model, meta = predict.load_checkpoint(checkpoint)
+    boxes = predict.detect_faces(photo)
+    if not boxes:
+        return None
+    crop = photo.crop(tuple(int(v) for v in boxes[0][:4]))
+    x = predict.face_batch(meta, [crop])
+    with torch.no_grad():
+        out = model(x, return_attention=True)
+    size = int(meta["image_size"])
+    face = np.asarray(crop.convert("L").resize((size, size)), dtype=float) / 255.0
+    prob = torch.softmax(out["logits"], 1)[0]
+    names = list(meta["class_names"])
+    fig, axes = plt.subplots(1, 4, figsize=(9, 3.2))
+    axes[0].imshow(face, cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title(f"{names[int(prob.argmax())]} ({float(prob.max()):.2f})", fontsize=8)
+    for ax, name in zip(axes[1:], ("spatial", "channel", "fused"), strict=True):
+        ax.imshow(face, cmap="gray", vmin=0, vmax=1)
+        m = out["attention"][name]
+        if m is None:
+            ax.set_title(f"no {name} branch", fontsize=8)
+            continue
+        shown, style = _map_style(name, _upsample(m[0].numpy(), face.shape), ATTENTION_V2)
+        ax.imshow(shown, alpha=0.5, **style)
+        ax.set_title(name, fontsize=8)
+        _add_colour_bar(ax, style, _colour_bar_label(name, ATTENTION_V2), 0.5)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
