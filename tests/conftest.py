@@ -20,10 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from records import write_plans  # tests/records.py (tests/ is on sys.path under pytest)
 
 from cfdan import paths
-from cfdan.training import config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FERPLUS_SPLITS = ("FER2013Train", "FER2013Valid", "FER2013Test")
@@ -95,6 +93,10 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty results store (``CFDAN_RESULTS_DIR``) and temporary experiment files
     (:data:`TOMLS`, Fig. 10's grid on :data:`FIG10_SEEDS`); experiments without a file
     (``paper``, ``cpu``, ``cpu_search``) keep every run."""
+    from records import write_plans  # tests/records.py; imported here, not at collection
+
+    from cfdan.training import config
+
     monkeypatch.setattr(config, "EXPERIMENTS_DIR", write_plans(tmp_path / "experiments"))
     root = tmp_path / "results"
     root.mkdir()
