@@ -363,6 +363,7 @@ def test_steady_allocator_reuses_buffers_without_page_faults():
     # on which tests were collected) would otherwise decide where the buffers land
     script = textwrap.dedent("""
         import resource, torch
+        torch.set_num_threads(1)  # a second OpenMP thread faults in pages of its own
         from cfdan.pcp.bench import steady_allocator
         print(steady_allocator())
         x = torch.randn(1 << 20)
