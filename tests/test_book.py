@@ -324,6 +324,19 @@ def test_mathjax_is_served_from_the_book(built_html: Path, pages: list[Path]) ->
             assert not (tag == "script" and "mathjax" in url.lower() and _is_remote(url)), page
 
 
+def _browser_or_skip() -> str:
+    """Chromium's path, once it and websocket-client are there; else skip (fail under
+    ``CFDAN_REQUIRE_BROWSER=1``)."""
+    browser = _chromium()
+    if browser is None:
+        _skip_or_fail("Chromium not installed (apt-get install chromium)")
+    try:
+        import websocket  # noqa: F401
+    except ImportError:
+        _skip_or_fail("websocket-client not installed (pip install -e '.[test]')")
+    return browser
+
+
 def _chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
@@ -598,13 +611,7 @@ def test_pages_open_in_a_browser_without_outside_requests(served_book: str, tmp_
     traffic (initiator "not an origin") is left out. Skipped without Chromium
     (``apt-get install chromium``) unless ``CFDAN_REQUIRE_BROWSER=1``.
     """
-    browser = _chromium()
-    if browser is None:
-        _skip_or_fail("Chromium not installed (apt-get install chromium)")
-    try:
-        import websocket  # noqa: F401
-    except ImportError:
-        _skip_or_fail("websocket-client not installed (pip install -e '.[test]')")
+    browser = _browser_or_skip()
 
     problems: dict[str, list[str]] = {}
     seen: dict[str, dict] = {}
@@ -696,13 +703,7 @@ def test_try_page_matches_the_command_line(served_book: str, built_html: Path,
     another server. The page's own timings are printed, not asserted. Skipped (failed under
     ``CFDAN_REQUIRE_BROWSER=1``) without Chromium or without the page's nets and runtime in the
     build (``make ort demo``; ``make test`` makes them)."""
-    browser = _chromium()
-    if browser is None:
-        _skip_or_fail("Chromium not installed (apt-get install chromium)")
-    try:
-        import websocket  # noqa: F401
-    except ImportError:
-        _skip_or_fail("websocket-client not installed (pip install -e '.[test]')")
+    browser = _browser_or_skip()
     missing = [a for a in TRY_ASSETS if not (built_html / "_static" / a).is_file()]
     if missing:
         _skip_or_fail(f"the Try-it page's files are not in the build ({', '.join(missing)}): "

@@ -369,17 +369,18 @@ def verdict_table(full: tuple[str, str] = FULL_SOURCE) -> pd.DataFrame:
 
     ledger = prose.verdict_table(claims.claims_ledger(book_source(full)))
     pcp = prose.pcp_rows(pcp_report.check_claims(), pcp_report.stored_speed_claims())
-    level = prose.level_row(paper.value("table1", "FERPlus"), [
-        (f"at {px} px, {where}", [100 * v for v in runs.counted(experiment=exp).query("variant == 'full'")
-                                  .get("test.accuracy", pd.Series(dtype=float))])
-        for exp, px, where in (("cpu_v2", _image_px("cpu_v2"), "CPU"),
-                               ("paper", _image_px("paper"), "GPU"))])
+    level = prose.level_row(paper.value("table1", "FERPlus"),
+                            [_level(exp, where) for exp, where in (("cpu_v2", "CPU"),
+                                                                   ("paper", "GPU"))])
     return pd.concat([ledger.iloc[:1], level, ledger.iloc[1:], pcp])
 
 
-def _image_px(experiment: str) -> str:
+def _level(experiment: str, where: str) -> tuple[str, list[float]]:
+    """``("at 48 px, CPU", test accuracies in points)`` of an experiment's counted full runs."""
     rec = record(experiment)
-    return str(((rec or {}).get("config") or {}).get("data", {}).get("image_size", "?"))
+    px = run_facts(rec)["image_px"] if rec else "?"
+    full = runs.counted(experiment=experiment).query("variant == 'full'")
+    return f"at {px} px, {where}", [100 * v for v in full.get("test.accuracy", [])]
 
 
 def ledger_and_facts(full: tuple[str, str] = FULL_SOURCE
