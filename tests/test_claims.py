@@ -214,7 +214,7 @@ def test_no_attention_rows_test_a_direction_the_paper_implies(store):
     assert full["verdict"] == "contradicted" and full["n"] == 5  # below plain_cnn, every seed
     base = row(ledger, "spatial attention helps (baseline vs no attention)")
     assert base["verdict"] == "not resolved at this n"  # no size to exclude: a direction only
-    assert prose.row_reading(base) == "cannot tell at this n"
+    assert prose.reading_key(base) == "cannot tell"
     t3 = report.ablation_table("table3", "table3")
     plain = t3[t3["preset"] == "plain_cnn"].iloc[0]
     assert pd.isna(plain["paper FERPlus"]) and plain["runs"].startswith("table3/plain_cnn: 5 of 5")
@@ -299,7 +299,9 @@ def test_one_seed_is_not_resolved_and_sized_against_the_seed_noise(store):
     assert r["comparison"] == "cpu_v2/full − table5/no_distill"  # full comes from Table 3
     assert r["runs"] == "cpu_v2/full: 5 of 5 seeds; table5/no_distill: 1 of 5 seeds"
     sd = np.std(BASE, ddof=1)
-    assert f"{3.0 / (np.sqrt(2) * sd):+.1f} x the sd of a difference of two runs" in r["note"]
+    assert r["noise z"] == pytest.approx(3.0 / (np.sqrt(2) * sd))  # one seed, against √2 sd
+    assert r["noise sd"] == pytest.approx(np.sqrt(2) * sd) and r["noise seeds"] == 5
+    assert f"{r['noise z']:+.1f}" in prose.note_cell(r)  # the appendix's note shows it
     details = prose.ledger_details(ledger)
     assert details.loc["distillation helps accuracy", "detectable at 80 % power"] == \
         "n too small"
@@ -425,7 +427,7 @@ def test_fig10_pattern_as_the_paper_describes_it_is_supported(store):
     rows = ledger[ledger["where"] == "§4.5, Fig. 10"]
     assert list(rows["verdict"]) == ["supported"] * 4, rows[["claim", "verdict", "note"]]
     best = rows.iloc[0]
-    assert best["n"] == 3 and "12 of the 12 comparisons run supported" in best["note"]
+    assert best["n"] == 3 and (best["compared"], best["compared supported"]) == (12, 12)
     assert "fig10: 36 of 36 runs" in best["runs"]
     assert "centre = cpu_v2/full: 5 of 5 seeds (the grid plans seeds 0, 1, 2)" in best["runs"]
 
@@ -437,7 +439,7 @@ def test_fig10_a_better_setting_contradicts_the_best_point(store):
     _fig10_runs(store, better_p1)
     best = row(claims.claims_ledger(), "best setting beats the other 12")
     assert best["verdict"] == "contradicted" and best["mean"] < 0
-    assert "best other: s_L 1.85, x_L 0.19, P1 -0.26" in best["note"]
+    assert best["best other"] == (1.85, 0.19, -0.26)
 
 
 def test_fig10_single_seed_is_not_resolved(store, monkeypatch):
@@ -450,15 +452,15 @@ def test_fig10_single_seed_is_not_resolved(store, monkeypatch):
     best = row(ledger, "best setting beats the other 12")
     assert best["verdict"] == "untestable (n = 1)" and best["n"] == 1
     assert "fig10: 4 of 36 runs" in best["runs"]
-    assert "of the 4 comparisons run supported, 0 contradicted (8 not run)" in best["note"]
-    assert "the smallest of 4 leads" in best["note"]
+    assert (best["compared"], best["compared supported"], best["compared contradicted"],
+            best["compared not run"]) == (4, 0, 0, 8)  # one seed: none supported
+    assert best["noise min of"] == 4  # the smallest of 4 leads: noise pulls it down
     sd = np.std(BASE, ddof=1)
     # one run minus the mean of two: sd √1.5 x the seed sd, not √2
     low = row(ledger, "at s_L = 1.75, x_L = 0.19 is worse than x_L = 0.2, 0.21")
-    assert f"({np.sqrt(1.5) * sd:.2f} points = √1.5 x the full model's seed sd" in low["note"]
+    assert low["noise sd"] == pytest.approx(np.sqrt(1.5) * sd)  # one minus the mean of two
     stable = row(ledger, "at s_L = 1.95 accuracy is the most stable over x_L")
-    assert stable["verdict"] == "not run" and prose.row_reading(stable) == \
-        "waits for runs it needs"
+    assert stable["verdict"] == "not run" and prose.reading_key(stable) == "not run"
 
 
 def test_range_difference_sd_matches_the_range_tables():
@@ -625,20 +627,16 @@ def test_table5_shows_our_attention_cost_beside_the_papers(store):
 def test_fig10_and_selection_facts(store):
     got = sensitivity.fig10_facts()
     assert got == {"fig10_grid_runs": 0, "fig10_grid_planned": 12, "fig10_sd_seeds": 0,
-                   "fig10_exact_wider": "n/a",
-                   "fig10_progress": "None of the grid's 12 settings other than the centre"
-                                     " has a run yet"}
+                   "fig10_exact_wider": "n/a"}
     for s in SEEDS[:3]:
         save_run(store, "cpu_v2", "full", s, BASE[s])
     save_run(store, "fig10", fig10_name(runs.fig10_points()[0]), 0, 70.0)
     got = sensitivity.fig10_facts()
-    assert got["fig10_progress"] == ("So far 1 of the grid's 12 settings other than the centre "
-                                     "has a run")
     assert got["fig10_sd_seeds"] == 3 and got["fig10_grid_runs"] == 1
     assert got["fig10_exact_wider"] == f"{stats.t.ppf(0.975, 2) / 2:.1f}"  # 2.2
     for pt in runs.fig10_points()[1:]:
         save_run(store, "fig10", fig10_name(pt), 0, 70.0)
-    assert sensitivity.fig10_facts()["fig10_progress"].startswith("All 12 of the grid's settings")
+    assert sensitivity.fig10_facts()["fig10_grid_runs"] == 12
     for variant, best in (("baseline", 18), ("dam", 12), ("dam_ilm", None)):
         save_run(store, "table3", variant, 0, 70.0, best_epoch=best, epochs_run=18)
     assert book.selection_facts(("table3",)) == {"selected_runs": 3, "selected_last": 1}
@@ -665,7 +663,7 @@ def test_thread_table_counts_each_experiments_runs_by_threads(store):
 
 def test_fig10_screen_places_each_setting_against_the_band(store):
     got = sensitivity.fig10_screen()
-    assert got["fig10_reading"] == "The grid has not run yet." and got["fig10_inside"] == 0
+    assert got["fig10_outside"] == "n/a" and got["fig10_inside"] == 0
     full = [70.0, 71.0, 72.0]  # sd 1, so the band is centre ± 2√2 = ± 2.83 points
     for s, v in enumerate(full):
         save_run(store, "cpu_v2", "full", s, v)
@@ -685,8 +683,8 @@ def test_fig10_screen_places_each_setting_against_the_band(store):
     s_l, x_l, p1 = others[0]
     assert got["fig10_best"] == f"s_L {s_l:g}, x_L {x_l:g}, P1 {p1:g}"
     assert got["fig10_best_gap"] == "+3.00" and got["fig10_span"] == "5.90"
-    assert got["fig10_reading"].startswith("Outside the band: s_L ")
-    assert "above (+3.00)" in got["fig10_reading"] and "below (-2.90)" in got["fig10_reading"]
+    named = [sensitivity.setting_text(*pt) for pt in others[:2]]
+    assert got["fig10_outside"] == f"{named[0]} above (+3.00); {named[1]} below (-2.90)"
     store_inside = sensitivity.sensitivity_screen(pts, (70.0, 2.0, 3))
     assert (store_inside["position"] == "inside").all()  # a wider sd takes all three in
     nan_sd = sensitivity.sensitivity_screen(pts, (70.0, float("nan"), 1))
@@ -716,23 +714,22 @@ def test_attention_similarity_is_one_for_a_map_that_ignores_the_face(store):
 def test_row_reading_follows_ci_power_and_the_papers_size(store):
     base = {"verdict": "not resolved at this n", "unit": "points", "n": 3, "paper": 2.0,
             "ci_low": -1.0, "ci_high": 2.5, "detectable": 1.0, "p_vs_paper": 0.2}
-    assert prose.row_reading(base).startswith("cannot tell")
+    assert prose.reading_key(base) == "both inside"
     excluded = base | {"verdict": "paper's effect excluded", "ci_high": 0.5, "p_vs_paper": 0.012}
-    assert prose.row_reading(excluded).startswith("excludes an effect of the paper's size")
-    assert "p = 0.012" in prose.row_reading(excluded)
-    assert prose.row_reading(base | {"verdict": "supported", "ci_low": 1.0, "ci_high": 3.0}) \
-        == "supports the paper's direction, and the paper's size lies in our interval"
-    assert prose.row_reading(base | {"verdict": "untestable (n = 1)", "n": 1,
-                                      "ci_low": float("nan")}).startswith("rests on one")
-    assert prose.row_reading(base | {"verdict": "supported", "ci_low": 0.2, "ci_high": 1.0}) \
-        == "supports the paper's direction, though not the paper's size"
-    assert prose.row_reading(base | {"paper": float("nan")}) == "cannot tell at this n"
+    assert prose.reading_key(excluded) == "excluded"
+    assert "0.012" in prose.row_reading(excluded)  # the template takes the row's p
+    assert prose.reading_key(base | {"verdict": "supported", "ci_low": 1.0, "ci_high": 3.0}) \
+        == "size inside"
+    assert prose.reading_key(base | {"verdict": "untestable (n = 1)", "n": 1,
+                                      "ci_low": float("nan")}) == "one seed"
+    assert prose.reading_key(base | {"verdict": "supported", "ci_low": 0.2, "ci_high": 1.0}) \
+        == "size outside"
+    assert prose.reading_key(base | {"paper": float("nan")}) == "cannot tell"
     direction_only = base | {"paper": float("nan"), "ci_low": 0.2, "ci_high": 1.0}
-    assert prose.row_reading(direction_only | {"verdict": "supported"}) == \
-        "supports the paper's direction"
-    assert prose.row_reading(direction_only | {"verdict": "contradicted"}).startswith(
-        "points the other way")
-    assert prose.row_reading(base | {"verdict": "not run"}) == "waits for runs it needs"
+    assert prose.reading_key(direction_only | {"verdict": "supported"}) == "direction"
+    assert prose.reading_key(direction_only | {"verdict": "contradicted"}) == "other way"
+    assert prose.reading_key(base | {"verdict": "not run"}) == "not run"
+    assert prose.reading_key(base | {"unit": "GMACs", "verdict": "supported"}) == "exact"
     for s in SEEDS:
         save_run(store, "table3", "baseline", s, BASE[s])
         save_run(store, "cpu_v2", "full", s, BASE[s] - 3.0 + 0.01 * s)  # worse, every seed
@@ -740,20 +737,14 @@ def test_row_reading_follows_ci_power_and_the_papers_size(store):
     got = prose.headline(ledger)
     assert got["headline_verdict"] == "contradicted" and got["headline_n"] == 5
     assert got["headline_mean"] == f"{np.mean([-3.0 + 0.01 * s for s in SEEDS]):+.2f}"
-    assert got["headline_reading"].startswith("points the other way")
+    assert got["headline_reading"] == prose.READINGS["other way"]
     sd = float(np.std([0.01 * s for s in SEEDS], ddof=1))
     assert float(got["headline_detectable_upper"]) == pytest.approx(
         claims.detectable_difference(sd * np.sqrt(4 / stats.chi2.ppf(0.025, 4)), 5), abs=0.006)
     assert float(got["headline_detectable_upper"]) > float(got["headline_detectable"])
-    assert got["headline_power_range"] == ("which is still below the paper's +2.33, so the "
-                                           "power statement holds across that range")
-    wide = ledger.copy()  # the same row with a wide paired spread: the range reaches past +2.33
-    wide.loc[wide["claim"] == claims.HEADLINE, ["sd", "detectable"]] = [0.5, 1.0]
-    assert prose.headline(wide)["headline_power_range"].endswith("is not established")
     details = prose.ledger_details(ledger)
     assert details.loc[claims.HEADLINE, "reading"] == got["headline_reading"]
-    assert details.loc["distillation lowers cost", "reading"] == \
-        "measured exactly on the architecture"
+    assert details.loc["distillation lowers cost", "reading"] == prose.READINGS["exact"]
 
 
 def test_verdict_table_puts_the_headline_first_on_one_screen(store):

@@ -65,10 +65,11 @@ def record(experiment: str, variant: str = "full") -> dict | None:
     return min(rows["record"], key=lambda r: r.get("seed", 0)) if len(rows) else None
 
 
-def schedule_note(experiment: str, variant: str | None = None) -> str:
+def schedule_note(experiment: str, variant: str | None = None,
+                  df: pd.DataFrame | None = None) -> str:
     """The schedule notes (:func:`cfdan.analysis.runs.schedule`) of the counted runs of
-    ``experiment`` (and ``variant``), merged."""
-    rows = runs.counted(experiment=experiment)
+    ``experiment`` (and ``variant``) in the run table ``df`` (default the whole), merged."""
+    rows = runs.counted(df, experiment=experiment)
     if variant is not None:
         rows = rows[rows["variant"] == variant]
     notes = dict(zip(rows["seed"], rows["schedule"], strict=True))
@@ -129,12 +130,17 @@ def gap_to_paper(experiment: str, variant: str = "full") -> str:
     return marked(report.gap_to_paper(experiment, variant), schedule_note(experiment, variant))
 
 
-def ablation_table(experiment: str, table: str, current: bool = True) -> pd.DataFrame:
-    """Tables 3-5: every paper column labelled ``paper``, our cells marked with schedules."""
-    df = paper.label_columns(report.ablation_table(experiment, table, current=current), table)
+def ablation_table(experiment: str, table: str, current: bool = True,
+                   rows: pd.DataFrame | None = None, full: tuple[str, str] | None = None
+                   ) -> pd.DataFrame:
+    """Tables 3-5: every paper column labelled ``paper``, our cells marked with schedules;
+    ``rows`` and ``full`` as :func:`cfdan.analysis.tables.ablation_table`'s ``df`` and
+    ``full`` (the GPU tables, :mod:`cfdan.analysis.gpu`, pass their own)."""
+    df = paper.label_columns(report.ablation_table(experiment, table, current=current,
+                                                   full=full, df=rows), table)
     ours = [c for c in df.columns if str(c).startswith("ours")]
     if "preset" in df:
-        notes = df["preset"].map(lambda p: schedule_note(experiment, p))
+        notes = df["preset"].map(lambda p: schedule_note(experiment, p, rows))
         for col in ours:
             df[col] = [marked(str(v), n) for v, n in zip(df[col], notes, strict=True)]
     return df

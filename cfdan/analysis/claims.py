@@ -215,27 +215,28 @@ def pair_claims() -> list[PairClaim]:
 
 def _row(claim: str, where: str, comparison: str, dataset: str, paper_diff: float, side: float,
          summary: Mapping[str, Any], runs_text: str, note: str = "",
-         unit: str = "points") -> dict[str, Any]:
+         unit: str = "points", noise: Mapping[str, Any] | None = None) -> dict[str, Any]:
     inside = (summary["ci_low"] <= paper_diff <= summary["ci_high"]
               if np.isfinite(paper_diff) and np.isfinite(summary["ci_low"]) else None)
     return {"claim": claim, "where": where, "comparison": comparison, "paper dataset": dataset,
             "unit": unit, "paper": paper_diff, "paper side": side, **summary,
-            "paper in CI": inside, "runs": runs_text, "note": note}
+            "paper in CI": inside, "runs": runs_text, "note": note, **(noise or {})}
 
 
-def _noise_note(summary: Mapping[str, Any], noise: tuple[float, int] | None,
-                scale: float = float(np.sqrt(2.0)), what: str = "a difference of two runs",
-                factor: str = "√2") -> str:
-    """For n = 1: the single value in units of its sd under seed noise alone, ``scale`` (shown
-    as ``factor``) x the full model's seed-to-seed sd: √2 for a difference of two one-seed runs
-    (unpaired; pairing by seed can shrink it)."""
+def _noise(summary: Mapping[str, Any], noise: tuple[float, int] | None,
+           scale: float = float(np.sqrt(2.0)), what: str = "a difference of two runs",
+           factor: str = "√2") -> dict[str, Any]:
+    """For n = 1: the single value in units of its sd under seed noise alone, that sd being
+    ``scale`` (shown as ``factor``) x the full model's seed-to-seed sd (√2 for a difference of
+    two one-seed runs, unpaired; pairing by seed can shrink it). Columns ``noise z``,
+    ``noise sd``, ``noise of`` (``what``), ``noise factor``, ``seed sd`` and ``noise seeds``
+    (:func:`cfdan.analysis.prose.note_cell` writes them as a note); empty for n != 1."""
     if summary["n"] != 1 or noise is None or not np.isfinite(summary["mean"]):
-        return ""
+        return {}
     sd, k = noise
     diff_sd = float(scale * sd)
-    return (f"one seed: the value is {summary['mean'] / diff_sd:+.1f} x the sd of {what} "
-            f"({diff_sd:.2f} points = {factor} x the full model's seed sd {sd:.2f}, {k} seeds); "
-            "not a test")
+    return {"noise z": float(summary["mean"]) / diff_sd, "noise sd": diff_sd, "noise of": what,
+            "noise factor": factor, "seed sd": float(sd), "noise seeds": int(k)}
 
 
 @functools.cache  # a fixed-seed Monte Carlo: same answer every ledger
@@ -275,9 +276,8 @@ def _pair_row(slot: Callable[[str, str], Runs], c: PairClaim, noise: tuple[float
     notes = [f"seeds {bad} not paired: recipes differ"] if bad else []
     if len(diffs) == 0 and not bad:
         notes.append("no seed in common")
-    notes.append(_noise_note(s, noise))
     return _row(c.claim, c.where, comparison, c.dataset, c.paper, side, s, runs_text,
-                "; ".join(n for n in notes if n))
+                "; ".join(notes), noise=_noise(s, noise))
 
 
 def attention_cost(experiment: str = "table5", variant: str = "no_distill",
@@ -396,18 +396,15 @@ def _fig10_rows(at: Callable[[tuple[float, float, float], str], Runs],
             s["verdict"] = verdict(float("nan"), float("nan"), 1)
         else:
             s["verdict"] = "not resolved at this n"
-        missing = len(others) - len(comps)
-        note = (f"best other: s_L {pt[0]:g}, x_L {pt[1]:g}, P1 {pt[2]:g}; "
-                f"{sum(v == 'supported' for v in verdicts)} of the {len(comps)} comparisons run "
-                f"supported, {verdicts.count('contradicted')} contradicted"
-                + (f" ({missing} not run)" if missing else ""))
-        noise_note = _noise_note(s, noise)
-        if noise_note and len(comps) > 1:
-            noise_note += (f"; the smallest of {len(comps)} leads, so seed noise alone pulls it "
-                           "below 0 more often than one pair's")
-        note = "; ".join(n for n in (note, noise_note) if n)
+        extra = {"best other": pt, "compared": len(comps),
+                 "compared supported": sum(v == "supported" for v in verdicts),
+                 "compared contradicted": verdicts.count("contradicted"),
+                 "compared not run": len(others) - len(comps)}
+        noise_extra = _noise(s, noise)
+        if noise_extra:
+            extra |= noise_extra | {"noise min of": len(comps)}
         rows.append(_row(label, where, "centre − best other setting", dataset, float("nan"),
-                         1.0, s, runs_text, note))
+                         1.0, s, runs_text, noise=extra))
 
     # 2.-4. the shape around the best setting
     def grid(s_l: float, x_l: float) -> Runs:
@@ -440,10 +437,9 @@ def _fig10_rows(at: Callable[[tuple[float, float, float], str], Runs],
             continue
         diffs, _u, bad = paired_values(slots, stat)
         s = paired_summary(diffs, -1.0)
-        notes = [f"seeds {bad} not paired: recipes differ" if bad else "",
-                 _noise_note(s, noise, *scale)]
+        note = f"seeds {bad} not paired: recipes differ" if bad else ""
         rows.append(_row(label, where, comparison, dataset, float("nan"), -1.0, s, runs_text,
-                         "; ".join(n for n in notes if n)))
+                         note, noise=_noise(s, noise, *scale)))
     return rows
 
 

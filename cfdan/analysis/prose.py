@@ -16,40 +16,55 @@ import pandas as pd
 
 from cfdan.analysis.claims import ALPHA, HEADLINE, MARGIN, detectable_difference, sd_upper
 
+READINGS = {
+    "not run": "waits for runs it needs",
+    "exact": "measured exactly on the architecture",
+    "one seed": "rests on one seed: no test at this n",
+    "direction": "supports the paper's direction",
+    "size inside": "supports the paper's direction, and the paper's size lies in our interval",
+    "size outside": "supports the paper's direction, though not the paper's size",
+    "other way": "points the other way than the paper, beyond seed noise",
+    "excluded": ("excludes an effect of the paper's size at this scale: our interval ends below "
+                 "it (one-sided p = {p_vs_paper:.3f})"),
+    "cannot tell": "cannot tell at this n",
+    "both inside": "cannot tell: both no effect and the paper's lie within our interval",
+}
+"""The one-clause readings of a ledger row, by :func:`reading_key`."""
 
-def row_reading(row: Mapping[str, Any]) -> str:
-    """One clause on what a trained ledger row says, from its :func:`verdict`, interval and the
-    one-sided p against the paper's difference."""
+
+def reading_key(row: Mapping[str, Any]) -> str:
+    """Which of :data:`READINGS` a trained ledger row gets, from its verdict, its interval and
+    whether the paper gives a size."""
     v = row["verdict"]
     if v == "not run":
-        return "waits for runs it needs"
+        return "not run"
     if row["unit"] != "points":
-        return "measured exactly on the architecture"
+        return "exact"
     if v == "untestable (n = 1)":
-        return "rests on one seed: no test at this n"
+        return "one seed"
     paper_diff = float(row["paper"])
     if v == "supported":
         if not np.isfinite(paper_diff):
-            return "supports the paper's direction"
+            return "direction"
         inside = row["ci_low"] <= paper_diff <= row["ci_high"]
-        return "supports the paper's direction" + (
-            ", and the paper's size lies in our interval" if inside else
-            ", though not the paper's size")
+        return "size inside" if inside else "size outside"
     if v == "contradicted":
-        return "points the other way than the paper, beyond seed noise"
+        return "other way"
     if v == "paper's effect excluded":
-        return (f"excludes an effect of the paper's size at this scale: our interval ends "
-                f"below it (one-sided p = {row['p_vs_paper']:.3f})")
-    if not np.isfinite(paper_diff):
-        return "cannot tell at this n"
-    return "cannot tell: both no effect and the paper's lie within our interval"
+        return "excluded"
+    return "cannot tell" if not np.isfinite(paper_diff) else "both inside"
+
+
+def row_reading(row: Mapping[str, Any]) -> str:
+    """One clause on what a ledger row says: :data:`READINGS` of :func:`reading_key`."""
+    return READINGS[reading_key(row)].format(**row)
 
 
 def headline(ledger: pd.DataFrame, claim: str = HEADLINE) -> dict[str, Any]:
     """The facts of one ledger row for the prose (keys ``headline_...``): ``paper``, ``mean``,
     ``ci`` (as ``[lo, hi]``), ``n``, ``detectable``, ``detectable_upper`` (the detectable
     difference were the paired sd at the upper end of its 95 % interval, :func:`sd_upper`:
-    how rough the power statement is; ``power_range`` sets it against the paper's difference),
+    how rough the power statement is),
     ``verdict`` and ``reading`` (:func:`row_reading`),
     numbers as signed two-decimal strings."""
     row = ledger[ledger["claim"] == claim].iloc[0]
@@ -57,22 +72,9 @@ def headline(ledger: pd.DataFrame, claim: str = HEADLINE) -> dict[str, Any]:
     det = f"{row['detectable']:.2f}" if np.isfinite(row["detectable"]) else "n/a"
     n = int(row["n"])
     upper = detectable_difference(sd_upper(float(row["sd"]), n), n)
-    gap = abs(float(row["paper"]))
-    if not (np.isfinite(upper) and np.isfinite(gap)):
-        power_range = "which cannot be set against the paper's difference"
-    elif upper <= gap:
-        power_range = (f"which is still below the paper's {_signed(row['paper'])}, so the "
-                       "power statement holds across that range")
-    elif row["detectable"] <= gap:
-        power_range = (f"which is above the paper's {_signed(row['paper'])}, so at this n the "
-                       "power statement is not established")
-    else:
-        power_range = (f"which, like the estimate itself, is above the paper's "
-                       f"{_signed(row['paper'])}")
     return {"headline_paper": _signed(row["paper"]), "headline_mean": _signed(row["mean"]),
             "headline_ci": ci, "headline_n": n, "headline_detectable": det,
             "headline_detectable_upper": f"{upper:.2f}" if np.isfinite(upper) else "n/a",
-            "headline_power_range": power_range,
             "headline_verdict": row["verdict"], "headline_reading": row_reading(row)}
 
 
@@ -207,8 +209,32 @@ def ledger_details(ledger: pd.DataFrame) -> pd.DataFrame:
                     "paper dataset": r["paper dataset"], "detectable at 80 % power": det,
                     "sd paired / unpaired": sds,
                     "paper in our CI": {True: "yes", False: "no"}.get(r["paper in CI"], "-"),
-                    "reading": row_reading(r), "runs": r["runs"], "note": r["note"]})
+                    "reading": row_reading(r), "runs": r["runs"], "note": note_cell(r)})
     return pd.DataFrame(out).set_index("claim")
+
+
+def note_cell(r: Mapping[str, Any]) -> str:
+    """A ledger row's notes (:func:`cfdan.analysis.claims._row`), Fig. 10's best-other count
+    (its ``compared ...`` columns) and, for a one-seed value,
+    its size in units of the sd seed noise alone gives it (the ``noise ...`` columns of
+    :func:`cfdan.analysis.claims._noise`): a scale for the eye, not a test."""
+    notes = [r["note"]] if r.get("note") else []
+    if isinstance(r.get("best other"), tuple):  # Fig. 10's centre against the best other point
+        s_l, x_l, p1 = r["best other"]
+        missing = int(r["compared not run"])
+        notes.append(f"best other: s_L {s_l:g}, x_L {x_l:g}, P1 {p1:g}; "
+                     f"{int(r['compared supported'])} of the {int(r['compared'])} comparisons run "
+                     f"supported, {int(r['compared contradicted'])} contradicted"
+                     + (f" ({missing} not run)" if missing else ""))
+    if _finite(r.get("noise z")):
+        noise = (f"one seed: the value is {r['noise z']:+.1f} x the sd of {r['noise of']} "
+                 f"({r['noise sd']:.2f} points = {r['noise factor']} x the full model's seed sd "
+                 f"{r['seed sd']:.2f}, {int(r['noise seeds'])} seeds); not a test")
+        if _finite(r.get("noise min of")) and r["noise min of"] > 1:
+            noise += (f"; the smallest of {int(r['noise min of'])} leads, so seed noise alone "
+                      "pulls it below 0 more often than one pair's")
+        notes.append(noise)
+    return "; ".join(notes)
 
 
 VERDICT_COLUMNS = ("claim", "paper", "ours: paired difference [95 % CI]", "per seed", "n",

@@ -182,8 +182,7 @@ def fig10_facts(full: tuple[str, str] = FULL_SOURCE) -> dict[str, Any]:
     (settings other than the centre with a run / planned), ``fig10_sd_seeds`` (seeds behind the
     band's sd) and ``fig10_exact_wider`` (how many times wider than ± 2√2 sd an exact 95 %
     prediction range for the difference of two one-seed runs is, the sd being estimated from
-    those seeds: t(0.975, n - 1) / 2; "n/a" below 2 seeds) and ``fig10_progress``, a sentence
-    saying how much of the grid has run."""
+    those seeds: t(0.975, n - 1) / 2; "n/a" below 2 seeds)."""
     from scipy import stats
 
     full = book.book_source(full)
@@ -192,15 +191,8 @@ def fig10_facts(full: tuple[str, str] = FULL_SOURCE) -> dict[str, Any]:
     _m, _sd, k = claims.full_seed_spread(full)
     wider = f"{stats.t.ppf(0.975, k - 1) / 2:.1f}" if k >= 2 else "n/a"
     ran, planned = int((grid["seeds"] > 0).sum()), len(grid)
-    if ran == 0:
-        progress = f"None of the grid's {planned} settings other than the centre has a run yet"
-    elif ran == planned:
-        progress = f"All {planned} of the grid's settings other than the centre have a run"
-    else:
-        progress = (f"So far {ran} of the grid's {planned} settings other than the centre "
-                    f"ha{'s' if ran == 1 else 've'} a run")
     return {"fig10_grid_runs": ran, "fig10_grid_planned": planned, "fig10_sd_seeds": k,
-            "fig10_exact_wider": wider, "fig10_progress": progress}
+            "fig10_exact_wider": wider}
 
 
 def ordinal(k: int) -> str:
@@ -220,7 +212,8 @@ def fig10_screen(full: tuple[str, str] = FULL_SOURCE) -> dict[str, Any]:
     (grid settings with a run), ``fig10_centre_rank`` of ``fig10_ranked`` (settings with a
     value, the centre included; an ordinal, "1st" = highest, :func:`ordinal`), ``fig10_best``
     / ``fig10_best_gap`` (the highest setting and its lead over the centre), ``fig10_span``
-    (highest − lowest) and ``fig10_reading``, a sentence saying what the screen finds."""
+    (highest − lowest) and ``fig10_outside``, the settings outside the band with their
+    position and difference from the centre ("none" when all are inside)."""
     full = book.book_source(full)
     pts = sensitivity_points(full)
     spread = claims.full_seed_spread(full)
@@ -235,24 +228,17 @@ def fig10_screen(full: tuple[str, str] = FULL_SOURCE) -> dict[str, Any]:
     centre = ran[ran["centre"]]
     if len(screen) == 0 or len(centre) == 0:
         return facts | {"fig10_centre_rank": "n/a", "fig10_best": "n/a", "fig10_best_gap": "n/a",
-                        "fig10_span": "n/a", "fig10_reading": "The grid has not run yet."}
+                        "fig10_span": "n/a", "fig10_outside": "n/a"}
     c = float(centre["accuracy"].iloc[0])
     top = ran.loc[ran["accuracy"].idxmax()]
     facts |= {"fig10_centre_rank": ordinal(int((ran["accuracy"] > c).sum()) + 1),
               "fig10_best": setting_text(top["s_L"], top["x_L"], top["P1"]),
               "fig10_best_gap": f"{top['accuracy'] - c:+.2f}",
               "fig10_span": f"{np.ptp(ran['accuracy']):.2f}"}
-    if not np.isfinite(half):
-        reading = "Without a seed spread of the full model there is no band to screen against."
-    elif counts.get("inside", 0) == len(screen):
-        reading = "At one seed each, none can be told apart from the paper's best."
-    else:
-        out = screen[screen["position"] != "inside"]
-        named = "; ".join(f"{setting_text(r['s_L'], r['x_L'], r['P1'])} {r['position']} "
-                          f"({r['minus centre']:+.2f})" for _i, r in out.iterrows())
-        reading = (f"Outside the band: {named}; each is worth a second seed before it is read "
-                   "as a real difference.")
-    return facts | {"fig10_reading": reading}
+    out = screen[screen["position"] != "inside"]
+    outside = "; ".join(f"{setting_text(r['s_L'], r['x_L'], r['P1'])} {r['position']} "
+                        f"({r['minus centre']:+.2f})" for _i, r in out.iterrows())
+    return facts | {"fig10_outside": (outside or "none") if np.isfinite(half) else "n/a"}
 
 
 def sensitivity_figure(full: tuple[str, str] = FULL_SOURCE):

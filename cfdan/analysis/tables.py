@@ -111,8 +111,8 @@ def table1(experiments: dict[str, str] | None = None) -> pd.DataFrame:
 
 def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
                    metric: str = "test.accuracy", full: tuple[str, str] | None = None,
-                   current: bool = True, root: str | os.PathLike[str] | None = None
-                   ) -> pd.DataFrame:
+                   current: bool = True, root: str | os.PathLike[str] | None = None,
+                   df: pd.DataFrame | None = None) -> pd.DataFrame:
     """Tables 3-5: per preset, the paper's numbers beside ours (mean ± std over seeds); the
     experiment's variants that the paper's table lacks (Table 3's ``plain_cnn``, no attention)
     follow as rows of ours alone, their paper cells empty.
@@ -123,13 +123,15 @@ def ablation_table(experiment: str, table: str, dataset_col: str = "FERPlus",
     own rows are; the seeds left out are named in ``runs``). The ``runs`` column says
     how many of the planned seeds each row has and where they come from; ``hardware`` says what
     they ran on (CPU models and thread counts; a pair never mixes CPU and GPU records).
+    ``df`` is the run table read (default :func:`cfdan.analysis.runs.frame`; the GPU tables
+    pass theirs, :func:`cfdan.analysis.gpu.frame`).
     """
     p = paper.table(table)
     extra = [v for v in _planned_variants(experiment) if v not in set(p["preset"])]
     if extra:  # our own rows (plain_cnn: no attention), which the paper does not report
         p = pd.concat([p, pd.DataFrame({"preset": extra})], ignore_index=True)
     full = full or FULL_SOURCE
-    df = runs.frame(root)
+    df = runs.frame(root) if df is None else df
     plan = runs.plan(experiment)
     ours, counts, hw, mca, f1, seeds = [], [], [], [], [], []
     for preset in p["preset"]:

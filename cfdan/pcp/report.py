@@ -341,24 +341,15 @@ def check_claims(
     return pd.DataFrame(rows, columns=["claim", "paper", "computed", "holds"])
 
 
-def timing_consistency(timings: pd.DataFrame) -> dict[str, object]:
-    """Whether a :func:`cfdan.pcp.bench.benchmark_activations` table can be read at all: a
-    forward+backward pass contains the forward, so timing it faster than the forward alone
-    (beyond 10 %) means the run was disturbed (a busy machine, or the allocator faulting in
-    fresh pages for some calls and not others). For the prose: ``timing_consistent`` and
-    ``timing_check``, a sentence naming the activations at fault."""
+def timing_faults(timings: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a :func:`cfdan.pcp.bench.benchmark_activations` table that show the run was
+    disturbed: a forward+backward pass contains the forward, so timing it faster than the
+    forward alone (beyond 10 %) cannot be (a busy machine, or the allocator faulting in fresh
+    pages for some calls and not others); such a run's ratios are not evidence. Columns
+    activation, mode, fwd_ms, fwd_bwd_ms; empty for a consistent run."""
     ok = timings["status"] == "ok"
     bad = timings[ok & (timings["fwd_bwd_ms"] < 0.9 * timings["fwd_ms"])]
-    if bad.empty:
-        return {"timing_consistent": True,
-                "timing_check": "In this run every activation's forward+backward pass took at "
-                                "least as long as its forward pass alone, as it must."}
-    names = ", ".join(f"{r.activation} ({r.mode}: {r.fwd_bwd_ms:.2f} ms against "
-                      f"{r.fwd_ms:.2f} ms)" for r in bad.itertuples())
-    return {"timing_consistent": False,
-            "timing_check": f"This run is disturbed: forward+backward was timed faster than "
-                            f"the forward pass alone for {names}, which cannot be, so its "
-                            "ratios, the verdict above included, are not evidence."}
+    return bad[["activation", "mode", "fwd_ms", "fwd_bwd_ms"]].reset_index(drop=True)
 
 
 def speed_claims(timings: pd.DataFrame) -> pd.DataFrame:
