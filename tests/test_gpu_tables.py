@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from records import save_run
+from records import run_config, save_run
 
-from cfdan.analysis import claims, gpu
+from cfdan.analysis import claims, gpu, prose
 from cfdan.analysis import tables as report
 from cfdan.training import config
 
@@ -48,21 +48,29 @@ def gpu_store(store: Path) -> Path:
     return store
 
 
+def run(root: Path, experiment: str, variant: str, seed: int, test_acc: float,
+        hardware=GPU, **kw) -> dict:
+    """A finished run's record (all its planned epochs run) on ``hardware``."""
+    cfg = kw.pop("cfg", None) or run_config(experiment, variant, seed)
+    return save_run(root, experiment, variant, seed, test_acc, cfg=cfg, hardware=hardware,
+                    epochs_run=cfg.train.epochs, **kw)
+
+
 def save_gpu_table3(root: Path, seeds=SEEDS10, skip=()) -> None:
     for s in seeds:
         for v in VARIANTS:
             if (v, s) not in skip:
-                save_run(root, "gpu_table3", v, s, acc(v, s), hardware=GPU)
+                run(root, "gpu_table3", v, s, acc(v, s))
 
 
-def paper_record(root: Path, test_acc: float = 84.28, hardware=GPU, **over) -> dict:
+def paper_record(root: Path, test_acc: float = 84.28, hardware=GPU, over=None, **kw) -> dict:
     """The ``paper`` experiment's record of paper_table3's full seed 0 config (the run
-    ``gpu_plan.borrowed`` names), or of that config with ``over`` applied."""
+    ``gpu_plan.borrowed`` names), or of that config with the overrides ``over``."""
     exp = config.load_experiment("paper_table3")
     cfg = config.load_config(exp.profile, {**exp.overrides, **exp.variants["full"],
-                                           "train.seed": 0, **over})
+                                           "train.seed": 0, **(over or {})})
     cfg.experiment, cfg.variant = "paper", "full"
-    return save_run(root, "paper", "full", 0, test_acc, cfg=cfg, hardware=hardware)
+    return run(root, "paper", "full", 0, test_acc, hardware, cfg=cfg, **kw)
 
 
 def row(ledger, claim: str):
@@ -83,17 +91,23 @@ def test_without_gpu_records_nothing_is_shown(gpu_store):
         assert gpu.claims_ledger(exp) is None
         assert gpu.ledger_display(exp).empty and gpu.verdict_table(exp).empty
     facts = gpu.facts()
-    assert facts["gpu_tables_line"].startswith("No GPU records yet")
-    assert facts["runs_gpu_table3"] == facts["runs_paper_table3"] == "none yet"
-    assert "no GPU records yet" in facts["gpu_table3_summary"]
+    for exp, claims_run in (("gpu_table3", 6), ("paper_table3", 1)):
+        assert facts[f"{exp}_shown"] == facts[f"{exp}_records"] == 0
+        assert facts[f"runs_{exp}"] == "none yet" and facts[f"{exp}_hardware"] == "-"
+        assert facts[f"{exp}_headline_verdict"] == "not run"
+        assert facts[f"{exp}_headline_n"] == 0 and facts[f"{exp}_headline_paper"] == "+2.33"
+        assert facts[f"{exp}_ledger_claims"] == facts[f"{exp}_ledger_not_run"] == claims_run
 
 
 def test_an_empty_store_gives_empty_tables(store):
-    """No record at all and no GPU experiment file: still no error."""
+    """No record at all and no GPU experiment file: still no error, and the same keys."""
+    assert gpu.frame().empty
     for exp in gpu.GPU_TABLES:
-        assert gpu.frame().empty
         assert gpu.ablation_table(exp).empty and gpu.claims_ledger(exp) is None
-    assert gpu.facts()["gpu_tables_line"].startswith("No GPU records yet")
+    facts = gpu.facts()
+    shutil.copy(REPO / "configs" / "experiments" / "gpu_table3.toml", config.EXPERIMENTS_DIR)
+    assert set(gpu.facts()) == set(facts)
+    assert facts["gpu_table3_shown"] == 0 and facts["gpu_table3_headline_verdict"] == "not run"
 
 
 # --------------------------------------------------------------------------- Table 3 at 48 px
@@ -138,62 +152,97 @@ def test_gpu_ledger_is_computed_from_gpu_records_only(gpu_store):
     assert shown.index[0] == claims.HEADLINE and shown.loc[claims.HEADLINE, "n"] == "10"
     assert gpu.verdict_table("gpu_table3").loc[claims.HEADLINE, "verdict"].startswith(
         "supported")
-    line = gpu.facts()["gpu_tables_line"]
-    assert "NVIDIA H200" in line and "10 seeds per row" in line and "supported" in line
-    assert "paired seeds (paper +2.33)" in line
+    facts = gpu.facts()
+    assert facts["gpu_table3_shown"] == 1 and facts["gpu_table3_records"] == 50
+    assert facts["gpu_table3_seeds_min"] == facts["gpu_table3_seeds_max"] == 10
+    assert facts["gpu_table3_hardware"] == "GPU (NVIDIA H200)"
+    assert facts["gpu_table3_headline_n"] == 10
+    assert facts["gpu_table3_headline_mean"] == f"{np.mean(diffs):+.2f}"
+    assert facts["gpu_table3_headline_verdict"] == "supported"
+    verdicts = ledger["verdict"].value_counts()
+    assert facts["gpu_table3_ledger_supported"] == verdicts["supported"]
+    assert facts["paper_table3_shown"] == 0 and facts["runs_paper_table3"] == "none yet"
 
 
 def test_a_cpu_record_never_pairs_with_a_gpu_one(gpu_store):
-    """A CPU record of gpu_table3 (seed 3's baseline) leaves seed 3 unpaired; a later CPU
-    record of a seed does not push out that seed's GPU record (seed 4's baseline)."""
+    """A CPU record of gpu_table3 (seed 3's baseline; the same config, so the same run id as
+    the GPU run it stands for) leaves seed 3 unpaired, in the table and in every verdict."""
     save_gpu_table3(gpu_store, skip={("baseline", 3)})
-    save_run(gpu_store, "gpu_table3", "baseline", 3, 99.0, hardware=CPU)
-    save_run(gpu_store, "gpu_table3", "baseline", 4, 99.0, hardware=CPU, date=LATER)
+    run(gpu_store, "gpu_table3", "baseline", 3, 99.0, CPU)
     t = gpu.ablation_table("gpu_table3").set_index("preset")
     assert t.loc["baseline", "runs"] == "gpu_table3/baseline: 9 of 10 seeds"
     assert t.loc["baseline", "hardware"] == "GPU (NVIDIA H200)"
     assert "99.00" not in t.loc["baseline", "ours per seed"]
-    head = row(gpu.claims_ledger("gpu_table3"), claims.HEADLINE)
+    ledger = gpu.claims_ledger("gpu_table3")
+    head = row(ledger, claims.HEADLINE)
     assert head["n"] == 9 and 3 not in head["per seed"]
-    assert head["per seed"][4] == pytest.approx(acc("full", 4) - acc("baseline", 4))
+    for claim in ("DAM beats single-dimension attention",
+                  "spatial attention helps (baseline vs no attention)"):
+        assert 3 not in row(ledger, claim)["per seed"]
+    assert row(ledger, "cross-fusion helps")["n"] == 10  # rows without baseline keep seed 3
+
+
+def test_a_one_seed_row_is_scaled_by_the_gpu_full_models_seed_sd(gpu_store):
+    """With one seed of baseline, the headline is untestable, and its note sets the value
+    against the seed sd of gpu_table3's own full model (10 seeds), not cpu_v2's."""
+    save_gpu_table3(gpu_store, seeds=[0], skip={("full", 0)})
+    for s in SEEDS10:
+        run(gpu_store, "gpu_table3", "full", s, acc("full", s))
+    ledger = gpu.claims_ledger("gpu_table3")
+    assert row(ledger, claims.HEADLINE)["verdict"] == "untestable (n = 1)"
+    note = prose.ledger_details(ledger).loc[claims.HEADLINE, "note"]
+    sd = np.std([acc("full", s) for s in SEEDS10], ddof=1)
+    assert f"seed sd {sd:.2f}, 10 seeds" in note
 
 
 # --------------------------------------------------------------------------- the paper-scale pair
 def test_paper_table3_full_seed_0_is_the_paper_record(gpu_store):
     lent = paper_record(gpu_store, 84.28)
     for s in range(3):
-        save_run(gpu_store, "paper_table3", "baseline", s, 82.0 + s, hardware=GPU)
+        run(gpu_store, "paper_table3", "baseline", s, 82.0 + s)
     for s in (1, 2):
-        save_run(gpu_store, "paper_table3", "full", s, 84.0 + 0.5 * s, hardware=GPU)
+        run(gpu_store, "paper_table3", "full", s, 84.0 + 0.5 * s)
     t = gpu.ablation_table("paper_table3").set_index("preset")
     assert list(t.index) == ["baseline", "full"]  # the pair only, not dam or dam_ilm
-    assert t.loc["full", "runs"] == (f"paper_table3/full: 3 of 3 seeds "
-                                     f"(seed 0 is paper/{lent['run_id']})")
+    assert t.loc["full", "runs"].startswith("paper_table3/full: 3 of 3 seeds")
+    assert f"paper/{lent['run_id']}" in t.loc["full", "runs"]
     assert t.loc["full", "ours per seed"] == "s0 84.28, s1 84.50, s2 85.00"
     assert t.loc["baseline", "runs"] == "paper_table3/baseline: 3 of 3 seeds"
     ledger = gpu.claims_ledger("paper_table3")
     assert list(ledger["claim"]) == [claims.HEADLINE]  # its one claim
     head = ledger.iloc[0]
     assert head["n"] == 3 and head["per seed"] == pytest.approx({0: 2.28, 1: 1.5, 2: 1.0})
-    assert f"seed 0 is paper/{lent['run_id']}" in head["runs"]
+    assert f"paper/{lent['run_id']}" in head["runs"]
     facts = gpu.facts()
-    assert facts["runs_paper_table3"].endswith(f"paper: {lent['run_id']}")
-    assert "3 seeds per row" in facts["paper_table3_summary"]
-    assert "no GPU records yet" in facts["gpu_table3_summary"]
-    assert facts["gpu_tables_line"] == facts["paper_table3_summary"] + "."
+    assert facts["runs_paper_table3"].endswith(f"; paper: {lent['run_id']}")
+    assert facts["paper_table3_records"] == 6  # five of its own, one borrowed
+    assert facts["paper_table3_seeds_min"] == facts["paper_table3_seeds_max"] == 3
+    assert facts["paper_table3_headline_n"] == 3 and facts["gpu_table3_shown"] == 0
 
 
 @pytest.mark.parametrize("case", ["other config", "cpu record"])
 def test_paper_record_of_another_protocol_or_on_cpu_is_not_borrowed(gpu_store, case):
     if case == "other config":
-        paper_record(gpu_store, 84.28, **{"train.epochs": 30})  # another run id
+        paper_record(gpu_store, 84.28, over={"train.epochs": 30})  # another run id
     else:
         paper_record(gpu_store, 84.28, hardware=CPU)
     for s in range(3):
-        save_run(gpu_store, "paper_table3", "baseline", s, 82.0 + s, hardware=GPU)
+        run(gpu_store, "paper_table3", "baseline", s, 82.0 + s)
     for s in (1, 2):
-        save_run(gpu_store, "paper_table3", "full", s, 84.0, hardware=GPU)
+        run(gpu_store, "paper_table3", "full", s, 84.0)
     t = gpu.ablation_table("paper_table3").set_index("preset")
     assert t.loc["full", "runs"] == "paper_table3/full: 2 of 3 seeds"
     head = gpu.claims_ledger("paper_table3").iloc[0]
     assert head["n"] == 2 and 0 not in head["per seed"]
+
+
+def test_a_later_paper_run_of_another_protocol_does_not_unborrow_seed_0(gpu_store):
+    """The paper profile rerun later under another protocol (another run id) is the paper
+    experiment's latest full seed 0, but paper_table3 still pairs with the matching record."""
+    lent = paper_record(gpu_store, 84.28)
+    rec = paper_record(gpu_store, 80.0, over={"train.epochs": 30}, date=LATER)
+    assert rec["run_id"] != lent["run_id"]
+    for s in range(3):
+        run(gpu_store, "paper_table3", "baseline", s, 82.0 + s)
+    head = gpu.claims_ledger("paper_table3").iloc[0]
+    assert head["per seed"][0] == pytest.approx(84.28 - 82.0)

@@ -260,8 +260,11 @@ def unpaired_sd(a: Runs, b: Runs, seeds: Sequence[int]) -> float:
     return float(np.sqrt(va.var(ddof=1) + vb.var(ddof=1)))
 
 
-def _pair_row(slot: Callable[[str, str], Runs], c: PairClaim, noise: tuple[float, int] | None
-              ) -> dict[str, Any]:
+def pair_row(slot: Callable[[str, str], Runs], c: PairClaim, noise: tuple[float, int] | None
+             ) -> dict[str, Any]:
+    """One ledger row of a paired claim: ``slot(experiment, variant)`` gives each side's runs,
+    paired by seed (:func:`cfdan.analysis.runs.paired_values`); ``noise`` (sd, seeds) sizes a
+    one-seed value (:func:`_noise`)."""
     a, b = slot(*c.better), slot(*c.other)
     comparison = f"{a.label} − {b.label}"
     runs_text = "; ".join(s.count() for s in (a, b))
@@ -478,7 +481,7 @@ def claims_ledger(full: tuple[str, str] = FULL_SOURCE, metric: str = "test.accur
     noise = (sd, k) if np.isfinite(sd) and sd > 0 else None
     rows = []
     for c in pair_claims():
-        rows.append(_pair_row(functools.partial(runs.slot, df, **opts), c, noise))
+        rows.append(pair_row(functools.partial(runs.slot, df, **opts), c, noise))
         if c.claim == "distillation helps accuracy":
             rows.append(_cost_row())  # Table 5's other claim, beside its accuracy row
     rows += _fig10_rows(functools.partial(runs.point, df, **opts), noise)

@@ -16,8 +16,9 @@ no pair mixes CPU and GPU records. Table 3 is :func:`cfdan.analysis.book.ablatio
 table (:func:`ablation_table`); the verdicts (:func:`claims_ledger`) are the CPU ledger's
 Table 3 rows (:func:`cfdan.analysis.claims.pair_claims`) with the experiment swapped, computed by
 the same code: paired by seed within the GPU experiment, t-intervals, verdicts against the
-paper's δ, TOST against ±1 point, Holm within the table. Without records the tables are empty,
-the ledger None, and :func:`facts` says so in one line.
+paper's δ, TOST against ±1 point, Holm within the table. Without records the tables are empty
+and the ledger None; :func:`facts` gives the numbers the chapter's prose glues (sentences live
+in the chapter).
 """
 
 from __future__ import annotations
@@ -131,12 +132,31 @@ def ablation_table(experiment: str, current: bool = True, root: Root = None) -> 
 def table3_claims(experiment: str) -> list[claims.PairClaim]:
     """The CPU ledger's Table 3 claims (:func:`cfdan.analysis.claims.pair_claims`) whose two
     variants ``experiment`` plans, read from ``experiment``: all six for ``gpu_table3``, the
-    headline (CF-DAN − baseline) for ``paper_table3``."""
+    headline (CF-DAN − baseline) for ``paper_table3``; all six without an experiment file."""
     have = set(variants(experiment))
     return [dataclasses.replace(c, better=(experiment, c.better[1]),
                                 other=(experiment, c.other[1]))
             for c in claims.pair_claims()
-            if c.better[0] == c.other[0] == "table3" and {c.better[1], c.other[1]} <= have]
+            if c.better[0] == c.other[0] == "table3"
+            and (not have or {c.better[1], c.other[1]} <= have)]
+
+
+def _ledger(experiment: str, df: pd.DataFrame, metric: str = "test.accuracy",
+            current: bool = True) -> pd.DataFrame:
+    """:func:`claims_ledger` on the GPU run table ``df``, records or not (rows *not run*)."""
+    slot = functools.partial(runs.slot, df, full=(experiment, "full"), metric=metric,
+                             current=current)
+    full = slot(experiment, "full").values.to_numpy(dtype=float)
+    sd = float(full.std(ddof=1)) if len(full) > 1 else float("nan")
+    noise = (sd, len(full)) if np.isfinite(sd) and sd > 0 else None
+    rows = []
+    for c in table3_claims(experiment):
+        row = claims.pair_row(slot, c, noise)
+        lent = [t for t in (_borrowed_text(df, *side) for side in (c.better, c.other)) if t]
+        if lent:
+            row["runs"] += f" ({'; '.join(lent)})"
+        rows.append(row)
+    return claims.with_holm(pd.DataFrame(rows))
 
 
 def claims_ledger(experiment: str, metric: str = "test.accuracy", current: bool = True,
@@ -146,21 +166,7 @@ def claims_ledger(experiment: str, metric: str = "test.accuracy", current: bool 
     (paired by seed within ``experiment``, verdict, TOST, Holm within this table), a one-seed
     value set against this experiment's full-model seed sd; None until :func:`has_records`."""
     df = frame(root=root)
-    if not has_records(experiment, df=df):
-        return None
-    slot = functools.partial(runs.slot, df, full=(experiment, "full"), metric=metric,
-                             current=current)
-    full = slot(experiment, "full").values.to_numpy(dtype=float)
-    sd = float(full.std(ddof=1)) if len(full) > 1 else float("nan")
-    noise = (sd, len(full)) if np.isfinite(sd) and sd > 0 else None
-    rows = []
-    for c in table3_claims(experiment):
-        row = claims._pair_row(slot, c, noise)
-        lent = [t for t in (_borrowed_text(df, *side) for side in (c.better, c.other)) if t]
-        if lent:
-            row["runs"] += f" ({'; '.join(lent)})"
-        rows.append(row)
-    return claims.with_holm(pd.DataFrame(rows))
+    return _ledger(experiment, df, metric, current) if has_records(experiment, df=df) else None
 
 
 def ledger_display(experiment: str, root: Root = None) -> pd.DataFrame:
@@ -177,51 +183,36 @@ def verdict_table(experiment: str, root: Root = None) -> pd.DataFrame:
     return pd.DataFrame() if raw is None else prose.verdict_table(raw)
 
 
-def summary(experiment: str, root: Root = None) -> str:
-    """One sentence on a GPU experiment for the prose: its hardware, seeds per row and the
-    headline row (CF-DAN − baseline, its 95 % CI, n and verdict, the paper's δ), with the count
-    of each verdict where it tests more claims; "no GPU records yet" without records."""
-    title = GPU_TABLES.get(experiment, experiment)
-    raw = claims_ledger(experiment, root=root)
-    if raw is None:
-        return f"{title}: no GPU records yet"
-    df = frame(root=root)
-    mine = df[(df["experiment"] == experiment) & df["counted"].astype(bool)]
-    per_row = mine.groupby("variant").size()
-    seeds = (f"{per_row.min()}" if per_row.min() == per_row.max()
-             else f"{per_row.min()}–{per_row.max()}")
-    head = raw[raw["claim"] == claims.HEADLINE].iloc[0]
-    ci = (f", 95 % CI [{head['ci_low']:+.2f}, {head['ci_high']:+.2f}]"
-          if np.isfinite(head["ci_low"]) else "")
-    text = (f"{title} ({hardware_label(list(mine['record']))}, {seeds} seeds per row): "
-            f"CF-DAN − baseline {head['mean']:+.2f} points{ci} over {int(head['n'])} paired "
-            f"seeds (paper {head['paper']:+.2f}): {prose.verdict_cell(head)}")
-    if len(raw) > 1:
-        counts = raw["verdict"].value_counts()
-        text += f"; of its {len(raw)} claims: " + ", ".join(
-            f"{n} {v}" for v, n in counts.items())
-    return text
+def facts(root: Root = None) -> dict[str, Any]:
+    """Numbers for the chapter's prose, every key present with or without records; per GPU
+    experiment ``<e>``:
 
-
-def facts(root: Root = None) -> dict[str, str]:
-    """For the prose (every key always present): ``<experiment>_summary`` (:func:`summary`),
-    ``runs_<experiment>`` (the counted run ids read, lenders included, as
-    ``"gpu_table3: id, id"``, or "none yet") and ``gpu_tables_line``: the summaries of those
-    with records, or one line saying none has any yet."""
+    * ``<e>_shown`` (1 when :func:`has_records`, else 0), ``<e>_records`` (its counted GPU
+      records, borrowed ones included), ``<e>_seeds_min`` / ``<e>_seeds_max`` (seeds per row),
+      ``<e>_hardware`` (:func:`cfdan.analysis.tables.hardware_label`, "-" without records);
+    * ``<e>_headline_...``: :func:`cfdan.analysis.prose.headline` of its ledger (CF-DAN −
+      baseline: paper, mean, ci, n, detectable, verdict ...; *not run* without records);
+    * ``<e>_ledger_...``: :func:`cfdan.analysis.book.ledger_facts` (how many claims have each
+      verdict);
+    * ``runs_<e>``: the run ids read, by experiment (``"paper_table3: id, id; paper: id"``),
+      "none yet" while it is not shown (as :func:`cfdan.analysis.book.reproduce_facts`).
+    """
     df = frame(root=root)
-    out: dict[str, str] = {}
-    shown = []
+    out: dict[str, Any] = {}
     for exp in GPU_TABLES:
-        out[f"{exp}_summary"] = summary(exp, root)
+        shown = has_records(exp, df=df)
+        mine = df[(df["experiment"] == exp) & df["counted"].astype(bool)] if shown else df[:0]
+        per_row = mine.groupby("variant").size() if len(mine) else pd.Series(dtype=int)
+        ledger = _ledger(exp, df if shown else df[:0])
+        out |= {f"{exp}_shown": int(shown), f"{exp}_records": len(mine),
+                f"{exp}_seeds_min": int(per_row.min()) if len(per_row) else 0,
+                f"{exp}_seeds_max": int(per_row.max()) if len(per_row) else 0,
+                f"{exp}_hardware": hardware_label(list(mine["record"])) if len(mine) else "-"}
+        out |= {f"{exp}_{k}": v for k, v in prose.headline(ledger).items()}
+        out |= {f"{exp}_{k}": v for k, v in book.ledger_facts(ledger).items()}
         ids: dict[str, list[str]] = {}
-        if has_records(exp, df=df):
-            shown.append(out[f"{exp}_summary"])
-            rows = df[(df["experiment"] == exp) & df["counted"].astype(bool)]
-            for lender, run_id in zip(rows["borrowed_from"], rows["run_id"], strict=True):
-                ids.setdefault(lender or exp, []).append(str(run_id))
+        for lender, run_id in zip(mine["borrowed_from"], mine["run_id"], strict=True):
+            ids.setdefault(lender or exp, []).append(str(run_id))
         out[f"runs_{exp}"] = "; ".join(f"{e}: {', '.join(sorted(r))}"
                                        for e, r in ids.items()) or "none yet"
-    out["gpu_tables_line"] = ("; ".join(shown) + "." if shown else
-                              "No GPU records yet: both wait for a GPU call "
-                              "(scripts/gpu_evidence.sh).")
     return out
