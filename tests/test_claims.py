@@ -484,8 +484,9 @@ def test_book_ledger_facts_count_verdicts(store):
         "not_run")}) == 18
     once, all_facts = book.ledger_and_facts()
     pd.testing.assert_frame_equal(once, shown)
-    assert all_facts == {**facts, **book.ledger_reading(),
-                         **prose.headline(claims.claims_ledger())}
+    raw = claims.claims_ledger()
+    assert all_facts == {**facts, **book.ledger_reading(), **prose.headline(raw),
+                         **prose.headline(raw, claims.NO_ATTENTION, "noattn")}
 
 
 def test_latest_record_of_a_seed_wins(store):
@@ -730,6 +731,16 @@ def test_row_reading_follows_ci_power_and_the_papers_size(store):
     assert prose.reading_key(direction_only | {"verdict": "contradicted"}) == "other way"
     assert prose.reading_key(base | {"verdict": "not run"}) == "not run"
     assert prose.reading_key(base | {"unit": "GMACs", "verdict": "supported"}) == "exact"
+    # a test against 0 that does not survive Holm's correction reads as such
+    raw = base | {"verdict": "contradicted", "ci_low": -1.7, "ci_high": -0.1, "p_zero": 0.043,
+                  "p_zero_holm": 0.224, "p_vs_paper_holm": 0.0008}
+    assert prose.reading_key(raw) == "other way, raw, size excluded"
+    assert all(p in prose.row_reading(raw) for p in ("0.0008", "0.043", "0.22"))
+    assert prose.reading_key(raw | {"p_vs_paper_holm": 0.2}) == "other way, raw"
+    assert prose.reading_key(raw | {"p_vs_paper_holm": float("nan")}) == "other way, raw"
+    assert prose.reading_key(raw | {"p_zero_holm": 0.01}) == "other way"
+    assert prose.reading_key(raw | {"verdict": "supported", "ci_low": 0.1, "ci_high": 1.7}) \
+        == "direction, raw"
     for s in SEEDS:
         save_run(store, "table3", "baseline", s, BASE[s])
         save_run(store, "cpu_v2", "full", s, BASE[s] - 3.0 + 0.01 * s)  # worse, every seed
@@ -738,6 +749,9 @@ def test_row_reading_follows_ci_power_and_the_papers_size(store):
     assert got["headline_verdict"] == "contradicted" and got["headline_n"] == 5
     assert got["headline_mean"] == f"{np.mean([-3.0 + 0.01 * s for s in SEEDS]):+.2f}"
     assert got["headline_reading"] == prose.READINGS["other way"]
+    assert got["headline_verdict_cell"] == "contradicted"
+    noattn = prose.headline(ledger, claims.NO_ATTENTION, "noattn")
+    assert noattn["noattn_verdict"] == "not run" and noattn["noattn_n"] == 0
     sd = float(np.std([0.01 * s for s in SEEDS], ddof=1))
     assert float(got["headline_detectable_upper"]) == pytest.approx(
         claims.detectable_difference(sd * np.sqrt(4 / stats.chi2.ppf(0.025, 4)), 5), abs=0.006)

@@ -392,12 +392,13 @@ def _level(experiment: str, where: str) -> tuple[str, list[float]]:
 def ledger_and_facts(full: tuple[str, str] = FULL_SOURCE
                      ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The claims ledger as the chapter shows it and every fact its prose glues
-    (:func:`ledger_facts`, :func:`ledger_reading`, :func:`cfdan.analysis.prose.headline`), the
-    ledger computed once."""
+    (:func:`ledger_facts`, :func:`ledger_reading`, :func:`cfdan.analysis.prose.headline` of the
+    headline row and, as ``noattn_...``, of the no-attention row), the ledger computed once."""
     full = book_source(full)
     raw = claims.claims_ledger(full)
     shown = prose.ledger_display(raw)
-    return shown, {**ledger_facts(raw), **ledger_reading(full, raw), **prose.headline(raw)}
+    return shown, {**ledger_facts(raw), **ledger_reading(full, raw), **prose.headline(raw),
+                   **prose.headline(raw, claims.NO_ATTENTION, "noattn")}
 
 
 def ledger_facts(ledger: pd.DataFrame) -> dict[str, int]:

@@ -24,6 +24,15 @@ READINGS = {
     "size inside": "supports the paper's direction, and the paper's size lies in our interval",
     "size outside": "supports the paper's direction, though not the paper's size",
     "other way": "points the other way than the paper, beyond seed noise",
+    "other way, raw": ("points the other way than the paper: below 0 on its own "
+                       "(p = {p_zero:.3f}), though not after Holm's correction within its table "
+                       "(p = {p_zero_holm:.2f})"),
+    "other way, raw, size excluded": (
+        "excludes the paper's size even after Holm's correction (one-sided p = "
+        "{p_vs_paper_holm:.4f}) and points the other way: below 0 on its own (p = {p_zero:.3f}), "
+        "though not after Holm's correction within its table (p = {p_zero_holm:.2f})"),
+    "direction, raw": ("supports the paper's direction on its own (p = {p_zero:.3f}), though "
+                       "not after Holm's correction within its table (p = {p_zero_holm:.2f})"),
     "excluded": ("excludes an effect of the paper's size at this scale: our interval ends below "
                  "it (one-sided p = {p_vs_paper:.3f})"),
     "cannot tell": "cannot tell at this n",
@@ -33,8 +42,9 @@ READINGS = {
 
 
 def reading_key(row: Mapping[str, Any]) -> str:
-    """Which of :data:`READINGS` a trained ledger row gets, from its verdict, its interval and
-    whether the paper gives a size."""
+    """Which of :data:`READINGS` a trained ledger row gets, from its verdict, its interval,
+    whether the paper gives a size and whether the test against 0 survives Holm's correction
+    within its table (``", raw"`` where it does not)."""
     v = row["verdict"]
     if v == "not run":
         return "not run"
@@ -43,13 +53,20 @@ def reading_key(row: Mapping[str, Any]) -> str:
     if v == "untestable (n = 1)":
         return "one seed"
     paper_diff = float(row["paper"])
+    raw = not _holds_after_holm(row, "p_zero")
     if v == "supported":
+        if raw:
+            return "direction, raw"
         if not np.isfinite(paper_diff):
             return "direction"
         inside = row["ci_low"] <= paper_diff <= row["ci_high"]
         return "size inside" if inside else "size outside"
     if v == "contradicted":
-        return "other way"
+        if not raw:
+            return "other way"
+        p_paper = row.get("p_vs_paper_holm", float("nan"))
+        return ("other way, raw, size excluded" if _finite(p_paper) and p_paper < ALPHA
+                else "other way, raw")
     if v == "paper's effect excluded":
         return "excluded"
     return "cannot tell" if not np.isfinite(paper_diff) else "both inside"
@@ -60,22 +77,25 @@ def row_reading(row: Mapping[str, Any]) -> str:
     return READINGS[reading_key(row)].format(**row)
 
 
-def headline(ledger: pd.DataFrame, claim: str = HEADLINE) -> dict[str, Any]:
-    """The facts of one ledger row for the prose (keys ``headline_...``): ``paper``, ``mean``,
+def headline(ledger: pd.DataFrame, claim: str = HEADLINE,
+             prefix: str = "headline") -> dict[str, Any]:
+    """The facts of one ledger row for the prose (keys ``<prefix>_...``): ``paper``, ``mean``,
     ``ci`` (as ``[lo, hi]``), ``n``, ``detectable``, ``detectable_upper`` (the detectable
     difference were the paired sd at the upper end of its 95 % interval, :func:`sd_upper`:
-    how rough the power statement is),
-    ``verdict`` and ``reading`` (:func:`row_reading`),
+    how rough the power statement is), ``verdict``, ``verdict_cell`` (:func:`verdict_cell`:
+    with † and the equivalence test) and ``reading`` (:func:`row_reading`),
     numbers as signed two-decimal strings."""
     row = ledger[ledger["claim"] == claim].iloc[0]
     ci = _ci(row) or "none"
     det = f"{row['detectable']:.2f}" if np.isfinite(row["detectable"]) else "n/a"
     n = int(row["n"])
     upper = detectable_difference(sd_upper(float(row["sd"]), n), n)
-    return {"headline_paper": _signed(row["paper"]), "headline_mean": _signed(row["mean"]),
-            "headline_ci": ci, "headline_n": n, "headline_detectable": det,
-            "headline_detectable_upper": f"{upper:.2f}" if np.isfinite(upper) else "n/a",
-            "headline_verdict": row["verdict"], "headline_reading": row_reading(row)}
+    facts = {"paper": _signed(row["paper"]), "mean": _signed(row["mean"]), "ci": ci, "n": n,
+             "detectable": det,
+             "detectable_upper": f"{upper:.2f}" if np.isfinite(upper) else "n/a",
+             "verdict": row["verdict"], "verdict_cell": verdict_cell(row),
+             "reading": row_reading(row)}
+    return {f"{prefix}_{k}": v for k, v in facts.items()}
 
 
 def _signed(v: float, digits: int = 2) -> str:
