@@ -155,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(p)
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("photo-maps", help="a model's Fig. 8 maps over the astronaut photo",
+                       description="Store the spatial, channel and fused maps of a checkpoint "
+                       "over the largest face of a photo (default scikit-image's astronaut) as "
+                       "<experiment>/<run_id>.photo.npz beside the run's record, for chapter 4's "
+                       "Fig. 8 over a real face (the machine with the weights makes it).")
+    p.add_argument("checkpoint", help="inference checkpoint (best.pt, or an export)")
+    p.add_argument("out", help="destination .photo.npz")
+    p.add_argument("--photo", default=None, help="image file (default: the astronaut)")
+    p.set_defaults(func=cmd_photo_maps)
+
     try:  # prepare / data subcommands belong to the data package
         from cfdan.data import commands as data_commands
     except ImportError:
@@ -293,6 +303,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"face {i + 1} at {f['box']}: {f['label']} ({top})")
     if args.out and not args.json:
         print(f"annotated image: {args.out}")
+    return 0
+
+
+def cmd_photo_maps(args: argparse.Namespace) -> int:
+    from cfdan.analysis import attention_maps
+
+    photo = None
+    if args.photo:
+        from cfdan.predict import read_photo
+
+        photo = read_photo(args.photo)
+    maps = attention_maps.photo_maps(args.checkpoint, photo)
+    if maps is None:
+        print("error: no face found in the photo", file=sys.stderr)
+        return 1
+    attention_maps.save_photo_maps(maps, args.out)
+    top = int(maps["probs"].argmax())
+    print(f"{args.out}: {maps['class_names'][top]} ({float(maps['probs'][top]):.3f}), maps "
+          + ", ".join(k for k in attention_maps.PHOTO_MAPS if k in maps))
     return 0
 
 

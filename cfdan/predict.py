@@ -205,6 +205,21 @@ def classify_faces(model, meta: dict[str, Any], crops: list, device: str = "cpu"
     return out
 
 
+def read_photo(photo: str | os.PathLike):
+    """``photo`` as an RGB PIL image; a clear error naming the file when it is missing or not
+    an image."""
+    from PIL import Image
+
+    photo = Path(photo)
+    if not photo.is_file():
+        raise FileNotFoundError(f"photo {photo} does not exist")
+    try:
+        with Image.open(photo) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{photo}: not a readable image ({exc})") from exc
+
+
 def predict_photo(
     photo: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
@@ -215,16 +230,9 @@ def predict_photo(
     """Detect faces in ``photo``, classify each; optionally write an annotated copy to ``out``."""
     from PIL import Image, ImageDraw
 
-    photo = Path(photo)
-    if not photo.is_file():
-        raise FileNotFoundError(f"photo {photo} does not exist")
     if out and Path(out).suffix.lower() not in Image.registered_extensions():
         raise InputError(f"{out}: unknown image type {Path(out).suffix!r} (use .png or .jpg)")
-    try:
-        with Image.open(photo) as im:
-            image = im.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"{photo}: not a readable image ({exc})") from exc
+    image = read_photo(photo)
     model, meta = load_checkpoint(checkpoint, device)
     boxes = detect_faces(image, min_face=min_face, device=device)
     preds = classify_faces(model, meta, [_crop(image, b) for b in boxes], device)

@@ -24,7 +24,8 @@
 # 3. Every record made by the call gets a provenance_note naming it (GPU, torch, the commit of
 #    the tree copy; cfdan.results.add_note), then comes back in $OUT/records.tgz (paths
 #    relative to results/, split into 15 MB parts if larger: cat records.tgz* | tar xzf - -C
-#    results) beside $OUT/summary.txt (per run: wall time, img/s, peak GPU memory; the probe
+#    results; a paper-scale CF-DAN's <run_id>.photo.npz, its Fig. 8 maps over the astronaut,
+#    travels with its record) beside $OUT/summary.txt (per run: wall time, img/s, peak GPU memory; the probe
 #    and the phases), $OUT/probe.json, $OUT/plan.jsonl and $OUT/logs.tgz.
 #
 # Environment (all optional):
@@ -44,6 +45,8 @@
 #   CFDAN_GPU_CODE_COMMIT  the commit holding the tree this call runs, when the copy's .git
 #                        does not name it (set as the records' code_commit); CFDAN_GIT_COMMIT
 #                        and CFDAN_GIT_DIRTY (cfdan.training.provenance) set the records' git
+#   CFDAN_GPU_PHOTO_EXPS  experiments whose new CF-DAN runs get their Fig. 8 maps over the
+#                        astronaut stored beside the record (default "paper_table3"; issue 29)
 #   CFDAN_GPU_DRY_RUN    1: CPU, the smoke stand-ins gpu_smoke_table3 and gpu_smoke_paper
 #   CFDAN_GPU_LOGS       folder for the logs (default logs/gpu_evidence_<UTC time>)
 #   PYTHON               interpreter (default python3)
@@ -59,11 +62,13 @@ if [[ "$DRY" == "1" ]]; then
   # smoke runs take a second or two in a started worker; the CPU's interpreters start slowly
   d_exps="gpu_smoke_table3 gpu_smoke_paper" d_dev=cpu d_budget=120 d_probe=15 d_pre=0
   d_counts="1 2" d_costs="start_s=6 fixed_s=1.5 queue_s=25 reserve_s=12"
+  d_photo="gpu_smoke_paper"
 else
   d_exps="gpu_table3 paper_table3" d_dev=cuda d_budget=540 d_probe=60 d_pre=1
-  d_counts="1 2 4 8" d_costs=""
+  d_counts="1 2 4 8" d_costs="" d_photo="paper_table3"
 fi
 read -r -a EXPS <<< "${CFDAN_GPU_EXPERIMENTS:-$d_exps}"
+read -r -a PHOTO_EXPS <<< "${CFDAN_GPU_PHOTO_EXPS-$d_photo}"
 read -r -a SHARES <<< "${CFDAN_GPU_SHARES-0.4}"
 read -r -a COUNTS <<< "${CFDAN_GPU_PROBE_COUNTS:-$d_counts}"
 DEVICE="${CFDAN_GPU_DEVICE:-$d_dev}"
@@ -127,6 +132,23 @@ if ! probe "$PROBE_S"; then
 fi
 echo "== probe done after $(elapsed) s"
 
+# photo F: for a new record F (<experiment>/<run_id>.json) of a CF-DAN (variant full) in
+# PHOTO_EXPS, its Fig. 8 maps over the astronaut photo beside it (<run_id>.photo.npz; made once,
+# from its best.pt, which stays here); true when that file exists. Needs facenet-pytorch (MTCNN):
+# on a machine without it, carry its wheel (see the device notes); a failure is logged and skipped
+photo() {
+  local f="$1" exp run ck npz
+  exp="${f%%/*}" run="$(basename "$f" .json)" npz="$RESULTS/${f%.json}.photo.npz"
+  [[ " ${PHOTO_EXPS[*]} " == *" ${exp} "* ]] || return 1
+  [[ -f "$npz" ]] && return 0
+  "$PY" -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["variant"] != "full")' \
+    "$RESULTS/$f" || return 1
+  ck="${CFDAN_CHECKPOINT_DIR:-checkpoints}/${exp}/${run}/best.pt"
+  [[ -f "$ck" ]] || { echo "photo: no ${ck}" >> "$LOGS/photo.log"; return 1; }
+  "$PY" -m cfdan photo-maps "$ck" "$npz" >> "$LOGS/photo.log" 2>&1 \
+    || { echo "warning: photo maps of ${f} failed (see photo.log)" >&2; return 1; }
+}
+
 # pack: note the new records, write summary.txt, records.tgz and logs.tgz into $OUT; run after
 # every phase too, so that a call stopped from outside still returns what it finished
 pack() {
@@ -135,6 +157,7 @@ pack() {
   for f in $new; do
     paths+=("$RESULTS/$f") files+=("$f")
     [[ -f "$RESULTS/${f%.json}.npz" ]] && files+=("${f%.json}.npz")
+    photo "$f" && files+=("${f%.json}.photo.npz")
   done
   if [[ -n "${CFDAN_GPU_CODE_COMMIT:-}" ]]; then code=(--code-commit "$CFDAN_GPU_CODE_COMMIT"); fi
   "$PY" -m cfdan.training.gpu_plan finish --probe "$OUT/probe.json" --log "$PLAN" "${code[@]}" \

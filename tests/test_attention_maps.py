@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from data_fixtures import make_ferplus
+from records import save_run
 
 from cfdan import results
 from cfdan.analysis import attention_maps
@@ -325,6 +326,41 @@ def test_committed_default_draws_no_face_even_with_the_dataset(fake_ferplus: Pat
     plt.close("all")
 
 
+def test_photo_maps_are_stored_beside_a_record_and_drawn_as_a_second_row(store, tmp_path,
+                                                                        capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cfdan import predict
+    from cfdan.analysis import attention_maps
+    from cfdan.cli import main
+
+    if not predict.DEFAULT_CHECKPOINT.is_file():
+        pytest.skip("the shipped model is not in models/")
+    rec = save_run(store, "paper_table3", "full", 1, 80.0)
+    npz = store / "paper_table3" / f"{rec['run_id']}{attention_maps.PHOTO_SUFFIX}"
+    assert main(["photo-maps", str(predict.DEFAULT_CHECKPOINT), str(npz)]) == 0
+    orphan = store / "paper_table3" / f"no_record{attention_maps.PHOTO_SUFFIX}"
+    orphan.write_bytes(npz.read_bytes())  # maps without a record are not shown
+    stored = attention_maps.stored_photo_maps()
+    assert [k for k, _ in stored] == [f"paper_table3/{rec['run_id']}"]
+    maps = attention_maps.photo_maps()
+    for k in ("face", "probs", "spatial", "channel", "fused"):
+        np.testing.assert_array_equal(stored[0][1][k], maps[k])
+    assert float(maps["probs"].sum()) == pytest.approx(1.0, abs=1e-5)
+    assert attention_maps.photo_facts() == {"photo_stored_rows": 1}
+    fig = attention_maps.photo_attention_figure()
+    assert len(fig.axes) >= 8  # two rows of four panels (plus colour bars)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any(t.startswith("shipped cpu-profile model (48 px)") for t in titles)
+    assert any(t.startswith(f"paper_table3/{rec['run_id']} (48 px)") for t in titles)
+    plt.close("all")
+    assert main(["photo-maps", "--photo", str(tmp_path / "nope.png"),
+                 str(predict.DEFAULT_CHECKPOINT), str(tmp_path / "x.photo.npz")]) != 0
+    assert "nope.png does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "x.photo.npz").exists()
+
+
 def test_photo_attention_figure_draws_the_maps_over_a_real_face():
     import matplotlib
 
@@ -338,4 +374,4 @@ def test_photo_attention_figure_draws_the_maps_over_a_real_face():
     assert fig is not None
     titles = [ax.get_title() for ax in fig.axes[:4]]
     assert titles[1:] == ["spatial", "channel", "fused"]
-    assert titles[0].split(" (")[0] in predict.load_checkpoint()[1]["class_names"]
+    assert titles[0].splitlines()[1].split(" (")[0] in predict.load_checkpoint()[1]["class_names"]

@@ -156,7 +156,11 @@ def test_gpu_evidence_dry_run_on_cpu(tmp_path):
         names = sorted(tar.getnames())
         recs = [json.load(tar.extractfile(n)) for n in names if n.endswith(".json")]
     assert recs, proc.stdout[-4000:]
-    assert len(names) == 2 * len(recs)  # each record with its arrays
+    photos = {n for n in names if n.endswith(".photo.npz")}
+    assert len(names) == 2 * len(recs) + len(photos)  # each record with its arrays
+    # each CF-DAN of the paper stand-in brings its Fig. 8 maps over the astronaut (issue 29)
+    assert photos == {f"{r['experiment']}/{r['run_id']}.photo.npz" for r in recs
+                      if r["experiment"] == "gpu_smoke_paper" and r["variant"] == "full"}
     for r in recs:
         assert (r["experiment"], r["run_id"]) in planned
         assert "scripts/gpu_evidence.sh" in r["provenance_note"]

@@ -287,13 +287,21 @@ def attention_facts(shown: Mapping[str, str],
     return out
 
 
-def photo_attention_figure(photo=None, checkpoint: str | os.PathLike[str] | None = None):
-    """Fig. 8 over a face a reader may see (issue 29): the largest face MTCNN finds in
-    ``photo`` (a PIL image; default scikit-image's public-domain astronaut), cropped as
-    ``python -m cfdan predict`` crops it, with the spatial, channel and fused maps of the model
-    in ``checkpoint`` (default the shipped cpu-profile model) over it. Returns the figure, or
-    None when no face is found."""
-    import matplotlib.pyplot as plt
+PHOTO_SUFFIX = ".photo.npz"
+"""A run's Fig. 8 maps over the astronaut photo, stored beside its record (issue 29): made on
+the machine that holds the run's weights (``python -m cfdan photo-maps``), so the book can draw
+a model whose weights it does not have (the paper-profile runs of a GPU call)."""
+PHOTO_MAPS = ("spatial", "channel", "fused")
+
+
+def photo_maps(checkpoint: str | os.PathLike[str] | None = None, photo=None
+               ) -> dict[str, np.ndarray] | None:
+    """Fig. 8 over a face a reader may see: the largest face MTCNN finds in ``photo`` (a PIL
+    image; default scikit-image's public-domain astronaut), cropped as ``python -m cfdan
+    predict`` crops it, through the model in ``checkpoint`` (default the shipped cpu-profile
+    model). Returns ``face`` (grey, the model's input size), the raw ``spatial``, ``channel``
+    and ``fused`` maps (a branch the model lacks is left out), ``probs``, ``class_names``,
+    ``image_size`` and ``run_id``; None when no face is found."""
     from PIL import Image
 
     from cfdan import predict
@@ -307,27 +315,87 @@ def photo_attention_figure(photo=None, checkpoint: str | os.PathLike[str] | None
     if not boxes:
         return None
     crop = photo.crop(tuple(int(v) for v in boxes[0][:4]))
-    x = predict.face_batch(meta, [crop])
     with torch.no_grad():
-        out = model(x, return_attention=True)
+        out = model(predict.face_batch(meta, [crop]), return_attention=True)
     size = int(meta["image_size"])
-    face = np.asarray(crop.convert("L").resize((size, size)), dtype=float) / 255.0
-    prob = torch.softmax(out["logits"], 1)[0]
-    names = list(meta["class_names"])
-    fig, axes = plt.subplots(1, 4, figsize=(9, 3.2))
-    axes[0].imshow(face, cmap="gray", vmin=0, vmax=1)
-    axes[0].set_title(f"{names[int(prob.argmax())]} ({float(prob.max()):.2f})", fontsize=8)
-    for ax, name in zip(axes[1:], ("spatial", "channel", "fused"), strict=True):
-        ax.imshow(face, cmap="gray", vmin=0, vmax=1)
-        m = out["attention"][name]
-        if m is None:
-            ax.set_title(f"no {name} branch", fontsize=8)
-            continue
-        shown, style = _map_style(name, _upsample(m[0].numpy(), face.shape), ATTENTION_V2)
-        ax.imshow(shown, alpha=0.5, **style)
-        ax.set_title(name, fontsize=8)
-        _add_colour_bar(ax, style, _colour_bar_label(name, ATTENTION_V2), 0.5)
-    for ax in axes:
+    maps = {"face": np.asarray(crop.convert("L").resize((size, size)), np.float32) / 255.0,
+            "probs": torch.softmax(out["logits"], 1)[0].numpy(),
+            "class_names": np.array(list(meta["class_names"])),
+            "image_size": np.array(size), "run_id": np.array(str(meta.get("run_id", "")))}
+    for name in PHOTO_MAPS:
+        if out["attention"][name] is not None:
+            maps[name] = out["attention"][name][0].numpy()
+    return maps
+
+
+def save_photo_maps(maps: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> None:
+    """Write :func:`photo_maps`' arrays to ``path`` (compressed npz, atomically)."""
+    from cfdan import atomic
+
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **maps)
+
+
+def stored_photo_maps(root: str | os.PathLike[str] | None = None
+                      ) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Every ``<experiment>/<run_id>.photo.npz`` of the results store with a record beside
+    it, as ``("<experiment>/<run_id>", arrays)``, sorted."""
+    from cfdan import paths
+
+    out = []
+    for f in sorted(paths.results_dir(root).glob(f"*/*{PHOTO_SUFFIX}")):
+        if f.with_name(f.name.removesuffix(PHOTO_SUFFIX) + ".json").is_file():
+            with np.load(f, allow_pickle=False) as z:
+                out.append((f"{f.parent.name}/{f.name.removesuffix(PHOTO_SUFFIX)}",
+                            {k: z[k] for k in z.files}))
+    return out
+
+
+def photo_rows(root: str | os.PathLike[str] | None = None
+               ) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """The rows of chapter 4's Fig. 8 over the astronaut, labelled: the shipped cpu-profile
+    model's maps (computed here), then every stored run's (:func:`stored_photo_maps`)."""
+    rows = []
+    maps = photo_maps()
+    if maps is not None:
+        rows.append((f"shipped cpu-profile model ({int(maps['image_size'])} px)", maps))
+    rows += [(f"{key} ({int(m['image_size'])} px)", m) for key, m in stored_photo_maps(root)]
+    return rows
+
+
+def photo_facts(root: str | os.PathLike[str] | None = None) -> dict[str, int]:
+    """``photo_stored_rows``: how many runs' maps over the astronaut are stored."""
+    return {"photo_stored_rows": len(stored_photo_maps(root))}
+
+
+def photo_attention_figure(rows: Sequence[tuple[str, Mapping[str, np.ndarray]]] | None = None):
+    """Draw :func:`photo_maps` rows, one per model, labelled: the face with the top class and
+    its probability, then the spatial, channel and fused maps over it (default
+    :func:`photo_rows`). Returns the figure, or None when there is no row (no face found)."""
+    import matplotlib.pyplot as plt
+
+    if rows is None:
+        rows = photo_rows()
+    if not rows:
+        return None
+    fig, axes = plt.subplots(len(rows), 4, figsize=(9, 3.2 * len(rows)), squeeze=False)
+    for (label, maps), row in zip(rows, axes, strict=True):
+        face = np.asarray(maps["face"], dtype=float)
+        prob, names = np.asarray(maps["probs"]), [str(n) for n in maps["class_names"]]
+        row[0].imshow(face, cmap="gray", vmin=0, vmax=1)
+        row[0].set_title(f"{label}\n{names[int(prob.argmax())]} ({float(prob.max()):.2f})",
+                         fontsize=8)
+        for ax, name in zip(row[1:], PHOTO_MAPS, strict=True):
+            ax.imshow(face, cmap="gray", vmin=0, vmax=1)
+            if name not in maps:
+                ax.set_title(f"no {name} branch", fontsize=8)
+                continue
+            shown, style = _map_style(name, _upsample(np.asarray(maps[name]), face.shape),
+                                      ATTENTION_V2)
+            ax.imshow(shown, alpha=0.5, **style)
+            ax.set_title(name, fontsize=8)
+            _add_colour_bar(ax, style, _colour_bar_label(name, ATTENTION_V2), 0.5)
+    for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
