@@ -13,7 +13,7 @@ import torch
 
 from cfdan import predict, results
 from cfdan.data.types import FaceTensors
-from cfdan.training import distributed, recipe
+from cfdan.training import checkpoint, distributed, recipe
 from cfdan.training import loop as T
 from cfdan.training.config import ConfigError, load_config
 
@@ -154,6 +154,18 @@ class _Diverging(torch.nn.Module):
         if return_features:
             return {"logits": out, "features": x.mean((2, 3))}
         return out
+
+
+def test_a_missing_best_checkpoint_stops_before_the_test_split(tmp_path, splits, monkeypatch):
+    """Test is read once, from the val-selected weights: never silently from the last epoch's."""
+    save = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save",
+                        lambda obj, path: None if path.name == "best.pt" else save(obj, path))
+    cfg = _cfg(**{"train.epochs": 1})
+    with pytest.raises(FileNotFoundError, match="best.pt: the validation-selected checkpoint"):
+        T.train(cfg, results_root=tmp_path / "r", checkpoint_root=tmp_path / "c",
+                splits=splits, log=lambda m: None)
+    assert not results.has_record("smoke", cfg.run_id, tmp_path / "r")
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, splits, monkeypatch):

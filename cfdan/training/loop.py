@@ -211,8 +211,12 @@ def _train(
     # the val-selected checkpoint: val, test (once), train subset; the record
     if not progress.history:
         raise RuntimeError("no epoch was trained")
-    if best_path.is_file():
-        model.load_state_dict(safe_load.load(best_path, device)["model"])
+    if not best_path.is_file():  # rank 0 wrote it before the barrier: gone since
+        raise FileNotFoundError(
+            f"{best_path}: the validation-selected checkpoint is missing, so the test split "
+            f"would read the last epoch's weights instead; delete {last_path.name} beside it "
+            f"to train the run again")
+    model.load_state_dict(safe_load.load(best_path, device)["model"])
     metrics, arrays = _final_metrics(model, splits, eval_tf, cfg, device, amp, progress.snapshots)
     record = _record(
         cfg, model=model, splits=splits, progress=progress, plan_epochs=plan.epochs,
