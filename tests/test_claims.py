@@ -136,6 +136,13 @@ def test_verdict_cell_marks_what_holm_does_not_keep():
     tost = base | {"p_tost": 0.01, "p_tost_holm": 0.2}
     assert prose.verdict_cell(tost).endswith("no effect ≥ 1 pt" + prose.RAW_ONLY)
     assert prose.verdict_cell({"verdict": "untestable (n = 1)"}) == "untestable (n = 1)"
+    against = {"verdict": "contradicted", "p_zero": 0.04, "p_zero_holm": 0.2,
+               "p_vs_paper": 0.0002, "p_vs_paper_holm": 0.0008, "p_tost": 0.3}
+    assert prose.verdict_cell(against) == \
+        "contradicted" + prose.RAW_ONLY + "; paper's size excluded"
+    assert prose.verdict_cell(against | {"p_zero_holm": 0.01}) == "contradicted"
+    assert prose.verdict_cell(against | {"p_vs_paper_holm": 0.2}) == \
+        "contradicted" + prose.RAW_ONLY
 
 
 def test_per_seed_differences_are_shown_seed_by_seed(store):

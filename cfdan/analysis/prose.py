@@ -160,9 +160,15 @@ def _holds_after_holm(r: Mapping[str, Any], col: str) -> bool:
 
 def verdict_cell(r: Mapping[str, Any]) -> str:
     """The verdict, with "no effect ≥ 1 pt" where the TOST against ±:data:`MARGIN` holds;
-    each marked :data:`RAW_ONLY` when Holm's adjusted p within its table is not below α."""
+    each marked :data:`RAW_ONLY` when Holm's adjusted p within its table is not below α. A
+    *contradicted†* row whose test against the paper's size survives Holm adds "paper's size
+    excluded": the part of the verdict that does hold."""
     col = _VERDICT_P.get(r["verdict"])
-    out = r["verdict"] + ("" if col is None or _holds_after_holm(r, col) else RAW_ONLY)
+    raw_only = col is not None and not _holds_after_holm(r, col)
+    out = r["verdict"] + (RAW_ONLY if raw_only else "")
+    p_paper = r.get("p_vs_paper_holm", float("nan"))
+    if raw_only and r["verdict"] == "contradicted" and _finite(p_paper) and p_paper < ALPHA:
+        out += "; paper's size excluded"
     tost = r.get("p_tost", float("nan"))
     if _finite(tost) and tost < ALPHA:
         out += f"; no effect ≥ {MARGIN:g} pt" + ("" if _holds_after_holm(r, "p_tost")
