@@ -51,6 +51,23 @@ def glued(nb: Path) -> dict[str, str]:
     return out
 
 
+CUT_CELL = re.compile(r"<t[dh][^>]*>([^<]*\.\.\.)</t[dh]>")
+"""A table cell pandas cut at ``display.max_colwidth`` (it ends in "...")."""
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_stored_table_cell_is_cut_short(nb):
+    """A cell cut at pandas' column width hides its end from the reader (it once hid "(n = 1)"
+    of the 224-px run and "not counted" of older runs)."""
+    cut = []
+    for i, cell in enumerate(json.loads(nb.read_text())["cells"]):
+        for o in cell.get("outputs", []):
+            for key in ("text/html", "application/papermill.record/text/html"):
+                html = o.get("data", {}).get(key, "")
+                cut += [f"cell {i}: {c}" for c in CUT_CELL.findall("".join(html))]
+    assert not cut, f"{nb.name}: table cells cut short:\n" + "\n".join(cut)
+
+
 def test_significant_digits_counts():
     assert significant_digits("0.04000000000000031") == 16
     assert significant_digits("82.72") == 4
