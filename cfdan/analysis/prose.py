@@ -64,8 +64,7 @@ def reading_key(row: Mapping[str, Any]) -> str:
     if v == "contradicted":
         if not raw:
             return "other way"
-        p_paper = row.get("p_vs_paper_holm", float("nan"))
-        return ("other way, raw, size excluded" if _finite(p_paper) and p_paper < ALPHA
+        return ("other way, raw, size excluded" if _rejects_after_holm(row, "p_vs_paper")
                 else "other way, raw")
     if v == "paper's effect excluded":
         return "excluded"
@@ -158,6 +157,12 @@ def _holds_after_holm(r: Mapping[str, Any], col: str) -> bool:
     return not _finite(p) or p < ALPHA  # no p (exact, or no test): nothing to correct
 
 
+def _rejects_after_holm(r: Mapping[str, Any], col: str) -> bool:
+    """The row has a Holm-adjusted ``col`` p-value, and it is below α."""
+    p = r.get(f"{col}_holm", float("nan"))
+    return _finite(p) and p < ALPHA
+
+
 def verdict_cell(r: Mapping[str, Any]) -> str:
     """The verdict, with "no effect ≥ 1 pt" where the TOST against ±:data:`MARGIN` holds;
     each marked :data:`RAW_ONLY` when Holm's adjusted p within its table is not below α. A
@@ -166,8 +171,7 @@ def verdict_cell(r: Mapping[str, Any]) -> str:
     col = _VERDICT_P.get(r["verdict"])
     raw_only = col is not None and not _holds_after_holm(r, col)
     out = r["verdict"] + (RAW_ONLY if raw_only else "")
-    p_paper = r.get("p_vs_paper_holm", float("nan"))
-    if raw_only and r["verdict"] == "contradicted" and _finite(p_paper) and p_paper < ALPHA:
+    if raw_only and r["verdict"] == "contradicted" and _rejects_after_holm(r, "p_vs_paper"):
         out += "; paper's size excluded"
     tost = r.get("p_tost", float("nan"))
     if _finite(tost) and tost < ALPHA:

@@ -39,7 +39,6 @@ def work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-
 _pool: ThreadPoolExecutor | None = None
 _pool_key: tuple[int, int] | None = None
 
@@ -204,8 +203,8 @@ def grad_x(x: Tensor, grad: Tensor, sp: Spline) -> Tensor:
 def coef_grad(x: Tensor, grad: Tensor, x_L: float) -> Tensor:
     """d loss / d table (3, 4) on CPU, L2-blocked: per piece, sums of ``grad * t^p``.
 
-    Same quantity as the generic path of :mod:`cfdan.pcp.kernels` (block sums in the work dtype, accumulated
-    in float64); returns float64.
+    Same quantity as the generic path of :mod:`cfdan.pcp.kernels` (block sums in the work
+    dtype, accumulated in float64); returns float64.
     """
     xf = x.detach().contiguous().reshape(-1)
     gf = grad.detach().contiguous().reshape(-1)
